@@ -1,0 +1,3 @@
+module github.com/chronoforge/chronoforge
+
+go 1.26.0

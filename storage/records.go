@@ -1,0 +1,229 @@
+package storage
+
+import (
+	"time"
+)
+
+// State is the lifecycle state of a workflow.
+type State string
+
+// Workflow states. Completed, Failed and Cancelled are final; Stalled waits for an operator.
+const (
+	// StateIdle: not running; runnable when RunAt is set and due, otherwise waiting for a wake.
+	StateIdle State = "idle"
+	// StateRunning: a worker holds (or held, if the lease expired) a lease on it.
+	StateRunning State = "running"
+	// StateCompleted: the workflow function returned a result.
+	StateCompleted State = "completed"
+	// StateFailed: the workflow function failed and its workflow-level retries are spent.
+	StateFailed State = "failed"
+	// StateStalled: a step's retries are spent or a wait timed out; an operator may retry it.
+	StateStalled State = "stalled"
+	// StateCancelled: cancelled by Cancel; nothing more is committed for it.
+	StateCancelled State = "cancelled"
+)
+
+// Final reports whether s is a state no run leaves by itself (completed, failed, cancelled).
+func (s State) Final() bool {
+	return s == StateCompleted || s == StateFailed || s == StateCancelled
+}
+
+// Valid reports whether s is one of the defined states.
+func (s State) Valid() bool {
+	switch s {
+	case StateIdle, StateRunning, StateCompleted, StateFailed, StateStalled, StateCancelled:
+		return true
+	}
+	return false
+}
+
+// StepState is the state of one step record.
+type StepState string
+
+// Step states.
+const (
+	// StepPending: recorded but not finished (a wait in progress, or a step between retries).
+	StepPending StepState = "pending"
+	// StepCompleted: finished; its Result is final and replay returns it.
+	StepCompleted StepState = "completed"
+	// StepFailed: its retries are spent; the workflow is stalled on it.
+	StepFailed StepState = "failed"
+)
+
+// Valid reports whether s is one of the defined step states.
+func (s StepState) Valid() bool {
+	return s == StepPending || s == StepCompleted || s == StepFailed
+}
+
+// Wait describes what an idle workflow waits for. It is informational for operators and
+// tooling: a timer needs only RunAt, a signal wait has no RunAt and is woken by Wake.
+type Wait struct {
+	// Kind is a short word such as "sleep", "until", "signal" or "retry"; empty means none.
+	Kind string `json:"kind,omitempty"`
+	// Step is the name of the step record the wait belongs to.
+	Step string `json:"step,omitempty"`
+}
+
+// Workflow is one stored workflow: the queue entry and its state in one row.
+type Workflow struct {
+	ID    int64
+	Name  string
+	Key   string
+	Input []byte
+	// Output is the encoded result once the workflow completed.
+	Output []byte
+	State  State
+	// Values is the JSON object of durable values, or nil when none were set.
+	Values []byte
+	// RunAt is when the workflow becomes runnable; zero means never by itself (it waits for
+	// a wake, is final or stalled). While leased it equals LeaseUntil, so a claimed row leaves
+	// the runnable range and returns by itself when its lease expires.
+	RunAt time.Time
+	Wait  Wait
+	// LeaseOwner, LeaseUntil and LeaseToken describe the last lease taken on the workflow.
+	// LeaseToken grows by one with every claim, which is what fences stale writers.
+	LeaseOwner string
+	LeaseUntil time.Time
+	LeaseToken int64
+	// Attempt counts failed runs of the workflow function (workflow-level retries).
+	Attempt int
+	// ParentStepID links a branch child to the branch step that spawned it; 0 for roots.
+	ParentStepID int64
+	// TraceContext carries the propagated trace context of the creator (W3C headers, JSON).
+	TraceContext []byte
+	// LastError is the message of the most recent error record, for listings.
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// FinishedAt is set when the workflow reaches a final state.
+	FinishedAt time.Time
+}
+
+// Lease returns the lease the workflow currently carries.
+func (w *Workflow) Lease() Lease {
+	return Lease{WorkflowID: w.ID, Owner: w.LeaseOwner, Token: w.LeaseToken, Until: w.LeaseUntil}
+}
+
+// Lease is a worker's exclusive, expiring right to run one workflow. Every write made under a
+// lease succeeds only while the stored token still equals Token, the stored lease is not
+// expired and the workflow is still running.
+type Lease struct {
+	WorkflowID int64
+	Owner      string
+	Token      int64
+	Until      time.Time
+}
+
+// Step is one step record of a workflow, found by its name.
+type Step struct {
+	WorkflowID int64
+	// ID is assigned by the store and stable for the life of the record.
+	ID    int64
+	Name  string
+	State StepState
+	// Attempts counts executions of the step's function (or evaluations of a wait).
+	Attempts int
+	// Result is the encoded result of a completed step.
+	Result []byte
+	// Meta is opaque to the store: retry budgets, wake times, cursors.
+	Meta      []byte
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// CompletedAt is set when the step completed.
+	CompletedAt time.Time
+}
+
+// ErrorRecord records one failure: of a step attempt, a wait, or a run of the workflow.
+type ErrorRecord struct {
+	ID         int64
+	WorkflowID int64
+	// Step is the step name, or empty for a failure of the workflow function itself.
+	Step    string
+	Attempt int
+	// Type is the Go type of the error, for grouping.
+	Type    string
+	Message string
+	// Values is a bounded snapshot of the durable values when the error happened.
+	Values    []byte
+	CreatedAt time.Time
+}
+
+// NewWorkflow is the input of CreateWorkflow.
+type NewWorkflow struct {
+	Name         string
+	Key          string
+	Input        []byte
+	TraceContext []byte
+	// RunAt is when the new workflow first becomes runnable; usually now.
+	RunAt time.Time
+	Now   time.Time
+}
+
+// ClaimRequest is the input of Claim.
+type ClaimRequest struct {
+	// Owner names the worker; it is stored as the lease owner.
+	Owner string
+	// Limit is the most workflows to claim; at least 1.
+	Limit int
+	// Names restricts the claim to workflows with these names; empty claims any name.
+	Names []string
+	// TTL is the lease length; the lease expires at Now+TTL.
+	TTL time.Duration
+	Now time.Time
+}
+
+// Commit is what a run writes under its lease while it goes on: step records to insert or
+// replace (by workflow and name), the durable values, and error records.
+type Commit struct {
+	Steps []Step
+	// Values replaces the stored durable values when non-nil.
+	Values []byte
+	Errors []ErrorRecord
+	Now    time.Time
+}
+
+// Finish is what a run writes when it ends: everything a Commit carries plus the workflow's
+// new state, output, next run time and wait. The lease is released in the same transaction.
+type Finish struct {
+	Commit
+	// State must be idle (suspended), completed, failed or stalled.
+	State  State
+	Output []byte
+	// RunAt is when the workflow runs again; zero for none (a signal wait, or a final state).
+	// A wake received while the run held its lease is kept: the stored RunAt becomes the
+	// earlier of the two, so no wake-up is lost.
+	RunAt   time.Time
+	Wait    Wait
+	Attempt int
+}
+
+// RetryRequest is the input of Retry.
+type RetryRequest struct {
+	// Steps are written in the same transaction: the retry record and the reset step.
+	Steps []Step
+	Now   time.Time
+}
+
+// ListFilter selects workflows for ListWorkflows. Zero fields select everything.
+type ListFilter struct {
+	Name   string
+	States []State
+	// NotNames excludes workflows with these names.
+	NotNames []string
+	// DueBy selects only workflows whose RunAt is set and at or before it.
+	DueBy time.Time
+	// AfterID pages: only workflows with an ID greater than it, in ID order.
+	AfterID int64
+	// Limit is the page size; 0 means 100, and at most 1,000 are returned.
+	Limit int
+}
+
+// CleanupRequest is the input of DeleteFinished.
+type CleanupRequest struct {
+	// Before: workflows that reached a final state before it are deleted with their steps and
+	// error records.
+	Before time.Time
+	// Limit bounds the workflows deleted by one call; 0 means 1,000.
+	Limit int
+}

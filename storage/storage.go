@@ -1,0 +1,97 @@
+// Package storage defines the contract between chronoforge and the databases that hold
+// workflow progress: the Storage interface, its record types and its sentinel errors.
+//
+// A backend implements Storage; storagetest.Run proves that it keeps every promise written
+// on the methods below. Each method is one unit of work: one round trip to a database server
+// (or one transaction in an embedded store). No package under storage/ imports the SDK.
+//
+// Times are passed in by the caller (the engine's clock) rather than read from the database,
+// so tests can move time and every worker agrees on what "now" means for a request.
+package storage
+
+import (
+	"context"
+	"time"
+)
+
+// Storage is the durable home of workflows, their steps and their error records.
+//
+// Implementations must be safe for concurrent use by many goroutines and, for server
+// databases, by many processes. Every method validates its input first and, when it is bad,
+// returns an error wrapping ErrInvalid (or ErrTooLarge) and writes nothing.
+type Storage interface {
+	// CreateWorkflow stores a new idle workflow runnable at w.RunAt, or, if a workflow with
+	// the same name and key exists, returns that one unchanged with created == false (the
+	// stored input wins). It is atomic: concurrent calls for one name and key create one row.
+	CreateWorkflow(ctx context.Context, w NewWorkflow) (wf Workflow, created bool, err error)
+
+	// GetWorkflow returns the workflow with the given id, or ErrNotFound.
+	GetWorkflow(ctx context.Context, id int64) (Workflow, error)
+
+	// FindWorkflow returns the workflow with the given name and key, or ErrNotFound.
+	FindWorkflow(ctx context.Context, name, key string) (Workflow, error)
+
+	// Load returns the workflow and all its step records, ordered by step ID, in one round
+	// trip however many steps it has. It returns ErrNotFound for an unknown id.
+	Load(ctx context.Context, id int64) (Workflow, []Step, error)
+
+	// Claim takes up to r.Limit runnable workflows and returns them leased to r.Owner.
+	// A workflow is runnable when it is idle or running (a running one's lease has expired),
+	// its RunAt is set and RunAt <= r.Now. Claimed rows are returned in RunAt order with state
+	// running, a lease until r.Now+r.TTL, RunAt equal to the lease expiry and a LeaseToken
+	// greater than any before it. It is one statement or transaction per call, and concurrent
+	// claims never return the same workflow twice while its lease is valid.
+	Claim(ctx context.Context, r ClaimRequest) ([]Workflow, error)
+
+	// Heartbeat extends a held lease to until (and RunAt with it). It returns ErrLeaseLost if
+	// the token no longer matches or the lease expired before now, and ErrCancelled if the
+	// workflow was cancelled meanwhile.
+	Heartbeat(ctx context.Context, l Lease, until, now time.Time) error
+
+	// SaveSteps writes c (step records, durable values, error records) in one transaction,
+	// fenced by the lease: it returns ErrLeaseLost or ErrCancelled and writes nothing unless
+	// the lease is still the workflow's current, unexpired lease and the workflow is running.
+	SaveSteps(ctx context.Context, l Lease, c Commit) error
+
+	// FinishRun ends a run in one transaction, fenced like SaveSteps: it writes the commit,
+	// sets state, output, attempt, wait and next RunAt, and releases the lease. A wake that
+	// arrived during the run (see Wake) makes RunAt the earlier of f.RunAt and the wake time.
+	// For final states RunAt is cleared and FinishedAt set.
+	FinishRun(ctx context.Context, l Lease, f Finish) error
+
+	// Release gives a lease back without changing the workflow's progress: the workflow
+	// becomes idle and runnable at once. Used when a worker shuts down mid-run. It returns
+	// ErrLeaseLost or ErrCancelled like SaveSteps.
+	Release(ctx context.Context, l Lease, now time.Time) error
+
+	// Wake makes a waiting workflow runnable no later than at: RunAt becomes the earlier of
+	// RunAt and at (wake-ups coalesce). If the workflow is running, the wake is remembered and
+	// applied when the run finishes. Final and stalled workflows are not changed; it returns
+	// ErrNotFound for an unknown id and reports whether the workflow was woken.
+	Wake(ctx context.Context, id int64, at time.Time) (bool, error)
+
+	// Retry moves a stalled or failed workflow back to idle, runnable at r.Now, resets its
+	// workflow-level attempt count and writes r.Steps, in one transaction. It returns
+	// ErrWrongState for any other state (so of two concurrent retries one wins).
+	Retry(ctx context.Context, id int64, r RetryRequest) (Workflow, error)
+
+	// Cancel marks a workflow that is not final as cancelled and clears its RunAt. A run in
+	// progress loses its lease's write rights (writes return ErrCancelled). It returns
+	// ErrWrongState if the workflow is already final.
+	Cancel(ctx context.Context, id int64, now time.Time) error
+
+	// ListWorkflows returns one page of workflows matching f, in ID order.
+	ListWorkflows(ctx context.Context, f ListFilter) ([]Workflow, error)
+
+	// ListErrors returns the error records of a workflow, oldest first, at most limit
+	// (0 means 100).
+	ListErrors(ctx context.Context, workflowID int64, limit int) ([]ErrorRecord, error)
+
+	// DeleteFinished deletes up to r.Limit final workflows whose FinishedAt is before
+	// r.Before, with their steps and error records, and returns how many it deleted.
+	DeleteFinished(ctx context.Context, r CleanupRequest) (int, error)
+
+	// Close releases the store's resources. Stores built over a pool the application owns
+	// leave that pool open.
+	Close() error
+}
