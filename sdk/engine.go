@@ -1,0 +1,202 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Engine starts, inspects and runs workflows over one storage.Storage. It holds the registry
+// of workflow definitions. Workers (package dispatch) call Execute for each claimed workflow.
+// An Engine is safe for concurrent use.
+type Engine struct {
+	store          storage.Storage
+	codec          Codec
+	clock          Clock
+	logger         *slog.Logger
+	stepPolicy     RetryPolicy
+	workflowPolicy RetryPolicy
+	defs           map[string]*definition
+	names          []string
+
+	mu      sync.Mutex
+	changed chan struct{}
+	running map[int64]context.CancelCauseFunc
+}
+
+// Option configures an Engine.
+type Option func(*Engine) error
+
+// WithWorkflows registers workflow definitions. Names must be valid and unique.
+func WithWorkflows(defs ...Definition) Option {
+	return func(e *Engine) error {
+		for _, d := range defs {
+			if d == nil {
+				return fmt.Errorf("%w: nil workflow definition", ErrInvalid)
+			}
+			def := d.definition()
+			if def.err != nil {
+				return fmt.Errorf("register workflow: %w", def.err)
+			}
+			if _, dup := e.defs[def.name]; dup {
+				return fmt.Errorf("%w: workflow name %q registered twice", ErrInvalid, def.name)
+			}
+			e.defs[def.name] = def
+		}
+		return nil
+	}
+}
+
+// WithCodec sets the payload codec (default JSONCodec).
+func WithCodec(c Codec) Option {
+	return func(e *Engine) error { e.codec = c; return nil }
+}
+
+// WithClock sets the clock (default SystemClock).
+func WithClock(c Clock) Option {
+	return func(e *Engine) error { e.clock = c; return nil }
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(e *Engine) error { e.logger = l; return nil }
+}
+
+// WithStepRetry sets the default retry policy of steps (default DefaultStepPolicy).
+func WithStepRetry(p RetryPolicy) Option {
+	return func(e *Engine) error {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("step retry: %w", err)
+		}
+		e.stepPolicy = p
+		return nil
+	}
+}
+
+// WithWorkflowRetry sets the default retry policy of workflow functions (default
+// DefaultWorkflowPolicy).
+func WithWorkflowRetry(p RetryPolicy) Option {
+	return func(e *Engine) error {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("workflow retry: %w", err)
+		}
+		e.workflowPolicy = p
+		return nil
+	}
+}
+
+// NewEngine builds an engine over store. It returns an error for invalid or duplicate
+// workflow names and invalid policies.
+func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: nil storage", ErrInvalid)
+	}
+	e := &Engine{
+		store:          store,
+		codec:          JSONCodec{},
+		clock:          SystemClock{},
+		logger:         slog.Default(),
+		stepPolicy:     DefaultStepPolicy,
+		workflowPolicy: DefaultWorkflowPolicy,
+		defs:           map[string]*definition{},
+		changed:        make(chan struct{}),
+		running:        map[int64]context.CancelCauseFunc{},
+	}
+	for _, o := range opts {
+		if err := o(e); err != nil {
+			return nil, err
+		}
+	}
+	for n := range e.defs {
+		e.names = append(e.names, n)
+	}
+	sort.Strings(e.names)
+	return e, nil
+}
+
+// Store returns the engine's storage.
+func (e *Engine) Store() storage.Storage { return e.store }
+
+// Clock returns the engine's clock.
+func (e *Engine) Clock() Clock { return e.clock }
+
+// Logger returns the engine's logger.
+func (e *Engine) Logger() *slog.Logger { return e.logger }
+
+// Names returns the registered workflow names, sorted.
+func (e *Engine) Names() []string { return append([]string(nil), e.names...) }
+
+// Changed returns a channel that is closed the next time this engine starts, wakes or
+// finishes a workflow. Workers and Result waiters in the same process use it to react at once
+// instead of waiting for their next poll.
+func (e *Engine) Changed() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+func (e *Engine) notify() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+func (e *Engine) checkRegistered(d *definition) error {
+	if d.err != nil {
+		return d.err
+	}
+	if e.defs[d.name] != d {
+		return fmt.Errorf("%w: %q (add it with sdk.WithWorkflows)", ErrUnregistered, d.name)
+	}
+	return nil
+}
+
+func (e *Engine) create(ctx context.Context, name, key string, input []byte) (storage.Workflow, error) {
+	now := e.clock.Now()
+	wf, created, err := e.store.CreateWorkflow(ctx, storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: now, Now: now})
+	if err != nil {
+		return storage.Workflow{}, fmt.Errorf("start workflow %q key %q: %w", name, key, err)
+	}
+	if created {
+		e.notify()
+	}
+	return wf, nil
+}
+
+// Get returns the stored workflow with the given id.
+func (e *Engine) Get(ctx context.Context, id int64) (storage.Workflow, error) {
+	return e.store.GetWorkflow(ctx, id)
+}
+
+// Signal wakes the workflow with the given id so that its current wait is evaluated now: a
+// ContinueIf or WaitUntil condition is checked again, a Sleep re-suspends for the time that
+// remains. A signal that arrives while the workflow runs is kept for when the run ends.
+// Signalling a final or stalled workflow does nothing.
+func (e *Engine) Signal(ctx context.Context, id int64) error {
+	if _, err := e.store.Wake(ctx, id, e.clock.Now()); err != nil {
+		return fmt.Errorf("signal workflow %d: %w", id, err)
+	}
+	e.notify()
+	return nil
+}
+
+// Cancel marks the workflow cancelled. A run in progress in this process stops at its next SDK
+// call and its step's context is cancelled; runs in other processes stop at their next write
+// or heartbeat. Nothing more is committed for it.
+func (e *Engine) Cancel(ctx context.Context, id int64) error {
+	if err := e.store.Cancel(ctx, id, e.clock.Now()); err != nil {
+		return fmt.Errorf("cancel workflow %d: %w", id, err)
+	}
+	e.mu.Lock()
+	if cancel := e.running[id]; cancel != nil {
+		cancel(storage.ErrCancelled)
+	}
+	e.mu.Unlock()
+	e.notify()
+	return nil
+}

@@ -1,0 +1,149 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// ErrShutdown is the cause a worker gives when it cancels a run because it is shutting down.
+// Execute then releases the lease so another worker can take the workflow over at once.
+var ErrShutdown = errors.New("chronoforge: worker shutting down")
+
+// Execute runs one claimed workflow once: it loads the workflow with all its steps in one
+// storage call, replays the workflow function, and ends the run with one FinishRun write
+// (completed, failed, stalled, or idle until its next wake). Workers call it with a workflow
+// returned by storage.Claim; every write it makes is fenced by that lease.
+//
+// Cancel ctx to stop the run: with cause ErrShutdown the lease is released for another
+// worker; with any other cause (lease lost, cancelled) nothing more is written. Execute
+// returns an error only when it could not record the outcome; the workflow then runs again
+// when its lease expires.
+func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
+	def := e.defs[claimed.Name]
+	if def == nil {
+		// Claims are filtered by registered names, so this is a caller's mistake; give it back.
+		err := e.store.Release(context.WithoutCancel(ctx), claimed.Lease(), e.clock.Now())
+		return errors.Join(fmt.Errorf("%w: %q (workflow %d)", ErrUnregistered, claimed.Name, claimed.ID), err)
+	}
+	wf, steps, err := e.store.Load(ctx, claimed.ID)
+	if err != nil {
+		return fmt.Errorf("load workflow %q key %q: %w", claimed.Name, claimed.Key, err)
+	}
+	if wf.LeaseToken != claimed.LeaseToken || wf.State != storage.StateRunning {
+		return nil // taken over or cancelled since the claim: nothing to do
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	e.mu.Lock()
+	e.running[wf.ID] = cancel
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.running, wf.ID)
+		e.mu.Unlock()
+	}()
+
+	r := &run{
+		eng:    e,
+		def:    def,
+		wf:     wf,
+		lease:  claimed.Lease(),
+		ctx:    runCtx,
+		log:    e.logger.With("workflow", wf.Name, "key", wf.Key, "id", wf.ID),
+		steps:  make(map[string]*storage.Step, len(steps)),
+		seen:   map[string]bool{},
+		values: map[string]json.RawMessage{},
+	}
+	for i := range steps {
+		r.steps[steps[i].Name] = &steps[i]
+	}
+	if len(wf.Values) > 0 {
+		if err := json.Unmarshal(wf.Values, &r.values); err != nil {
+			r.halt(haltFail, fmt.Errorf("%w: workflow %q key %q: durable values: %v", ErrDecode, wf.Name, wf.Key, err))
+		}
+	}
+	var out []byte
+	var fnErr error
+	if r.stopped == nil {
+		out, fnErr = callWorkflow(r, def)
+	}
+	err = e.finish(r, out, fnErr)
+	e.notify()
+	return err
+}
+
+func callWorkflow(r *run, def *definition) (out []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("workflow %q panicked: %v\n%s", r.wf.Name, p, debug.Stack())
+		}
+	}()
+	return def.run(&Context{run: r}, r.wf.Input)
+}
+
+// finish writes the outcome of a run.
+func (e *Engine) finish(r *run, out []byte, fnErr error) error {
+	f := storage.Finish{Attempt: r.wf.Attempt}
+	if h := r.stopped; h != nil {
+		switch h.kind {
+		case haltAbort:
+			if errors.Is(h.cause, ErrShutdown) {
+				if err := e.store.Release(context.WithoutCancel(r.ctx), r.lease, e.clock.Now()); err != nil && !errors.Is(err, storage.ErrLeaseLost) && !errors.Is(err, storage.ErrCancelled) {
+					return fmt.Errorf("release workflow %q key %q: %w", r.wf.Name, r.wf.Key, err)
+				}
+			}
+			r.log.Debug("run aborted", "cause", h.cause)
+			return nil
+		case haltSuspend:
+			f.State, f.RunAt, f.Wait = storage.StateIdle, h.runAt, h.wait
+		case haltStall:
+			f.State = storage.StateStalled
+			r.log.Warn("workflow stalled", "error", h.cause)
+		case haltFail:
+			f.State = storage.StateFailed
+			r.recordError("", r.wf.Attempt+1, h.cause)
+			r.log.Error("workflow failed", "error", h.cause)
+		}
+	} else if fnErr == nil {
+		f.State, f.Output = storage.StateCompleted, out
+	} else {
+		f.Attempt = r.wf.Attempt + 1
+		r.recordError("", f.Attempt, fnErr)
+		policy := r.def.retry
+		if policy == nil {
+			policy = e.workflowPolicy
+		}
+		_, delay, again := policy.decide(fnErr, map[string]int{policyKey(policy, fnErr): r.wf.Attempt})
+		if again {
+			f.State, f.RunAt, f.Wait = storage.StateIdle, e.clock.Now().Add(delay), storage.Wait{Kind: "retry"}
+			r.log.Info("workflow run failed; will retry", "attempt", f.Attempt, "delay", delay, "error", fnErr)
+		} else {
+			f.State = storage.StateFailed
+			r.log.Error("workflow failed", "attempt", f.Attempt, "error", fnErr)
+		}
+	}
+	f.Commit = storage.Commit{Steps: r.pending, Errors: r.errs, Now: e.clock.Now()}
+	if r.valuesDirty {
+		f.Values = r.encodeValues()
+	}
+	if err := e.store.FinishRun(context.WithoutCancel(r.ctx), r.lease, f); err != nil {
+		if errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled) {
+			r.log.Debug("run outcome not written", "error", err)
+			return nil
+		}
+		return fmt.Errorf("finish workflow %q key %q: %w", r.wf.Name, r.wf.Key, err)
+	}
+	return nil
+}
+
+// policyKey returns the budget key a policy charges for err, so the workflow's attempt
+// count can stand in for it (workflow runs keep one counter, Workflow.Attempt).
+func policyKey(p RetryPolicy, err error) string {
+	k, _, _ := p.decide(err, map[string]int{})
+	return k
+}

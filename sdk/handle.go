@@ -1,0 +1,78 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Handle refers to one stored workflow whose output is of type Out.
+type Handle[Out any] struct {
+	eng  *Engine
+	id   int64
+	name string
+	key  string
+}
+
+// ID returns the workflow's storage id.
+func (h *Handle[Out]) ID() int64 { return h.id }
+
+// Name returns the workflow's name.
+func (h *Handle[Out]) Name() string { return h.name }
+
+// Key returns the workflow's key.
+func (h *Handle[Out]) Key() string { return h.key }
+
+// Workflow returns the stored workflow row as it is now.
+func (h *Handle[Out]) Workflow(ctx context.Context) (storage.Workflow, error) {
+	return h.eng.store.GetWorkflow(ctx, h.id)
+}
+
+// Result waits until the workflow completes and returns its typed output. If the workflow
+// ends failed or cancelled, or stalls, it returns a *WorkflowError carrying that state (match
+// it with errors.Is against ErrFailed, ErrCancelled or ErrStalled). It returns ctx's error
+// if ctx ends first. Waiting reacts at once to runs finished by a worker of the same engine
+// and polls the store (from 10 ms up to 1 s apart) for runs in other processes.
+func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
+	var zero Out
+	poll := 10 * time.Millisecond
+	for {
+		changed := h.eng.Changed()
+		wf, err := h.eng.store.GetWorkflow(ctx, h.id)
+		if err != nil {
+			return zero, fmt.Errorf("result of workflow %q key %q: %w", h.name, h.key, err)
+		}
+		switch wf.State {
+		case storage.StateCompleted:
+			var out Out
+			if err := h.eng.codec.Unmarshal(wf.Output, &out); err != nil {
+				return zero, fmt.Errorf("%w: workflow %q key %q output into %s: %v", ErrDecode, h.name, h.key, reflect.TypeFor[Out](), err)
+			}
+			return out, nil
+		case storage.StateFailed, storage.StateCancelled, storage.StateStalled:
+			return zero, &WorkflowError{ID: wf.ID, Name: wf.Name, Key: wf.Key, State: wf.State, Message: wf.LastError}
+		}
+		timer := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return zero, ctx.Err()
+		case <-changed:
+		case <-timer.C:
+			poll = min(2*poll, time.Second)
+		}
+		timer.Stop()
+	}
+}
+
+// Signal wakes the workflow; see Engine.Signal.
+func (h *Handle[Out]) Signal(ctx context.Context) error { return h.eng.Signal(ctx, h.id) }
+
+// Cancel cancels the workflow; see Engine.Cancel.
+func (h *Handle[Out]) Cancel(ctx context.Context) error { return h.eng.Cancel(ctx, h.id) }
+
+// Retry retries a stalled or failed workflow; see Engine.Retry.
+func (h *Handle[Out]) Retry(ctx context.Context) error { return h.eng.Retry(ctx, h.id) }

@@ -1,0 +1,150 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// StepOption configures one step.
+type StepOption interface{ applyStep(*stepConfig) }
+
+type stepConfig struct {
+	retry RetryPolicy
+}
+
+// RetryOption sets the retry policy of a step or a workflow; see WithRetry.
+type RetryOption struct{ policy RetryPolicy }
+
+// WithRetry sets the retry policy of a step (Step option) or of a workflow function (New
+// option). An invalid policy stops the run (step) or fails registration (workflow).
+func WithRetry(p RetryPolicy) RetryOption { return RetryOption{policy: p} }
+
+func (o RetryOption) applyStep(c *stepConfig)   { c.retry = o.policy }
+func (o RetryOption) applyWorkflow(d *definition) { d.retry = o.policy }
+
+// stepMeta is the SDK's bookkeeping in a step record's Meta.
+type stepMeta struct {
+	// Used counts failures charged to each retry policy, by policy name.
+	Used map[string]int `json:"used,omitempty"`
+	// NextAt is when a step between retries may run again.
+	NextAt time.Time `json:"next_at,omitzero"`
+	// WakeAt is the wake time of a sleep, fixed when first recorded.
+	WakeAt time.Time `json:"wake_at,omitzero"`
+	// Deadline is the timeout of a wait, fixed when first recorded.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+func readMeta(s storage.Step) stepMeta {
+	var m stepMeta
+	if len(s.Meta) > 0 {
+		_ = json.Unmarshal(s.Meta, &m) // the SDK wrote it; a damaged one restarts the bookkeeping
+	}
+	return m
+}
+
+func (m stepMeta) bytes() []byte {
+	data, _ := json.Marshal(m)
+	return data
+}
+
+// Step runs fn once and persists its result under name. On replay a completed step returns
+// its stored result without running fn. A failing fn is retried by the step's policy (default
+// DefaultStepPolicy) in later runs, after the policy's delay; when its attempts are spent, or
+// fn returns a Permanent error, the workflow stalls until an operator retries it. Meanwhile
+// Step returns an error matching ErrSuspended: return it.
+//
+// fn receives the run's context, which is cancelled when the workflow is cancelled, the
+// worker loses its lease or shuts down. fn may run more than once (at-least-once): make its
+// side effects idempotent. Using one name twice in a run is an error (ErrDuplicateStep).
+func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error), opts ...StepOption) (T, error) {
+	var zero T
+	r := c.run
+	if err := r.check(); err != nil {
+		return zero, err
+	}
+	if err := r.use("step", name, name); err != nil {
+		return zero, err
+	}
+	cfg := stepConfig{retry: r.eng.stepPolicy}
+	for _, o := range opts {
+		o.applyStep(&cfg)
+	}
+	rec, _ := r.record(name)
+	switch rec.State {
+	case storage.StepCompleted:
+		var v T
+		if err := r.eng.codec.Unmarshal(rec.Result, &v); err != nil {
+			return zero, r.halt(haltFail, decodeError(r, name, reflect.TypeFor[T](), err))
+		}
+		return v, nil
+	case storage.StepFailed:
+		return zero, r.halt(haltStall, fmt.Errorf("step %q: retries spent: %s", name, rec.LastError))
+	}
+	if cfg.retry == nil {
+		cfg.retry = r.eng.stepPolicy
+	}
+	if err := cfg.retry.validate(); err != nil {
+		return zero, r.halt(haltFail, fmt.Errorf("workflow %q step %q: %w", r.wf.Name, name, err))
+	}
+	meta := readMeta(rec)
+	now := r.eng.clock.Now()
+	if meta.NextAt.After(now) {
+		return zero, r.suspend(meta.NextAt, storage.Wait{Kind: "retry", Step: name})
+	}
+
+	v, err := callStep(r.ctx, fn)
+	rec.Attempts++
+	now = r.eng.clock.Now()
+	if err == nil {
+		var data []byte
+		data, err = r.eng.codec.Marshal(v)
+		if err == nil {
+			rec.State, rec.Result, rec.CompletedAt, rec.LastError = storage.StepCompleted, data, now, ""
+			rec.Meta = nil
+			r.queue(rec)
+			if err := r.commit(); err != nil {
+				return zero, err
+			}
+			return v, nil
+		}
+		err = Permanent(fmt.Errorf("encode result %s: %w", reflect.TypeFor[T](), err))
+	}
+	if r.ctx.Err() != nil {
+		// Cancelled, lease lost or shutting down: nothing is recorded; the step runs again.
+		return zero, r.halt(haltAbort, context.Cause(r.ctx))
+	}
+	err = fmt.Errorf("step %q attempt %d: %w", name, rec.Attempts, err)
+	r.recordError(name, rec.Attempts, err)
+	rec.LastError = storage.Truncate(err.Error(), 4<<10)
+	if meta.Used == nil {
+		meta.Used = map[string]int{}
+	}
+	key, delay, again := cfg.retry.decide(err, meta.Used)
+	meta.Used[key]++
+	if !again {
+		rec.State = storage.StepFailed
+		rec.Meta = meta.bytes()
+		r.queue(rec)
+		return zero, r.halt(haltStall, err)
+	}
+	meta.NextAt = now.Add(delay)
+	rec.Meta = meta.bytes()
+	r.queue(rec)
+	return zero, r.suspend(meta.NextAt, storage.Wait{Kind: "retry", Step: name})
+}
+
+// callStep runs fn, turning a panic into an error.
+func callStep[T any](ctx context.Context, fn func(context.Context) (T, error)) (v T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn(ctx)
+}
