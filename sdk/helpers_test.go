@@ -1,0 +1,96 @@
+package sdk_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/sdk"
+	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/storage/bolt"
+)
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+// env is an engine over a fresh bbolt store with a fake clock, driven by hand: drain claims
+// and executes every due workflow, so tests decide exactly when time passes.
+type env struct {
+	t     *testing.T
+	store storage.Storage
+	count *countingStore
+	clock *sdk.FakeClock
+	eng   *sdk.Engine
+}
+
+func newEnv(t *testing.T, opts ...sdk.Option) *env {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "sdk.db"), bolt.WithNoSync())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	cs := &countingStore{Storage: st}
+	clock := sdk.NewFakeClock(t0)
+	eng, err := sdk.NewEngine(cs, append([]sdk.Option{sdk.WithClock(clock)}, opts...)...)
+	require.NoError(t, err)
+	return &env{t: t, store: st, count: cs, clock: clock, eng: eng}
+}
+
+// drain runs every workflow due now until none is, and returns how many runs it made.
+func (e *env) drain() int {
+	e.t.Helper()
+	runs := 0
+	for {
+		claimed, err := e.store.Claim(context.Background(), storage.ClaimRequest{
+			Owner: "test", Limit: 10, Names: e.eng.Names(), TTL: time.Minute, Now: e.clock.Now(),
+		})
+		require.NoError(e.t, err)
+		if len(claimed) == 0 {
+			return runs
+		}
+		for _, wf := range claimed {
+			require.NoError(e.t, e.eng.Execute(context.Background(), wf))
+			runs++
+		}
+		require.Less(e.t, runs, 10000, "workflows never settle")
+	}
+}
+
+func (e *env) state(id int64) storage.Workflow {
+	e.t.Helper()
+	wf, err := e.store.GetWorkflow(context.Background(), id)
+	require.NoError(e.t, err)
+	return wf
+}
+
+func (e *env) errors(id int64) []storage.ErrorRecord {
+	e.t.Helper()
+	recs, err := e.store.ListErrors(context.Background(), id, 0)
+	require.NoError(e.t, err)
+	return recs
+}
+
+// countingStore counts the calls made to the wrapped store, by method.
+type countingStore struct {
+	storage.Storage
+	loads, saves, finishes atomic.Int64
+}
+
+func (c *countingStore) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
+	c.loads.Add(1)
+	return c.Storage.Load(ctx, id)
+}
+
+func (c *countingStore) SaveSteps(ctx context.Context, l storage.Lease, cm storage.Commit) error {
+	c.saves.Add(1)
+	return c.Storage.SaveSteps(ctx, l, cm)
+}
+
+func (c *countingStore) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+	c.finishes.Add(1)
+	return c.Storage.FinishRun(ctx, l, f)
+}
+
+var ctx = context.Background()
