@@ -25,7 +25,7 @@ type RetryOption struct{ policy RetryPolicy }
 // option). An invalid policy stops the run (step) or fails registration (workflow).
 func WithRetry(p RetryPolicy) RetryOption { return RetryOption{policy: p} }
 
-func (o RetryOption) applyStep(c *stepConfig)   { c.retry = o.policy }
+func (o RetryOption) applyStep(c *stepConfig)     { c.retry = o.policy }
 func (o RetryOption) applyWorkflow(d *definition) { d.retry = o.policy }
 
 // stepMeta is the SDK's bookkeeping in a step record's Meta.

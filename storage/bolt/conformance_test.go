@@ -1,0 +1,21 @@
+package bolt
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/storagetest"
+)
+
+// TestConformance runs the shared storage suite against fresh bolt files.
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Storage {
+		s, err := Open(filepath.Join(t.TempDir(), "conformance.db"), WithNoSync())
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}

@@ -1,0 +1,163 @@
+package bolt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Keys and index maintenance. Every key is built in a fresh slice: bbolt requires keys and
+// values passed to Put to stay untouched for the rest of the transaction.
+
+func idKey(id int64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(id))
+}
+
+func beUint(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// timeBits orders times bytewise: flipping the sign bit of the nanoseconds makes negative
+// (pre-1970) times sort before positive ones.
+func timeBits(t time.Time) uint64 { return uint64(t.UnixNano()) ^ (1 << 63) }
+
+// timeIDKey is time then id: the key of the runnable and finished indexes.
+func timeIDKey(t time.Time, id int64) []byte {
+	b := make([]byte, 0, 16)
+	b = binary.BigEndian.AppendUint64(b, timeBits(t))
+	return binary.BigEndian.AppendUint64(b, uint64(id))
+}
+
+func nameKey(name, key string) []byte {
+	b := make([]byte, 0, len(name)+1+len(key))
+	b = append(b, name...)
+	b = append(b, 0)
+	return append(b, key...)
+}
+
+func stateKey(s storage.State, id int64) []byte {
+	b := make([]byte, 0, len(s)+9)
+	b = append(b, s...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint64(b, uint64(id))
+}
+
+// childKey is a parent id followed by suffix: step and error records live under their
+// workflow's id, so a prefix scan finds all of them.
+func childKey(id int64, suffix []byte) []byte {
+	b := make([]byte, 0, 8+len(suffix))
+	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	return append(b, suffix...)
+}
+
+func runnable(r *record) bool {
+	return !r.RunAt.IsZero() && (r.State == storage.StateIdle || r.State == storage.StateRunning)
+}
+
+func finished(r *record) bool { return r.State.Final() && !r.FinishedAt.IsZero() }
+
+// txn gives one bbolt transaction typed access to the buckets.
+type txn struct {
+	tx        *bbolt.Tx
+	workflows *bbolt.Bucket
+	keys      *bbolt.Bucket
+	runnable  *bbolt.Bucket
+	states    *bbolt.Bucket
+	finished  *bbolt.Bucket
+	steps     *bbolt.Bucket
+	errors    *bbolt.Bucket
+}
+
+func newTxn(tx *bbolt.Tx) *txn {
+	return &txn{
+		tx:        tx,
+		workflows: tx.Bucket(bucketWorkflows),
+		keys:      tx.Bucket(bucketKeys),
+		runnable:  tx.Bucket(bucketRunnable),
+		states:    tx.Bucket(bucketStates),
+		finished:  tx.Bucket(bucketFinished),
+		steps:     tx.Bucket(bucketSteps),
+		errors:    tx.Bucket(bucketErrors),
+	}
+}
+
+// view and update run fn in one read or write transaction.
+func (s *Store) view(fn func(t *txn) error) error {
+	return s.db.View(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
+}
+
+func (s *Store) update(fn func(t *txn) error) error {
+	return s.db.Update(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
+}
+
+// get loads a workflow or returns an error wrapping storage.ErrNotFound.
+func (t *txn) get(id int64) (*record, error) {
+	if id > 0 {
+		if v := t.workflows.Get(idKey(id)); v != nil {
+			r, err := decodeWorkflow(v)
+			if err != nil {
+				return nil, fmt.Errorf("workflow %d: %w", id, err)
+			}
+			return r, nil
+		}
+	}
+	return nil, fmt.Errorf("workflow %d: %w", id, storage.ErrNotFound)
+}
+
+// put writes r and moves its index entries from where old had them (old is nil for a new
+// row). Every change of a workflow goes through here, so the indexes cannot drift.
+func (t *txn) put(old, r *record) error {
+	if old != nil {
+		if err := t.unindex(old); err != nil {
+			return err
+		}
+	}
+	if err := t.workflows.Put(idKey(r.ID), encodeWorkflow(r)); err != nil {
+		return err
+	}
+	if err := t.states.Put(stateKey(r.State, r.ID), nil); err != nil {
+		return err
+	}
+	if runnable(r) {
+		if err := t.runnable.Put(timeIDKey(r.RunAt, r.ID), []byte(r.Name)); err != nil {
+			return err
+		}
+	}
+	if finished(r) {
+		if err := t.finished.Put(timeIDKey(r.FinishedAt, r.ID), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txn) unindex(r *record) error {
+	if err := t.states.Delete(stateKey(r.State, r.ID)); err != nil {
+		return err
+	}
+	if runnable(r) {
+		if err := t.runnable.Delete(timeIDKey(r.RunAt, r.ID)); err != nil {
+			return err
+		}
+	}
+	if finished(r) {
+		if err := t.finished.Delete(timeIDKey(r.FinishedAt, r.ID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixKeys returns the keys of b that start with prefix. Deleting behind a live cursor can
+// skip keys in bbolt, so deletions collect first.
+func prefixKeys(b *bbolt.Bucket, prefix []byte) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, append([]byte{}, k...))
+	}
+	return keys
+}

@@ -1,0 +1,133 @@
+// Package bolt is the embedded chronoforge backend: a storage.Storage kept in one bbolt file.
+//
+// It suits a single process (the file is locked while open). Every method is exactly one
+// bbolt transaction and the store starts no goroutines. Secondary indexes are buckets kept
+// consistent in the same transaction as the row they index:
+//
+//	workflows  id                      -> workflow record
+//	keys       name 0x00 key           -> id
+//	runnable   run_at id               -> name   (idle or running rows with a RunAt)
+//	states     state 0x00 id           -> empty
+//	finished   finished_at id          -> empty  (final rows)
+//	steps      workflow id, step name  -> step record
+//	errors     workflow id, error id   -> error record
+//
+// Ids are 8-byte big-endian and times are Unix nanoseconds with the sign bit flipped, so
+// byte order is numeric order and a cursor walks each index in the order it needs.
+package bolt
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+var _ storage.Storage = (*Store)(nil)
+
+// Store is a storage.Storage backed by one bbolt file. It is safe for concurrent use; write
+// transactions are serialised by bbolt, reads run in parallel with them.
+type Store struct {
+	db   *bbolt.DB
+	path string
+}
+
+// schemaVersion is written to the meta bucket; Open refuses files with another version.
+const schemaVersion = 1
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketWorkflows = []byte("workflows")
+	bucketKeys      = []byte("keys")
+	bucketRunnable  = []byte("runnable")
+	bucketStates    = []byte("states")
+	bucketFinished  = []byte("finished")
+	bucketSteps     = []byte("steps")
+	bucketErrors    = []byte("errors")
+
+	metaVersion = []byte("version")
+)
+
+type options struct {
+	timeout time.Duration
+	noSync  bool
+	mode    os.FileMode
+}
+
+// Option configures Open.
+type Option func(*options)
+
+// WithTimeout bounds how long Open waits for the file lock held by another process
+// (default 1s). A non-positive d waits indefinitely.
+func WithTimeout(d time.Duration) Option {
+	return func(o *options) { o.timeout = d }
+}
+
+// WithNoSync skips fsync after each commit. A crash of the machine (not just the process)
+// may then lose or corrupt recent commits; use it for tests and benchmarks only.
+func WithNoSync() Option {
+	return func(o *options) { o.noSync = true }
+}
+
+// WithFileMode sets the permissions of a newly created file (default 0600).
+func WithFileMode(mode os.FileMode) Option {
+	return func(o *options) { o.mode = mode }
+}
+
+// Open opens (creating if needed) the store at path and creates its buckets. It takes an
+// exclusive lock on the file; if the lock stays held by another process (or another open
+// Store in this one) for the timeout, it returns an error wrapping storage.ErrLocked.
+func Open(path string, opts ...Option) (*Store, error) {
+	o := options{timeout: time.Second, mode: 0o600}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	timeout := o.timeout
+	if timeout < 0 {
+		timeout = 0 // bbolt: zero waits indefinitely
+	}
+	db, err := bbolt.Open(path, o.mode, &bbolt.Options{Timeout: timeout, NoSync: o.noSync})
+	if err != nil {
+		if errors.Is(err, bberrors.ErrTimeout) {
+			return nil, fmt.Errorf("bolt: open %s: another process holds the file lock (waited %v): %w", path, o.timeout, storage.ErrLocked)
+		}
+		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+	}
+	if err := db.Update(initBuckets); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+func initBuckets(tx *bbolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketSteps, bucketErrors} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaVersion); v != nil {
+		if len(v) != 8 || beUint(v) != schemaVersion {
+			return fmt.Errorf("file has schema version %x, this build reads %d", v, schemaVersion)
+		}
+		return nil
+	}
+	return meta.Put(metaVersion, idKey(schemaVersion))
+}
+
+// Path returns the file the store was opened on.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file and releases its lock. Methods called after Close return an error.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("bolt: close %s: %w", s.path, err)
+	}
+	return nil
+}

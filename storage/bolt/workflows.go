@@ -1,0 +1,325 @@
+package bolt
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// CreateWorkflow stores a new idle workflow runnable at w.RunAt (w.Now when zero), or returns
+// the existing workflow with the same name and key unchanged with created == false. The
+// write transaction makes the check and the insert atomic.
+func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (storage.Workflow, bool, error) {
+	if err := storage.ValidateNew(w); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if err := checkNow("now", w.Now); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if err := checkTime("run time", w.RunAt); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	var (
+		out     storage.Workflow
+		created bool
+	)
+	err := s.update(func(t *txn) error {
+		nk := nameKey(w.Name, w.Key)
+		if v := t.keys.Get(nk); v != nil {
+			r, err := t.get(int64(beUint(v)))
+			if err != nil {
+				return err
+			}
+			out = r.Workflow
+			return nil
+		}
+		seq, err := t.workflows.NextSequence()
+		if err != nil {
+			return err
+		}
+		now := w.Now.UTC()
+		runAt := w.RunAt
+		if runAt.IsZero() {
+			runAt = now
+		}
+		r := &record{Workflow: storage.Workflow{
+			ID:           int64(seq),
+			Name:         w.Name,
+			Key:          w.Key,
+			Input:        w.Input,
+			State:        storage.StateIdle,
+			RunAt:        runAt.UTC(),
+			TraceContext: w.TraceContext,
+			CreatedAt:    now,
+			UpdatedAt:    now,
+		}}
+		if err := t.keys.Put(nk, idKey(r.ID)); err != nil {
+			return err
+		}
+		if err := t.put(nil, r); err != nil {
+			return err
+		}
+		out, created = r.Workflow, true
+		return nil
+	})
+	if err != nil {
+		return storage.Workflow{}, false, fmt.Errorf("bolt: create workflow %q key %q: %w", w.Name, w.Key, err)
+	}
+	// Copy the caller's slices so that the result does not alias their buffers.
+	out.Input = slices.Clone(out.Input)
+	out.TraceContext = slices.Clone(out.TraceContext)
+	return out, created, nil
+}
+
+// GetWorkflow returns the workflow with the given id, or an error wrapping
+// storage.ErrNotFound.
+func (s *Store) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Workflow{}, err
+	}
+	var out storage.Workflow
+	err := s.view(func(t *txn) error {
+		r, err := t.get(id)
+		if err != nil {
+			return err
+		}
+		out = r.Workflow
+		return nil
+	})
+	if err != nil {
+		return storage.Workflow{}, fmt.Errorf("bolt: %w", err)
+	}
+	return out, nil
+}
+
+// FindWorkflow returns the workflow with the given name and key, or an error wrapping
+// storage.ErrNotFound.
+func (s *Store) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
+	if err := storage.ValidateName(name); err != nil {
+		return storage.Workflow{}, err
+	}
+	if err := storage.ValidateKey(key); err != nil {
+		return storage.Workflow{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.Workflow{}, err
+	}
+	var out storage.Workflow
+	err := s.view(func(t *txn) error {
+		v := t.keys.Get(nameKey(name, key))
+		if v == nil {
+			return storage.ErrNotFound
+		}
+		r, err := t.get(int64(beUint(v)))
+		if err != nil {
+			return err
+		}
+		out = r.Workflow
+		return nil
+	})
+	if err != nil {
+		return storage.Workflow{}, fmt.Errorf("bolt: workflow %q key %q: %w", name, key, err)
+	}
+	return out, nil
+}
+
+// Load returns the workflow and all its step records, ordered by step ID, from one read
+// transaction.
+func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Workflow{}, nil, err
+	}
+	var (
+		out   storage.Workflow
+		steps []storage.Step
+	)
+	err := s.view(func(t *txn) error {
+		r, err := t.get(id)
+		if err != nil {
+			return err
+		}
+		out = r.Workflow
+		prefix := idKey(id)
+		c := t.steps.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			st, err := decodeStep(v)
+			if err != nil {
+				return fmt.Errorf("workflow %d step %q: %w", id, k[8:], err)
+			}
+			steps = append(steps, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return storage.Workflow{}, nil, fmt.Errorf("bolt: load: %w", err)
+	}
+	// The bucket is ordered by name; the contract orders by ID (first-recorded first).
+	slices.SortFunc(steps, func(a, b storage.Step) int { return cmp.Compare(a.ID, b.ID) })
+	return out, steps, nil
+}
+
+// ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID. With
+// f.States set it walks the state index instead of every workflow.
+func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
+	if f.Name != "" {
+		if err := storage.ValidateName(f.Name); err != nil {
+			return nil, err
+		}
+	}
+	for _, st := range f.States {
+		if !st.Valid() {
+			return nil, fmt.Errorf("%w: list filter has unknown state %q", storage.ErrInvalid, st)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	limit := storage.ClampLimit(f.Limit, 100, 1000)
+	after := max(f.AfterID, 0)
+	dueBy := f.DueBy
+	if !dueBy.IsZero() && dueBy.After(maxTime) {
+		dueBy = maxTime
+	}
+	match := func(r *record) bool {
+		if f.Name != "" && r.Name != f.Name {
+			return false
+		}
+		if slices.Contains(f.NotNames, r.Name) {
+			return false
+		}
+		if !dueBy.IsZero() && (r.RunAt.IsZero() || r.RunAt.After(dueBy)) {
+			return false
+		}
+		return true
+	}
+	out := make([]storage.Workflow, 0, min(limit, 16))
+	err := s.view(func(t *txn) error {
+		next := t.scanIDs(after, f.States)
+		for len(out) < limit {
+			id, ok := next()
+			if !ok {
+				return nil
+			}
+			r, err := t.get(id)
+			if err != nil {
+				return err
+			}
+			if match(r) {
+				out = append(out, r.Workflow)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: list workflows: %w", err)
+	}
+	return out, nil
+}
+
+// scanIDs returns an iterator over workflow ids greater than after, in ID order: every
+// workflow, or with states set, a merge of those states' index ranges.
+func (t *txn) scanIDs(after int64, states []storage.State) func() (int64, bool) {
+	if len(states) == 0 {
+		c := t.workflows.Cursor()
+		k, _ := c.Seek(idKey(after + 1))
+		return func() (int64, bool) {
+			for k != nil && len(k) != 8 {
+				k, _ = c.Next()
+			}
+			if k == nil {
+				return 0, false
+			}
+			id := int64(beUint(k))
+			k, _ = c.Next()
+			return id, true
+		}
+	}
+	type stream struct {
+		prefix []byte
+		next   func() (int64, bool)
+		head   int64
+		ok     bool
+	}
+	var streams []*stream
+	seen := map[storage.State]bool{}
+	for _, st := range states {
+		if seen[st] {
+			continue
+		}
+		seen[st] = true
+		prefix := append([]byte(st), 0)
+		c := t.states.Cursor()
+		k, _ := c.Seek(stateKey(st, after+1))
+		s := &stream{prefix: prefix}
+		s.next = func() (int64, bool) {
+			if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+				return 0, false
+			}
+			id := int64(beUint(k[len(prefix):]))
+			k, _ = c.Next()
+			return id, true
+		}
+		s.head, s.ok = s.next()
+		streams = append(streams, s)
+	}
+	return func() (int64, bool) {
+		var best *stream
+		for _, s := range streams {
+			if s.ok && (best == nil || s.head < best.head) {
+				best = s
+			}
+		}
+		if best == nil {
+			return 0, false
+		}
+		id := best.head
+		best.head, best.ok = best.next()
+		return id, true
+	}
+}
+
+// ListErrors returns the error records of a workflow, oldest first, at most limit (0 means
+// 100). It returns an error wrapping storage.ErrNotFound for an unknown workflow.
+func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]storage.ErrorRecord, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	limit = storage.ClampLimit(limit, 100, math.MaxInt)
+	var out []storage.ErrorRecord
+	err := s.view(func(t *txn) error {
+		if _, err := t.get(workflowID); err != nil {
+			return err
+		}
+		prefix := idKey(workflowID)
+		c := t.errors.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Next() {
+			e, err := decodeError(v)
+			if err != nil {
+				return fmt.Errorf("workflow %d: %w", workflowID, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: list errors: %w", err)
+	}
+	return out, nil
+}
+
+// utc returns t in UTC, keeping the zero time zero.
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
