@@ -25,8 +25,11 @@ type Engine struct {
 
 	mu      sync.Mutex
 	changed chan struct{}
-	running map[int64]context.CancelCauseFunc
+	running map[int64]*runEntry
 }
+
+// runEntry lets Cancel reach a run in progress in this process.
+type runEntry struct{ cancel context.CancelCauseFunc }
 
 // Option configures an Engine.
 type Option func(*Engine) error
@@ -104,7 +107,7 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		workflowPolicy: DefaultWorkflowPolicy,
 		defs:           map[string]*definition{},
 		changed:        make(chan struct{}),
-		running:        map[int64]context.CancelCauseFunc{},
+		running:        map[int64]*runEntry{},
 	}
 	for _, o := range opts {
 		if err := o(e); err != nil {
@@ -193,8 +196,8 @@ func (e *Engine) Cancel(ctx context.Context, id int64) error {
 		return fmt.Errorf("cancel workflow %d: %w", id, err)
 	}
 	e.mu.Lock()
-	if cancel := e.running[id]; cancel != nil {
-		cancel(storage.ErrCancelled)
+	if r := e.running[id]; r != nil {
+		r.cancel(storage.ErrCancelled)
 	}
 	e.mu.Unlock()
 	e.notify()

@@ -39,12 +39,15 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 	}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	entry := &runEntry{cancel: cancel}
 	e.mu.Lock()
-	e.running[wf.ID] = cancel
+	e.running[wf.ID] = entry
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
-		delete(e.running, wf.ID)
+		if e.running[wf.ID] == entry { // a newer run of the same workflow may have replaced it
+			delete(e.running, wf.ID)
+		}
 		e.mu.Unlock()
 	}()
 

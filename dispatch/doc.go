@@ -1,0 +1,42 @@
+// Package dispatch runs workflows: a Worker claims runnable workflows from the engine's
+// storage, runs each one with sdk.Engine.Execute, keeps its lease alive while it runs and
+// shuts down without stranding anything.
+//
+// # Lifecycle
+//
+// Build a Worker with New and call Run with a context that lives as long as the worker should.
+// Run loops until that context is done:
+//
+//  1. While it has free slots (see Concurrency), it claims up to min(BatchSize, free slots)
+//     runnable workflows whose names the engine knows, in one storage.Claim. Each claimed
+//     workflow is leased to the worker for LeaseTTL.
+//  2. Each claimed workflow runs in its own goroutine. A heartbeat extends its lease every
+//     HeartbeatEvery. If the store says the lease was lost (it expired and another worker took
+//     the workflow) or the workflow was cancelled, the run's context is cancelled with that
+//     error as its cause and the run stops without writing anything more.
+//  3. A claim that filled its batch is followed at once by another. A claim that found nothing
+//     waits for the idle backoff (PollInterval, doubling while idle and reset when work is
+//     found), a slot to free, or a change in the engine (a Start, Signal or finished run in
+//     this process), whichever comes first. Claim errors (a database restart) are logged and
+//     backed off the same way; they never stop Run.
+//  4. When the context is done, Run stops claiming and waits for the runs in flight, up to
+//     ShutdownTimeout of real time. Runs still going then are cancelled with cause
+//     sdk.ErrShutdown, so their leases are released and another worker takes them over at
+//     once, earlier completed steps kept. Run waits for them to return (a step that ignores
+//     its context holds Run until it does; its lease keeps being heartbeated meanwhile) and
+//     returns nil.
+//
+// No goroutine Run starts (runs, heartbeats, the unknown-name reporter) outlives it.
+//
+// A worker that dies without shutting down holds its leases until they expire (LeaseTTL);
+// then any worker claims those workflows again and they carry on from their last committed
+// step. Two workers never run one workflow at the same time while both hold valid leases, and
+// every write a run makes is fenced by its lease.
+//
+// # Unknown names
+//
+// Claims are filtered by the engine's registered names, so a stored workflow whose name this
+// engine does not know (another service's, or one removed by a deploy) is never claimed and
+// never changed. The worker lists such due workflows once at start and every
+// UnknownCheckEvery, logs a warning per name and reports their number in Stats.
+package dispatch

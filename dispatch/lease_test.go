@@ -1,0 +1,268 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/sdk"
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// threeSteps is a workflow whose middle step blocks on its context the first time it runs
+// (until the test lets it go) and returns at once afterwards. It counts executions per step.
+type threeSteps struct {
+	a, b, c atomic.Int64
+	entered chan struct{} // closed when b first starts
+	release chan struct{} // closed to let a blocked b finish
+	cause   atomic.Value  // context.Cause seen by a b that was cancelled
+	wf      *sdk.Workflow[string, string]
+}
+
+func newThreeSteps(name string) *threeSteps {
+	s := &threeSteps{entered: make(chan struct{}), release: make(chan struct{})}
+	s.wf = sdk.New(name, func(c *sdk.Context, in string) (string, error) {
+		a, err := sdk.Step(c, "a", func(context.Context) (string, error) { s.a.Add(1); return in + "-a", nil })
+		if err != nil {
+			return "", err
+		}
+		b, err := sdk.Step(c, "b", func(ctx context.Context) (string, error) {
+			if s.b.Add(1) == 1 {
+				close(s.entered)
+				select {
+				case <-ctx.Done():
+					s.cause.Store(context.Cause(ctx))
+					return "", ctx.Err()
+				case <-s.release:
+				}
+			}
+			return a + "-b", nil
+		})
+		if err != nil {
+			return "", err
+		}
+		return sdk.Step(c, "c", func(context.Context) (string, error) { s.c.Add(1); return b + "-c", nil })
+	})
+	return s
+}
+
+func (s *threeSteps) counts() [3]int64 { return [3]int64{s.a.Load(), s.b.Load(), s.c.Load()} }
+
+func (s *threeSteps) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.entered:
+	case <-time.After(waitFor):
+		t.Fatal("step b never started")
+	}
+}
+
+func TestShutdownReleasesARunThatAnotherWorkerCompletes(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	clock := newClock()
+	s := newThreeSteps("order")
+	eng1 := newEngine(t, store, clock, s.wf)
+	w1 := newWorker(t, eng1, ShutdownTimeout(time.Millisecond), Owner("first"))
+	r1 := run(t, w1)
+
+	h, err := s.wf.Start(bg, eng1, "o1", "x")
+	require.NoError(t, err)
+	s.waitEntered(t)
+	require.NoError(t, r1.stop(t), "a shutdown that had to cancel runs is still clean")
+	require.ErrorIs(t, s.cause.Load().(error), sdk.ErrShutdown, "the step saw why it was cancelled")
+
+	got := stored(t, store, h.ID())
+	require.Equal(t, storage.StateIdle, got.State, "the lease was released, not left to expire")
+	require.False(t, got.RunAt.After(clock.Now()), "released workflows are runnable at once")
+	require.EqualValues(t, 1, w1.Stats().Finished)
+
+	// Another process takes it over at once, without any time passing.
+	eng2 := newEngine(t, store, clock, s.wf)
+	w2 := newWorker(t, eng2, Owner("second"))
+	run(t, w2)
+	require.Equal(t, "x-a-b-c", result(t, h))
+	require.Equal(t, [3]int64{1, 2, 1}, s.counts(), "only the interrupted step runs again")
+	require.Equal(t, "second", stored(t, store, h.ID()).LeaseOwner)
+}
+
+func TestGracefulShutdownWaitsForARunThatFinishesInTime(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	clock := newClock()
+	s := newThreeSteps("order")
+	eng := newEngine(t, store, clock, s.wf)
+	w := newWorker(t, eng, ShutdownTimeout(time.Hour))
+	r := run(t, w)
+
+	h, err := s.wf.Start(bg, eng, "o1", "x")
+	require.NoError(t, err)
+	s.waitEntered(t)
+	r.cancel() // begin shutdown while b is in flight
+	select {
+	case err := <-r.done:
+		t.Fatalf("Run returned (%v) while a run was still in flight", err)
+	default:
+	}
+	close(s.release)
+	require.NoError(t, r.stop(t))
+
+	require.Nil(t, s.cause.Load(), "the in-flight step was not cancelled")
+	got := stored(t, store, h.ID())
+	require.Equal(t, storage.StateCompleted, got.State, "the run finished before Run returned")
+	require.Equal(t, [3]int64{1, 1, 1}, s.counts())
+	require.Equal(t, "x-a-b-c", result(t, h))
+}
+
+func TestExpiredLeaseOfADeadWorkerIsTakenOver(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	clock := newClock()
+	s := newThreeSteps("order")
+
+	// The dead worker: claims directly, runs step a, is killed inside b, and never finishes
+	// (a kill is a cancellation whose cause is not sdk.ErrShutdown: nothing is written).
+	dead := newEngine(t, store, clock, s.wf)
+	h, err := s.wf.Start(bg, dead, "o1", "x")
+	require.NoError(t, err)
+	claimed, err := store.Claim(bg, storage.ClaimRequest{Owner: "dead-worker", Limit: 1, Names: dead.Names(), TTL: 30 * time.Second, Now: clock.Now()})
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	killCtx, kill := context.WithCancelCause(bg)
+	executed := make(chan error, 1)
+	go func() { executed <- dead.Execute(killCtx, claimed[0]) }()
+	s.waitEntered(t)
+	kill(errors.New("kill -9"))
+	require.NoError(t, <-executed)
+	require.Equal(t, "dead-worker", stored(t, store, h.ID()).LeaseOwner)
+
+	eng := newEngine(t, store, clock, s.wf)
+	w := newWorker(t, eng, LeaseTTL(30*time.Second), PollInterval(time.Second, time.Second))
+	run(t, w)
+	// The worker has claimed (and found nothing) once it parks on its poll wait.
+	eventually(t, func() bool { return clock.count(time.Second) >= 1 }, "worker polls")
+	require.Zero(t, w.Stats().Claimed, "a live lease is not taken")
+
+	clock.Advance(31 * time.Second) // the dead worker's lease expires; the poll wait fires
+	require.Equal(t, "x-a-b-c", result(t, h))
+	require.Equal(t, [3]int64{1, 2, 1}, s.counts(), "step a is not run again")
+	got := stored(t, store, h.ID())
+	require.Equal(t, w.Owner(), got.LeaseOwner)
+	require.Greater(t, got.LeaseToken, claimed[0].LeaseToken)
+	require.EqualValues(t, 1, w.Stats().Claimed)
+}
+
+func TestHeartbeatsKeepALongStepsLease(t *testing.T) {
+	t.Parallel()
+	const ttl, beat = 30 * time.Second, 10 * time.Second
+	store := openStore(t)
+	clock := newClock()
+	s := newThreeSteps("order")
+	eng1 := newEngine(t, store, clock, s.wf)
+	w1 := newWorker(t, eng1, LeaseTTL(ttl), HeartbeatEvery(beat), PollInterval(time.Second, time.Second), Owner("holder"))
+	run(t, w1)
+
+	// A second process that would take the workflow if its lease ever lapsed. Its poll wait
+	// has its own length, so the test can see when it has claimed and parked again.
+	const rivalPoll = 2 * time.Second
+	eng2 := newEngine(t, store, clock, s.wf)
+	w2 := newWorker(t, eng2, LeaseTTL(ttl), HeartbeatEvery(beat), PollInterval(rivalPoll, rivalPoll), Owner("rival"))
+	run(t, w2)
+
+	// The rival has made its first claim and parked before the workflow exists.
+	eventually(t, func() bool { return clock.count(rivalPoll) >= 1 }, "rival parked")
+	h, err := s.wf.Start(bg, eng1, "o1", "x")
+	require.NoError(t, err)
+	s.waitEntered(t)
+	eventually(t, func() bool { return clock.count(beat) >= 1 }, "heartbeat armed")
+
+	for k := 1; k <= 7; k++ { // 70s in all: more than twice the TTL
+		polls := clock.count(rivalPoll)
+		clock.Advance(beat)
+		eventually(t, func() bool { return clock.count(beat) >= k+1 }, "heartbeat %d done and re-armed", k)
+		eventually(t, func() bool { return clock.count(rivalPoll) > polls }, "rival claimed at %d and parked", k)
+		got := stored(t, store, h.ID())
+		require.Equal(t, "holder", got.LeaseOwner)
+		require.True(t, got.LeaseUntil.Equal(clock.Now().Add(ttl)), "lease extended to now+TTL: %v", got.LeaseUntil)
+	}
+	require.Zero(t, w2.Stats().Claimed, "the rival never got the workflow")
+
+	close(s.release)
+	require.Equal(t, "x-a-b-c", result(t, h))
+	require.Equal(t, [3]int64{1, 1, 1}, s.counts())
+	require.Zero(t, w1.Stats().HeartbeatsLost)
+}
+
+func TestHeartbeatStopsARunCancelledElsewhere(t *testing.T) {
+	t.Parallel()
+	const beat = 10 * time.Second
+	store := openStore(t)
+	clock := newClock()
+	s := newThreeSteps("order")
+	eng := newEngine(t, store, clock, s.wf)
+	w := newWorker(t, eng, HeartbeatEvery(beat))
+	run(t, w)
+
+	h, err := s.wf.Start(bg, eng, "o1", "x")
+	require.NoError(t, err)
+	s.waitEntered(t)
+	eventually(t, func() bool { return clock.count(beat) >= 1 }, "heartbeat armed")
+
+	// Cancelled by another process (an operator's CLI): only the heartbeat can tell this one.
+	operator := newEngine(t, store, clock, s.wf)
+	require.NoError(t, operator.Cancel(bg, h.ID()))
+	clock.Advance(beat)
+
+	eventually(t, func() bool { return w.Stats().Finished == 1 }, "run stopped")
+	require.ErrorIs(t, s.cause.Load().(error), storage.ErrCancelled)
+	require.EqualValues(t, 1, w.Stats().HeartbeatsLost)
+	require.Zero(t, w.Stats().RunErrors)
+	require.Equal(t, storage.StateCancelled, stored(t, store, h.ID()).State)
+	require.Equal(t, [3]int64{1, 1, 0}, s.counts())
+}
+
+func TestShutdownKeepsTheResultOfAStepThatIgnoresItsContext(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	clock := newClock()
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var runs atomic.Int64
+	wf := sdk.New("stubborn", func(c *sdk.Context, in string) (string, error) {
+		out, err := sdk.Step(c, "slow", func(ctx context.Context) (string, error) {
+			if runs.Add(1) == 1 {
+				close(entered)
+				<-ctx.Done() // sees the cancellation, but finishes its work anyway
+				<-release
+			}
+			return in, nil
+		})
+		if err != nil {
+			return "", err
+		}
+		// The run was cancelled for shutdown: the next SDK call stops it.
+		_, err = sdk.Step(c, "after", func(context.Context) (int, error) { runs.Add(100); return 1, nil })
+		return out, err
+	})
+	eng := newEngine(t, store, clock, wf)
+	w := newWorker(t, eng, ShutdownTimeout(0))
+	r := run(t, w)
+	h, err := wf.Start(bg, eng, "k", "x")
+	require.NoError(t, err)
+	<-entered
+	r.cancel()
+	close(release)
+	require.NoError(t, r.stop(t))
+
+	got := stored(t, store, h.ID())
+	require.Equal(t, storage.StateIdle, got.State, "released for another worker at once, not left to expire")
+	require.False(t, got.RunAt.After(clock.Now()))
+
+	run(t, newWorker(t, newEngine(t, store, clock, wf)))
+	require.Equal(t, "x", result(t, h))
+	require.EqualValues(t, 101, runs.Load(), "the finished step was saved during shutdown and not run again")
+}

@@ -1,0 +1,187 @@
+package dispatch
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Defaults of the options.
+const (
+	DefaultConcurrency       = 8
+	DefaultLeaseTTL          = 30 * time.Second
+	DefaultPollMin           = 50 * time.Millisecond
+	DefaultPollMax           = time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultUnknownCheckEvery = time.Minute
+)
+
+// config is what the options set.
+type config struct {
+	concurrency     int
+	batch           int
+	ttl             time.Duration
+	heartbeat       time.Duration
+	pollMin         time.Duration
+	pollMax         time.Duration
+	shutdownTimeout time.Duration
+	owner           string
+	unknownEvery    time.Duration
+}
+
+// Option configures a Worker. An invalid option makes New return an error wrapping
+// storage.ErrInvalid that names the option.
+type Option func(*config) error
+
+func invalid(option string, format string, args ...any) error {
+	return fmt.Errorf("%w: dispatch: option %s: %s", storage.ErrInvalid, option, fmt.Sprintf(format, args...))
+}
+
+// Concurrency sets the most workflows the worker runs at once (default 8, at least 1).
+func Concurrency(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("Concurrency", "%d must be at least 1", n)
+		}
+		c.concurrency = n
+		return nil
+	}
+}
+
+// BatchSize sets the most workflows one claim takes (default: the concurrency, capped at
+// storage.MaxClaim). A claim never takes more than the worker's free slots.
+func BatchSize(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > storage.MaxClaim {
+			return invalid("BatchSize", "%d must be 1..%d", n, storage.MaxClaim)
+		}
+		c.batch = n
+		return nil
+	}
+}
+
+// LeaseTTL sets how long a claim or heartbeat holds a workflow (default 30s). A worker that
+// dies lets its workflows go after at most this long.
+func LeaseTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("LeaseTTL", "%v must be positive", d)
+		}
+		c.ttl = d
+		return nil
+	}
+}
+
+// HeartbeatEvery sets how often a running workflow's lease is extended (default LeaseTTL/3).
+// It must be shorter than the lease TTL.
+func HeartbeatEvery(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("HeartbeatEvery", "%v must be positive", d)
+		}
+		c.heartbeat = d
+		return nil
+	}
+}
+
+// PollInterval sets the idle backoff between claims that find nothing: it starts at min,
+// doubles while the worker stays idle up to max, and returns to min when work is found
+// (default 50ms..1s). Work started in the same process wakes the worker at once.
+func PollInterval(min, max time.Duration) Option {
+	return func(c *config) error {
+		if min <= 0 || max < min {
+			return invalid("PollInterval", "(%v, %v) needs 0 < min <= max", min, max)
+		}
+		c.pollMin, c.pollMax = min, max
+		return nil
+	}
+}
+
+// ShutdownTimeout sets how long (real time) Run waits for runs in flight once its context is
+// done before it cancels them with cause sdk.ErrShutdown (default 30s; 0 cancels them at
+// once).
+func ShutdownTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalid("ShutdownTimeout", "%v must not be negative", d)
+		}
+		c.shutdownTimeout = d
+		return nil
+	}
+}
+
+// Owner sets the lease owner recorded on claimed workflows (default hostname-pid-random).
+// It must be 1..storage.MaxOwnerLen bytes and should be unique per worker.
+func Owner(name string) Option {
+	return func(c *config) error {
+		if name == "" || len(name) > storage.MaxOwnerLen {
+			return invalid("Owner", "%q must be 1..%d bytes", name, storage.MaxOwnerLen)
+		}
+		c.owner = name
+		return nil
+	}
+}
+
+// UnknownCheckEvery sets how often the worker looks for due workflows whose names its engine
+// does not know, to report them (default 1 minute; also once when Run starts).
+func UnknownCheckEvery(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("UnknownCheckEvery", "%v must be positive", d)
+		}
+		c.unknownEvery = d
+		return nil
+	}
+}
+
+// defaults returns the configuration before options; batch and heartbeat are derived later
+// from the concurrency and TTL the options chose.
+func defaults() config {
+	return config{
+		concurrency:     DefaultConcurrency,
+		ttl:             DefaultLeaseTTL,
+		pollMin:         DefaultPollMin,
+		pollMax:         DefaultPollMax,
+		shutdownTimeout: DefaultShutdownTimeout,
+		unknownEvery:    DefaultUnknownCheckEvery,
+	}
+}
+
+// resolve derives the unset dependent values and checks the options against each other.
+func (c *config) resolve() error {
+	if c.batch == 0 {
+		c.batch = min(c.concurrency, storage.MaxClaim)
+	}
+	if c.heartbeat == 0 {
+		c.heartbeat = c.ttl / 3
+		if c.heartbeat <= 0 {
+			return invalid("LeaseTTL", "%v is too short to heartbeat within", c.ttl)
+		}
+	}
+	if c.heartbeat >= c.ttl {
+		return invalid("HeartbeatEvery", "%v must be shorter than the lease TTL %v", c.heartbeat, c.ttl)
+	}
+	if c.owner == "" {
+		c.owner = defaultOwner()
+	}
+	return nil
+}
+
+// defaultOwner returns hostname-pid-random, short enough for a lease owner.
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	var r [4]byte
+	for i := range r {
+		r[i] = byte(rand.Uint32())
+	}
+	suffix := "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(r[:])
+	return storage.Truncate(host, storage.MaxOwnerLen-len(suffix)) + suffix
+}

@@ -1,0 +1,83 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+
+	"github.com/chronoforge/chronoforge/sdk"
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// execute runs one claimed workflow with a heartbeat alongside, and returns when both ended.
+func (w *Worker) execute(parent context.Context, wf storage.Workflow) {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+
+	// The heartbeat lives exactly as long as Execute, even when the run's context was
+	// cancelled: a step that is slow to notice must not lose its lease to another worker.
+	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(parent))
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		w.heartbeat(hbCtx, wf, cancel)
+	}()
+
+	err := w.eng.Execute(ctx, wf)
+	stopHeartbeat()
+	<-hbDone
+	if errors.Is(context.Cause(ctx), sdk.ErrShutdown) {
+		w.release(ctx, wf)
+	}
+
+	if err != nil {
+		w.log.Error("workflow run failed", "workflow", wf.Name, "key", wf.Key, "id", wf.ID, "error", err)
+		w.stats.runErrors.Add(1)
+	}
+	w.stats.finished.Add(1)
+}
+
+// release gives back the lease of a run cancelled by shutdown, so another worker takes the
+// workflow over at once instead of after the TTL. Execute normally did so already and this
+// finds the lease gone (ignored); it matters when the run ended some other way after the
+// cancellation, for example a step that ignored its context and then failed to save.
+func (w *Worker) release(ctx context.Context, wf storage.Workflow) {
+	err := w.store.Release(context.WithoutCancel(ctx), wf.Lease(), w.clock.Now())
+	if err != nil && !errors.Is(err, storage.ErrLeaseLost) && !errors.Is(err, storage.ErrCancelled) {
+		w.log.Warn("release on shutdown failed; the workflow runs again when its lease expires",
+			"workflow", wf.Name, "key", wf.Key, "id", wf.ID, "error", err)
+	}
+}
+
+// heartbeat extends wf's lease every HeartbeatEvery until ctx is done. When the store reports
+// the lease lost or the workflow cancelled it cancels the run with that error as the cause
+// and stops. Other errors (a database blip) are logged and tried again at the next beat: the
+// lease may well outlive them, and if it does not, the next beat says so.
+func (w *Worker) heartbeat(ctx context.Context, wf storage.Workflow, cancelRun context.CancelCauseFunc) {
+	lease := wf.Lease()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.clock.After(w.cfg.heartbeat):
+		}
+		now := w.clock.Now()
+		until := now.Add(w.cfg.ttl)
+		err := w.store.Heartbeat(ctx, lease, until, now)
+		switch {
+		case err == nil:
+			lease.Until = until
+		case errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled):
+			if ctx.Err() != nil {
+				return // the run already ended; its final write is what moved the lease on
+			}
+			w.stats.heartbeatsLost.Add(1)
+			w.log.Warn("heartbeat: stopping the run", "workflow", wf.Name, "key", wf.Key, "id", wf.ID, "error", err)
+			cancelRun(err)
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			w.log.Warn("heartbeat failed; will try again", "workflow", wf.Name, "key", wf.Key, "id", wf.ID, "error", err)
+		}
+	}
+}
