@@ -82,6 +82,7 @@ func WithFileMode(mode os.FileMode) Option {
 // Open opens (creating if needed) the store at path and creates its buckets. It takes an
 // exclusive lock on the file; if the lock stays held by another process (or another open
 // Store in this one) for the timeout, it returns an error wrapping storage.ErrLocked.
+// Workflows that a crashed process left running become runnable at once (see recoverLeases).
 func Open(path string, opts ...Option) (*Store, error) {
 	o := options{timeout: time.Second, mode: 0o600}
 	for _, opt := range opts {
@@ -102,7 +103,33 @@ func Open(path string, opts ...Option) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	s := &Store{db: db, path: path}
+	if err := s.update(recoverLeases); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("bolt: open %s: recover leases: %w", path, err)
+	}
+	return s, nil
+}
+
+// recoverLeases makes every workflow left running by an earlier process runnable at once.
+// The file lock proves that process is gone, so its leases can never be renewed; waiting for
+// them to expire would only delay the restart. A lease's expiry is moved back to the moment
+// it was last taken (UpdatedAt), which every later "now" has passed; the token still fences.
+func recoverLeases(t *txn) error {
+	prefix := stateKey(storage.StateRunning, 0)[:len(storage.StateRunning)+1]
+	for _, k := range prefixKeys(t.states, prefix) {
+		old, err := t.get(int64(beUint(k[len(prefix):])))
+		if err != nil {
+			return err
+		}
+		w := *old
+		w.LeaseUntil = storage.Earliest(old.UpdatedAt, old.LeaseUntil)
+		w.RunAt = w.LeaseUntil
+		if err := t.put(old, &w); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func initBuckets(tx *bbolt.Tx) error {

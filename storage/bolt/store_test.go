@@ -850,6 +850,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 		Errors: []storage.ErrorRecord{{Step: "a", Message: "oops", Values: []byte("snap")}},
 		Now:    at(time.Nanosecond),
 	}))
+	require.NoError(t, s.FinishRun(ctx, l[0].Lease(), storage.Finish{State: storage.StateIdle, RunAt: at(time.Hour), Commit: storage.Commit{Now: at(time.Nanosecond)}}))
 	wantW, wantSteps, err := s.Load(ctx, w.ID)
 	require.NoError(t, err)
 	wantErrs, err := s.ListErrors(ctx, w.ID, 0)
@@ -871,8 +872,10 @@ func TestRestartKeepsEverything(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, wantErrs, gotErrs)
 
-	// The lease survives the restart, and sequences continue.
-	require.NoError(t, s.SaveSteps(ctx, l[0].Lease(), storage.Commit{Steps: []storage.Step{{Name: "b", State: storage.StepPending}}, Now: at(time.Second)}))
+	// Sequences continue after the restart.
+	l = []storage.Workflow{claimOne(t, s, at(time.Hour), time.Minute)}
+	require.Greater(t, l[0].LeaseToken, wantW.LeaseToken)
+	require.NoError(t, s.SaveSteps(ctx, l[0].Lease(), storage.Commit{Steps: []storage.Step{{Name: "b", State: storage.StepPending}}, Now: at(time.Hour)}))
 	_, steps, err := s.Load(ctx, w.ID)
 	require.NoError(t, err)
 	require.Greater(t, steps[1].ID, steps[0].ID)
@@ -943,3 +946,30 @@ func TestIDsSortNumerically(t *testing.T) {
 }
 
 func leaseOf(w storage.Workflow) storage.Lease { return w.Lease() }
+
+func TestOpenRecoversLeasesOfADeadProcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chrono.db")
+	s, err := Open(path, WithNoSync())
+	require.NoError(t, err)
+	w := create(t, s, "wf", "k", base)
+	other := create(t, s, "wf", "idle", at(time.Hour))
+	dead := claimOne(t, s, at(time.Second), time.Hour)
+	require.Equal(t, w.ID, dead.ID)
+	require.NoError(t, s.Close()) // the process dies holding the lease
+
+	s, err = Open(path, WithNoSync())
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	// Runnable at once, not an hour later when the dead lease would have expired.
+	got := claimOne(t, s, at(2*time.Second), time.Minute)
+	require.Equal(t, w.ID, got.ID)
+	require.Greater(t, got.LeaseToken, dead.LeaseToken)
+	err = s.SaveSteps(ctx, dead.Lease(), storage.Commit{Steps: []storage.Step{{Name: "a", State: storage.StepPending}}, Now: at(2 * time.Second)})
+	require.ErrorIs(t, err, storage.ErrLeaseLost, "the dead process's lease stays fenced")
+	idle, err := s.GetWorkflow(ctx, other.ID)
+	require.NoError(t, err)
+	require.Equal(t, at(time.Hour), idle.RunAt, "idle workflows are not touched")
+	checkIndexes(t, s)
+}

@@ -1,0 +1,178 @@
+package storagetest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// testClaimDueInRunAtOrder: a claim takes only idle workflows that are due (RunAt <= Now), in
+// RunAt order whatever the order of creation.
+func testClaimDueInRunAtOrder(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	c := f.create("job", "c", at(30*time.Second))
+	b := f.create("job", "b", at(0))
+	future := f.create("job", "future", at(2*time.Minute))
+	a := f.create("job", "a", at(-2*time.Minute))
+	d := f.create("job", "d", at(-time.Minute))
+
+	got, err := f.s.Claim(f.ctx, storage.ClaimRequest{Owner: "w", Limit: 10, TTL: time.Hour, Now: at(30 * time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, []int64{a.ID, d.ID, b.ID, c.ID}, ids(got), "due workflows in RunAt order, RunAt == Now included")
+
+	f.requireNoClaim(at(2*time.Minute-time.Millisecond), "the last workflow is not due yet")
+	got = f.claim("w", at(2*time.Minute), 10)
+	require.Equal(t, []int64{future.ID}, ids(got), "a workflow is due when RunAt == Now")
+}
+
+// testClaimLimit: a claim takes at most Limit workflows, the earliest due first.
+func testClaimLimit(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	var want []int64
+	for i := range 10 {
+		want = append(want, f.create("job", fmt.Sprintf("k%02d", i), at(time.Duration(i)*time.Second)).ID)
+	}
+	now := at(time.Minute)
+	var got []int64
+	for _, limit := range []int{3, 3, 10} {
+		batch := f.claim("w", now, limit)
+		require.LessOrEqual(t, len(batch), limit, "claim returned more than its limit")
+		got = append(got, ids(batch)...)
+	}
+	require.Equal(t, want, got, "batches of 3, 3 and the rest, earliest RunAt first")
+	f.requireNoClaim(now, "everything is leased")
+}
+
+// testClaimNames: a claim with Names takes only workflows with those names.
+func testClaimNames(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	byName := map[string][]int64{}
+	for _, name := range []string{"alpha", "beta", "gamma"} {
+		for i := range 2 {
+			byName[name] = append(byName[name], f.create(name, fmt.Sprint(i), at(0)).ID)
+		}
+	}
+	require.Empty(t, f.claim("w", at(0), 10, "delta"), "no workflow has that name")
+	got := f.claim("w", at(0), 10, "alpha", "gamma")
+	require.ElementsMatch(t, append(byName["alpha"], byName["gamma"]...), ids(got))
+	for _, w := range got {
+		require.Contains(t, []string{"alpha", "gamma"}, w.Name)
+	}
+	require.ElementsMatch(t, byName["beta"], ids(f.claim("w", at(0), 10)), "an unfiltered claim takes the rest")
+}
+
+// testClaimSetsLease: a claimed workflow comes back running, leased to the owner until
+// Now+TTL with RunAt equal to the lease expiry, and its token grows with every claim.
+func testClaimSetsLease(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	w := f.create("job", "k", at(0))
+	now := at(10 * time.Second)
+	got := f.claim("worker-a", now, 1)
+	require.Len(t, got, 1)
+	c := got[0]
+	require.Equal(t, w.ID, c.ID)
+	require.Equal(t, storage.StateRunning, c.State)
+	require.Equal(t, "worker-a", c.LeaseOwner)
+	requireTime(t, now.Add(ttl), c.LeaseUntil, "lease until")
+	requireTime(t, c.LeaseUntil, c.RunAt, "run at of a leased workflow")
+	require.Greater(t, c.LeaseToken, w.LeaseToken, "a claim raises the token")
+	requireBytes(t, w.Input, c.Input, "input of the claimed workflow")
+	require.Equal(t, w.Name, c.Name)
+	require.Equal(t, w.Key, c.Key)
+
+	stored := f.get(w.ID)
+	require.Equal(t, storage.StateRunning, stored.State)
+	require.Equal(t, "worker-a", stored.LeaseOwner)
+	require.Equal(t, c.LeaseToken, stored.LeaseToken)
+	requireTime(t, c.LeaseUntil, stored.LeaseUntil, "stored lease until")
+	requireTime(t, c.LeaseUntil, stored.RunAt, "stored run at")
+
+	// A release and a takeover after expiry each raise the token again.
+	require.NoError(t, f.s.Release(f.ctx, c.Lease(), now.Add(time.Second)))
+	l2 := f.claimOne(w, "worker-b", now.Add(time.Second))
+	require.Greater(t, l2.Token, c.LeaseToken, "token after a release and a new claim")
+	l3 := f.claimOne(w, "worker-c", l2.Until.Add(time.Second))
+	require.Greater(t, l3.Token, l2.Token, "token after a takeover")
+	require.Equal(t, "worker-c", l3.Owner)
+}
+
+// testClaimHeldNotReclaimed: a leased workflow is not claimed again while its lease is valid.
+func testClaimHeldNotReclaimed(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	w := f.create("job", "k", at(0))
+	l := f.claimOne(w, "worker-a", at(0))
+	for _, d := range []time.Duration{0, time.Second, ttl - time.Second} {
+		f.requireNoClaim(at(d), fmt.Sprintf("the lease taken at 0 is valid at %v", d))
+	}
+	stored := f.get(w.ID)
+	require.Equal(t, l.Token, stored.LeaseToken, "failed claims must not touch the lease")
+	require.Equal(t, "worker-a", stored.LeaseOwner)
+}
+
+// testClaimExclusiveConcurrent: many workers claiming batches at once take every due workflow
+// exactly once.
+func testClaimExclusiveConcurrent(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	const workflows, workers, batch = 200, 8, 7
+	for i := range workflows {
+		f.create("job", fmt.Sprintf("k%03d", i), at(time.Duration(i%13)*time.Millisecond))
+	}
+
+	var (
+		mu      sync.Mutex
+		claimed = map[int64]string{}
+		total   int // rows returned, duplicates included: past workflows, stop
+		dupes   []string
+		errs    []error
+	)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range workers {
+		owner := fmt.Sprintf("worker-%d", i)
+		wg.Go(func() {
+			<-start
+			for {
+				got, err := f.s.Claim(f.ctx, storage.ClaimRequest{Owner: owner, Limit: batch, TTL: time.Minute, Now: at(time.Second)})
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				total += len(got)
+				done := total >= workflows
+				for _, w := range got {
+					if prev, ok := claimed[w.ID]; ok {
+						dupes = append(dupes, fmt.Sprintf("workflow %d claimed by %s and %s", w.ID, prev, owner))
+					}
+					claimed[w.ID] = owner
+					if w.LeaseOwner != owner {
+						errs = append(errs, fmt.Errorf("workflow %d claimed by %s carries owner %q", w.ID, owner, w.LeaseOwner))
+					}
+				}
+				if len(got) > batch {
+					errs = append(errs, fmt.Errorf("claim returned %d workflows, more than its limit %d", len(got), batch))
+				}
+				mu.Unlock()
+				if err != nil || len(got) == 0 || done {
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	require.Empty(t, errs)
+	require.Empty(t, dupes, "no workflow may be claimed twice while its lease is valid")
+	require.Len(t, claimed, workflows, "every due workflow is claimed")
+	f.requireNoClaim(at(time.Second), "every workflow is leased")
+	for id, owner := range claimed {
+		w := f.get(id)
+		require.Equal(t, storage.StateRunning, w.State)
+		require.Equal(t, owner, w.LeaseOwner, "stored owner of workflow %d is the worker that got it", id)
+	}
+}
