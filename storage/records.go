@@ -105,8 +105,9 @@ func (w *Workflow) Lease() Lease {
 }
 
 // Lease is a worker's exclusive, expiring right to run one workflow. Every write made under a
-// lease succeeds only while the stored token still equals Token, the stored lease is not
-// expired and the workflow is still running.
+// lease succeeds only while the stored token still equals Token, the stored lease has not
+// expired (the request's now is before the stored LeaseUntil, which heartbeats move) and the
+// workflow is still running. At now == LeaseUntil the lease is expired and claimable.
 type Lease struct {
 	WorkflowID int64
 	Owner      string
@@ -155,7 +156,7 @@ type NewWorkflow struct {
 	Key          string
 	Input        []byte
 	TraceContext []byte
-	// RunAt is when the new workflow first becomes runnable; usually now.
+	// RunAt is when the new workflow first becomes runnable; zero means Now.
 	RunAt time.Time
 	Now   time.Time
 }

@@ -44,7 +44,7 @@ type Storage interface {
 	Claim(ctx context.Context, r ClaimRequest) ([]Workflow, error)
 
 	// Heartbeat extends a held lease to until (and RunAt with it). It returns ErrLeaseLost if
-	// the token no longer matches or the lease expired before now, and ErrCancelled if the
+	// the token no longer matches or the lease expired at or before now, and ErrCancelled if the
 	// workflow was cancelled meanwhile.
 	Heartbeat(ctx context.Context, l Lease, until, now time.Time) error
 

@@ -26,8 +26,8 @@ func (t *txn) fence(l storage.Lease, now time.Time) (*record, error) {
 		return nil, fmt.Errorf("workflow %d: lease token %d was superseded by %d: %w", r.ID, l.Token, r.LeaseToken, storage.ErrLeaseLost)
 	case r.State != storage.StateRunning:
 		return nil, fmt.Errorf("workflow %d: lease token %d is released (state %s): %w", r.ID, l.Token, r.State, storage.ErrLeaseLost)
-	case r.LeaseUntil.Before(now):
-		return nil, fmt.Errorf("workflow %d: lease token %d expired at %v, before %v: %w", r.ID, l.Token, r.LeaseUntil, now.UTC(), storage.ErrLeaseLost)
+	case !now.Before(r.LeaseUntil):
+		return nil, fmt.Errorf("workflow %d: lease token %d expired at %v, not after %v: %w", r.ID, l.Token, r.LeaseUntil, now.UTC(), storage.ErrLeaseLost)
 	}
 	return r, nil
 }

@@ -319,8 +319,9 @@ func TestFencing(t *testing.T) {
 		require.ErrorIs(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: late}, State: storage.StateCompleted}), storage.ErrLeaseLost)
 		require.ErrorIs(t, s.Release(ctx, l, late), storage.ErrLeaseLost)
 		require.Equal(t, before, dump(t, s), "nothing written")
-		// At exactly LeaseUntil the lease still holds.
-		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: at(2 * time.Minute)}))
+		// At exactly LeaseUntil the lease is expired (and claimable); just before, it holds.
+		require.ErrorIs(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: at(2 * time.Minute)}), storage.ErrLeaseLost)
+		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: at(2*time.Minute - time.Nanosecond)}))
 	})
 
 	t.Run("takeover fences the old token", func(t *testing.T) {
