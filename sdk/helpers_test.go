@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/chronoforge/chronoforge/sdk"
 	"github.com/chronoforge/chronoforge/storage"
@@ -94,3 +95,5 @@ func (c *countingStore) FinishRun(ctx context.Context, l storage.Lease, f storag
 }
 
 var ctx = context.Background()
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
