@@ -90,6 +90,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	wg.Go(func() { w.watchUnknown(ctx) })
 
 	l := &loop{w: w, wg: &wg, runsCtx: runsCtx, done: make(chan struct{}, w.cfg.concurrency)}
+	if n, ok := w.store.(storage.Notifier); ok {
+		ch, err := n.Listen(ctx)
+		if err != nil {
+			w.log.Warn("store notifications unavailable; polling only", "error", err)
+		}
+		l.notify = ch
+	}
 	l.claimLoop(ctx)
 	l.drain(cancelRuns)
 	return nil
@@ -103,6 +110,8 @@ type loop struct {
 	// done receives once per finished run; it has room for every slot, so runs never block.
 	done   chan struct{}
 	active int
+	// notify receives the store's cross-process wake-ups (nil when it has none).
+	notify <-chan struct{}
 }
 
 // claimLoop claims and starts workflows until ctx is done.
@@ -145,6 +154,10 @@ func (l *loop) claimLoop(ctx context.Context) {
 			l.active--
 		case <-changed:
 		case <-wake:
+		case _, ok := <-l.notify:
+			if !ok {
+				l.notify = nil // the listener ended; keep polling
+			}
 		}
 	}
 }

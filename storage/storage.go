@@ -95,3 +95,15 @@ type Storage interface {
 	// leave that pool open.
 	Close() error
 }
+
+// Notifier is implemented by stores that can push wake-ups between processes (Postgres
+// LISTEN/NOTIFY). Workers listen in addition to polling, so work started or signalled by
+// another process is picked up at once rather than at the next poll. Stores without it are
+// polled only.
+type Notifier interface {
+	// Listen returns a channel that receives a value, coalesced, whenever a workflow may have
+	// become runnable in any process: created, woken, retried or released. Sends never block
+	// the store. The channel is closed when ctx ends or the listener fails for good; a
+	// listener that loses its connection reconnects by itself.
+	Listen(ctx context.Context) (<-chan struct{}, error)
+}
