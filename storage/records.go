@@ -62,6 +62,10 @@ type Wait struct {
 	Kind string `json:"kind,omitempty"`
 	// Step is the name of the step record the wait belongs to.
 	Step string `json:"step,omitempty"`
+	// Data is opaque to the store (at most MaxMeta bytes): a merge wait keeps the branch step
+	// IDs and its probe's drain-rate bookkeeping here, so a worker can probe it without
+	// replaying the workflow.
+	Data []byte `json:"data,omitempty"`
 }
 
 // Workflow is one stored workflow: the queue entry and its state in one row.
@@ -156,6 +160,9 @@ type NewWorkflow struct {
 	Key          string
 	Input        []byte
 	TraceContext []byte
+	// ParentStepID links a child to its branch step. CreateWorkflow stores it as given;
+	// SpawnBatch sets it to the branch step's ID.
+	ParentStepID int64
 	// RunAt is when the new workflow first becomes runnable; zero means Now.
 	RunAt time.Time
 	Now   time.Time
@@ -214,6 +221,8 @@ type ListFilter struct {
 	NotNames []string
 	// DueBy selects only workflows whose RunAt is set and at or before it.
 	DueBy time.Time
+	// ParentStepID selects the children of one branch step.
+	ParentStepID int64
 	// AfterID pages: only workflows with an ID greater than it, in ID order.
 	AfterID int64
 	// Limit is the page size; 0 means 100, and at most 1,000 are returned.
@@ -227,4 +236,36 @@ type CleanupRequest struct {
 	Before time.Time
 	// Limit bounds the workflows deleted by one call; 0 means 1,000.
 	Limit int
+}
+
+// SpawnRequest is the input of SpawnBatch: one batch of a branch's children.
+type SpawnRequest struct {
+	// Branch names the step record (of the leased workflow) the children belong to. It is
+	// either among Steps or already stored.
+	Branch string
+	// Steps are upserted first, like SaveSteps: the branch record and the spawn's cursor.
+	Steps []Step
+	// Children are inserted unless a workflow with the same name and key exists (then that
+	// child is left as it is). Each new child is idle, runnable at its RunAt (zero: Now), and
+	// linked to the branch step by ParentStepID (the field given here is ignored).
+	Children []NewWorkflow
+	Now      time.Time
+}
+
+// SpawnResult is the outcome of SpawnBatch.
+type SpawnResult struct {
+	// BranchStepID is the ID of the branch step record.
+	BranchStepID int64
+	// Inserted counts the children that did not exist before.
+	Inserted int
+}
+
+// ChildQuery is the input of CountChildren.
+type ChildQuery struct {
+	// StepIDs are the branch steps whose children are counted.
+	StepIDs []int64
+	// States are the child states counted.
+	States []State
+	// Cap stops the count: the answer is at most Cap (1..MaxCountCap).
+	Cap int
 }

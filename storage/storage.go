@@ -80,6 +80,19 @@ type Storage interface {
 	// ErrWrongState if the workflow is already final.
 	Cancel(ctx context.Context, id int64, now time.Time) error
 
+	// SpawnBatch writes one batch of a branch's children in one transaction fenced by the
+	// parent's lease (like SaveSteps): it upserts r.Steps, then inserts every child of
+	// r.Children that does not exist yet (insert-or-ignore on name and key), runnable at once
+	// and linked to the branch step. Applying the same batch twice leaves the children as
+	// the first application made them. It is a fixed number of statements per batch, never
+	// one per child.
+	SpawnBatch(ctx context.Context, l Lease, r SpawnRequest) (SpawnResult, error)
+
+	// CountChildren counts the children of q.StepIDs whose state is in q.States, stopping at
+	// q.Cap: its cost is bounded by the cap (an index on parent step and state), not by the
+	// number of children.
+	CountChildren(ctx context.Context, q ChildQuery) (int, error)
+
 	// ListWorkflows returns one page of workflows matching f, in ID order.
 	ListWorkflows(ctx context.Context, f ListFilter) ([]Workflow, error)
 

@@ -27,6 +27,10 @@ const (
 	MaxOwnerLen = 128
 	// MaxClaim is the most workflows one Claim may take.
 	MaxClaim = 1000
+	// MaxSpawnBatch is the most children one SpawnBatch may insert.
+	MaxSpawnBatch = 5000
+	// MaxCountCap is the largest cap of CountChildren.
+	MaxCountCap = 5000
 )
 
 // ValidateName checks a workflow name: 1..MaxNameLen bytes of UTF-8 with no control
@@ -160,6 +164,9 @@ func ValidateFinish(f Finish) error {
 	default:
 		return fmt.Errorf("%w: a run cannot finish in state %q", ErrInvalid, f.State)
 	}
+	if len(f.Wait.Data) > MaxMeta || len(f.Wait.Kind) > MaxNameLen || len(f.Wait.Step) > MaxNameLen {
+		return fmt.Errorf("%w: wait of %d bytes of data is too large", ErrTooLarge, len(f.Wait.Data))
+	}
 	if len(f.Output) > MaxPayload {
 		return fmt.Errorf("%w: output is %d bytes, more than %d", ErrTooLarge, len(f.Output), MaxPayload)
 	}
@@ -196,4 +203,43 @@ func Earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// ValidateSpawn checks the input of SpawnBatch.
+func ValidateSpawn(r SpawnRequest) error {
+	if r.Now.IsZero() {
+		return fmt.Errorf("%w: Now is zero", ErrInvalid)
+	}
+	if err := ValidateStepName(r.Branch); err != nil {
+		return fmt.Errorf("branch: %w", err)
+	}
+	if len(r.Children) > MaxSpawnBatch {
+		return fmt.Errorf("%w: %d children in one batch, more than %d", ErrInvalid, len(r.Children), MaxSpawnBatch)
+	}
+	if err := ValidateSteps(r.Steps); err != nil {
+		return err
+	}
+	for _, c := range r.Children {
+		c.Now = r.Now
+		if err := ValidateNew(c); err != nil {
+			return fmt.Errorf("child: %w", err)
+		}
+	}
+	return nil
+}
+
+// ValidateChildQuery checks the input of CountChildren.
+func ValidateChildQuery(q ChildQuery) error {
+	if len(q.StepIDs) == 0 || len(q.States) == 0 {
+		return fmt.Errorf("%w: a child count needs step IDs and states", ErrInvalid)
+	}
+	if q.Cap < 1 || q.Cap > MaxCountCap {
+		return fmt.Errorf("%w: count cap %d must be 1..%d", ErrInvalid, q.Cap, MaxCountCap)
+	}
+	for _, st := range q.States {
+		if !st.Valid() {
+			return fmt.Errorf("%w: unknown state %q", ErrInvalid, st)
+		}
+	}
+	return nil
 }
