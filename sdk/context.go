@@ -50,6 +50,9 @@ type run struct {
 	errs    []storage.ErrorRecord
 
 	stopped *haltError
+
+	branches map[string]*openBranch // branches opened in this run, by name
+	inBranch bool                   // a branch body is running (branches do not nest)
 }
 
 // check returns the sticky halt, or turns a cancelled run context into one.

@@ -30,6 +30,13 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 		err := e.store.Release(context.WithoutCancel(ctx), claimed.Lease(), e.clock.Now())
 		return errors.Join(fmt.Errorf("%w: %q (workflow %d)", ErrUnregistered, claimed.Name, claimed.ID), err)
 	}
+	if claimed.Wait.Kind == "merge" {
+		// A merge wait is probed with a capped count; the workflow replays only when it is over.
+		replay, err := e.probeClaimed(ctx, claimed)
+		if err != nil || !replay {
+			return err
+		}
+	}
 	wf, steps, err := e.store.Load(ctx, claimed.ID)
 	if err != nil {
 		return fmt.Errorf("load workflow %q key %q: %w", claimed.Name, claimed.Key, err)
@@ -74,6 +81,9 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 	var fnErr error
 	if r.stopped == nil {
 		out, fnErr = callWorkflow(r, def)
+	}
+	if r.stopped == nil && fnErr == nil {
+		_ = r.gate() // joins auto-merge branches; a halt it sets decides the outcome below
 	}
 	err = e.finish(r, out, fnErr)
 	e.notify()

@@ -2,7 +2,10 @@ package sdk_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +37,8 @@ func newEnv(t *testing.T, opts ...sdk.Option) *env {
 	t.Cleanup(func() { _ = st.Close() })
 	cs := &countingStore{Storage: st}
 	clock := sdk.NewFakeClock(t0)
-	eng, err := sdk.NewEngine(cs, append([]sdk.Option{sdk.WithClock(clock)}, opts...)...)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng, err := sdk.NewEngine(cs, append([]sdk.Option{sdk.WithClock(clock), sdk.WithLogger(quiet)}, opts...)...)
 	require.NoError(t, err)
 	return &env{t: t, store: st, count: cs, clock: clock, eng: eng}
 }
@@ -76,11 +80,29 @@ func (e *env) errors(id int64) []storage.ErrorRecord {
 // countingStore counts the calls made to the wrapped store, by method.
 type countingStore struct {
 	storage.Storage
-	loads, saves, finishes atomic.Int64
+	mu                                     sync.Mutex
+	loadsByID                              map[int64]int
+	loads, saves, finishes, spawns, counts atomic.Int64
+}
+
+func (c *countingStore) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+	c.spawns.Add(1)
+	return c.Storage.SpawnBatch(ctx, l, r)
+}
+
+func (c *countingStore) CountChildren(ctx context.Context, q storage.ChildQuery) (int, error) {
+	c.counts.Add(1)
+	return c.Storage.CountChildren(ctx, q)
 }
 
 func (c *countingStore) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
 	c.loads.Add(1)
+	c.mu.Lock()
+	if c.loadsByID == nil {
+		c.loadsByID = map[int64]int{}
+	}
+	c.loadsByID[id]++
+	c.mu.Unlock()
 	return c.Storage.Load(ctx, id)
 }
 
@@ -97,3 +119,26 @@ func (c *countingStore) FinishRun(ctx context.Context, l storage.Lease, f storag
 var ctx = context.Background()
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// loadsOf returns how many times the workflow with this id was loaded (replayed).
+func (c *countingStore) loadsOf(id int64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loadsByID[id]
+}
+
+// settle drains and advances the clock by step until the workflow is no longer idle or
+// running, and returns how many clock steps it took.
+func (e *env) settle(id int64, step time.Duration) int {
+	e.t.Helper()
+	for i := 0; i < 10000; i++ {
+		e.drain()
+		w := e.state(id)
+		if w.State != storage.StateIdle && w.State != storage.StateRunning {
+			return i
+		}
+		e.clock.Advance(step)
+	}
+	e.t.Fatal("workflow never settled")
+	return 0
+}

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -40,3 +41,5 @@ func validateUserKey(key string) error {
 	}
 	return nil
 }
+
+func sortStrings(s []string) { slices.Sort(s) }

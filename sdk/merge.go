@@ -1,0 +1,333 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// MergeCap bounds the count a merge probe makes: it counts at most this many unfinished
+// children, so a probe costs the same at 100 children or 1,000,000.
+const MergeCap = 5000
+
+// ErrBranchFailed: a child of a FailFast branch failed, stalled or was cancelled.
+var ErrBranchFailed = errors.New("chronoforge: branch child failed")
+
+// ErrMergeTimeout: a branch's children did not all complete within its merge timeout.
+var ErrMergeTimeout = errors.New("chronoforge: merge timed out")
+
+// ErrUnmergedBranch: the workflow returned with a branch neither merged nor auto-merged.
+var ErrUnmergedBranch = errors.New("chronoforge: branch never merged")
+
+// incomplete are the child states a merge waits on: everything but completed. Failed,
+// stalled and cancelled children keep the parent waiting (an operator may retry them)
+// unless the branch is FailFast.
+var (
+	incomplete = []storage.State{storage.StateIdle, storage.StateRunning, storage.StateFailed, storage.StateStalled, storage.StateCancelled}
+	broken     = []storage.State{storage.StateFailed, storage.StateStalled, storage.StateCancelled}
+)
+
+type mergeConfig struct {
+	failFast bool
+	timeout  time.Duration
+	min, max time.Duration
+}
+
+func defaultMerge() mergeConfig {
+	return mergeConfig{min: 500 * time.Millisecond, max: 30 * time.Second}
+}
+
+// FailFast makes a merge of the branch fail the workflow (ErrBranchFailed) as soon as one of
+// its children is failed, stalled or cancelled, instead of waiting for an operator.
+func FailFast() BranchOption { return func(c *branchConfig) { c.merge.failFast = true } }
+
+// MergeTimeout stalls the workflow (ErrMergeTimeout) if the branch's children have not all
+// completed d after the merge began waiting.
+func MergeTimeout(d time.Duration) BranchOption {
+	return func(c *branchConfig) { c.merge.timeout = d }
+}
+
+// ProbeInterval bounds how often a waiting merge is probed (default 500 ms to 30 s). Between
+// the bounds the next probe is scheduled from the measured drain rate of the children.
+func ProbeInterval(min, max time.Duration) BranchOption {
+	return func(c *branchConfig) { c.merge.min, c.merge.max = min, max }
+}
+
+// mergeWait is kept in Wait.Data while a merge waits, so a worker can probe it without
+// replaying the workflow.
+type mergeWait struct {
+	StepIDs   []int64   `json:"steps"`
+	Branches  []string  `json:"branches"`
+	FailFast  bool      `json:"fail_fast,omitempty"`
+	Deadline  time.Time `json:"deadline,omitzero"`
+	Min       int64     `json:"min"`
+	Max       int64     `json:"max"`
+	LastCount int       `json:"last_count"`
+	LastAt    time.Time `json:"last_at"`
+	Interval  int64     `json:"interval"`
+}
+
+// Merge waits until every named branch (all open ones when names is empty) is sealed and
+// has no child outside completed. While children run, the workflow is suspended and a
+// worker probes the merge with a capped count, without replaying the workflow; the workflow
+// runs again once the probe finds the children done. Merging a name never opened is an error.
+func Merge(c *Context, names ...string) error {
+	r := c.run
+	if err := r.check(); err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		for n, b := range r.branches {
+			if !b.merged {
+				names = append(names, n)
+			}
+		}
+		sortStrings(names)
+	}
+	var bs []*openBranch
+	for _, n := range names {
+		if err := r.use("merge", n, mergeRecord(n)); err != nil {
+			return err
+		}
+		b := r.branches[n]
+		if b == nil {
+			return r.halt(haltFail, fmt.Errorf("%w: workflow %q merges branch %q, which was never opened", ErrInvalid, r.wf.Name, n))
+		}
+		bs = append(bs, b)
+	}
+	return r.merge(bs)
+}
+
+// merge joins the branches bs: done now, or suspended on a merge wait.
+func (r *run) merge(bs []*openBranch) error {
+	var pending []*openBranch
+	for _, b := range bs {
+		if !b.merged {
+			pending = append(pending, b)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	now := r.eng.clock.Now()
+	w := mergeWait{Min: int64(pending[0].opts.merge.min), Max: int64(pending[0].opts.merge.max)}
+	first, _ := r.record(mergeRecord(pending[0].name))
+	var meta stepMeta
+	if len(first.Meta) > 0 {
+		meta = readMeta(first)
+	}
+	for _, b := range pending {
+		w.StepIDs = append(w.StepIDs, b.stepID)
+		w.Branches = append(w.Branches, b.name)
+		w.FailFast = w.FailFast || b.opts.merge.failFast
+		if t := b.opts.merge.timeout; t > 0 {
+			d := now.Add(t)
+			if !meta.Deadline.IsZero() {
+				d = meta.Deadline
+			}
+			w.Deadline = storage.Earliest(w.Deadline, d)
+		}
+	}
+	res, err := r.eng.probe(r.ctx, &w, now)
+	if err != nil {
+		return r.halt(haltAbort, err)
+	}
+	switch res {
+	case probeDone:
+		for _, b := range pending {
+			rec, _ := r.record(mergeRecord(b.name))
+			rec.State, rec.Attempts, rec.CompletedAt = storage.StepCompleted, rec.Attempts+1, now
+			r.queue(rec)
+			b.merged = true
+		}
+		return nil
+	case probeFailed:
+		err := fmt.Errorf("%w: workflow %q branches %v: a child failed, stalled or was cancelled", ErrBranchFailed, r.wf.Name, w.Branches)
+		r.recordError(mergeRecord(pending[0].name), 1, err)
+		return r.halt(haltFail, err)
+	case probeTimeout:
+		err := fmt.Errorf("%w: workflow %q branches %v: children still running at %s", ErrMergeTimeout, r.wf.Name, w.Branches, w.Deadline.Format(time.RFC3339))
+		r.recordError(mergeRecord(pending[0].name), 1, err)
+		return r.halt(haltStall, err)
+	}
+	// Waiting: record the deadline once, then suspend on the probe's schedule.
+	if first.State != storage.StepPending || meta.Deadline != w.Deadline || r.steps[first.Name] == nil {
+		meta.Deadline = w.Deadline
+		first.Meta = meta.bytes()
+		r.queue(first)
+	}
+	h := r.suspend(now.Add(time.Duration(w.Interval)), storage.Wait{Kind: "merge", Step: first.Name, Data: mustJSON(w)})
+	return h
+}
+
+type probeResult int
+
+const (
+	probeWaiting probeResult = iota
+	probeDone
+	probeFailed
+	probeTimeout
+)
+
+// probe answers a merge wait with capped counts and, while waiting, schedules the next probe
+// from the drain rate (children finished per second since the last probe), clamped to
+// [Min, Max]. It updates w in place.
+func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeResult, error) {
+	n, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: incomplete, Cap: MergeCap})
+	if err != nil {
+		return 0, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
+	}
+	if n == 0 {
+		return probeDone, nil
+	}
+	if w.FailFast {
+		bad, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: broken, Cap: 1})
+		if err != nil {
+			return 0, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
+		}
+		if bad > 0 {
+			return probeFailed, nil
+		}
+	}
+	if !w.Deadline.IsZero() && !now.Before(w.Deadline) {
+		return probeTimeout, nil
+	}
+	minI, maxI := time.Duration(w.Min), time.Duration(w.Max)
+	next := time.Duration(w.Interval)
+	switch {
+	case w.LastAt.IsZero() || next == 0:
+		next = minI
+	case n < w.LastCount && now.After(w.LastAt):
+		// children drain at rate = done / elapsed; expect the rest in n / rate
+		rate := float64(w.LastCount-n) / now.Sub(w.LastAt).Seconds()
+		next = time.Duration(float64(n) / rate * float64(time.Second))
+	default:
+		next *= 2 // no progress: back off
+	}
+	next = min(max(next, minI), maxI)
+	if !w.Deadline.IsZero() && now.Add(next).After(w.Deadline) {
+		next = w.Deadline.Sub(now)
+	}
+	w.LastCount, w.LastAt, w.Interval = n, now, int64(next)
+	return probeWaiting, nil
+}
+
+// probeClaimed handles a claimed workflow that waits on a merge without replaying it: while
+// the children are not done it reschedules the probe with one write and reports false; once
+// they are (or fail-fast or the timeout fires) it reports true and the workflow is replayed.
+func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, error) {
+	var w mergeWait
+	if err := json.Unmarshal(wf.Wait.Data, &w); err != nil || len(w.StepIDs) == 0 {
+		return true, nil // unreadable: let the replay rebuild the wait
+	}
+	now := e.clock.Now()
+	res, err := e.probe(ctx, &w, now)
+	if err != nil || res != probeWaiting {
+		return true, err
+	}
+	err = e.store.FinishRun(context.WithoutCancel(ctx), wf.Lease(), storage.Finish{
+		State:   storage.StateIdle,
+		RunAt:   now.Add(time.Duration(w.Interval)),
+		Wait:    storage.Wait{Kind: "merge", Step: wf.Wait.Step, Data: mustJSON(w)},
+		Attempt: wf.Attempt,
+		Commit:  storage.Commit{Now: now},
+	})
+	if err != nil && !errors.Is(err, storage.ErrLeaseLost) && !errors.Is(err, storage.ErrCancelled) {
+		return false, fmt.Errorf("reschedule merge probe of workflow %q key %q: %w", wf.Name, wf.Key, err)
+	}
+	return false, nil
+}
+
+// gate runs when the workflow function returned: auto-merge branches are joined (suspending
+// until their children are done) and a branch neither merged nor auto-merged fails the
+// workflow.
+func (r *run) gate() error {
+	var auto []*openBranch
+	var names []string
+	for n := range r.branches {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	for _, n := range names {
+		b := r.branches[n]
+		switch {
+		case b.merged:
+		case b.opts.autoMerge:
+			auto = append(auto, b)
+		default:
+			return r.halt(haltFail, fmt.Errorf("%w: workflow %q completed with branch %q neither merged nor auto-merged", ErrUnmergedBranch, r.wf.Name, n))
+		}
+	}
+	if len(auto) == 0 {
+		return nil
+	}
+	for _, b := range auto {
+		if err := r.use("merge", b.name, mergeRecord(b.name)); err != nil {
+			return err
+		}
+	}
+	return r.merge(auto)
+}
+
+// ChildResult is one child of a branch as seen after a merge.
+type ChildResult[Out any] struct {
+	ID    int64
+	Key   string
+	Name  string
+	State storage.State
+	// Output is the decoded output of a completed child.
+	Output Out
+	// Err is the child's last error for a child that did not complete, or a decode error.
+	Err error
+}
+
+// BranchResults pages through the children of a branch opened in this run, in creation
+// order, pageSize at a time (0 means 500), decoding each completed child's output into Out
+// (use json.RawMessage for mixed child types). Call it after the branch is merged: the
+// results are then final, so reading them outside a step is safe on replay.
+func BranchResults[Out any](c *Context, branch string, pageSize int) iter.Seq2[ChildResult[Out], error] {
+	return func(yield func(ChildResult[Out], error) bool) {
+		r := c.run
+		if err := r.check(); err != nil {
+			yield(ChildResult[Out]{}, err)
+			return
+		}
+		b := r.branches[branch]
+		if b == nil || b.stepID == 0 {
+			yield(ChildResult[Out]{}, fmt.Errorf("%w: branch %q was not opened in this run", ErrInvalid, branch))
+			return
+		}
+		limit := storage.ClampLimit(pageSize, 500, 1000)
+		var after int64
+		for {
+			page, err := r.eng.store.ListWorkflows(r.ctx, storage.ListFilter{ParentStepID: b.stepID, AfterID: after, Limit: limit})
+			if err != nil {
+				yield(ChildResult[Out]{}, fmt.Errorf("branch %q results: %w", branch, err))
+				return
+			}
+			for _, w := range page {
+				res := ChildResult[Out]{ID: w.ID, Key: w.Key, Name: w.Name, State: w.State}
+				switch {
+				case w.State == storage.StateCompleted:
+					if err := r.eng.codec.Unmarshal(w.Output, &res.Output); err != nil {
+						res.Err = fmt.Errorf("%w: child %q output into %s: %v", ErrDecode, w.Key, typeName[Out](), err)
+					}
+				case w.LastError != "":
+					res.Err = errors.New(w.LastError)
+				}
+				if !yield(res, nil) {
+					return
+				}
+				after = w.ID
+			}
+			if len(page) < limit {
+				return
+			}
+		}
+	}
+}
