@@ -126,6 +126,15 @@ func (r *run) commit() error {
 	return nil
 }
 
+// flush commits queued step records (and the values with them) before user code with side
+// effects runs; values alone wait for the next write.
+func (r *run) flush() error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	return r.commit()
+}
+
 // recordError queues an error record for the step (empty for the workflow function).
 func (r *run) recordError(step string, attempt int, err error) {
 	r.errs = append(r.errs, storage.ErrorRecord{

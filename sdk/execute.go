@@ -105,13 +105,12 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 	if h := r.stopped; h != nil {
 		switch h.kind {
 		case haltAbort:
-			if errors.Is(h.cause, ErrShutdown) {
-				if err := e.store.Release(context.WithoutCancel(r.ctx), r.lease, e.clock.Now()); err != nil && !errors.Is(err, storage.ErrLeaseLost) && !errors.Is(err, storage.ErrCancelled) {
-					return fmt.Errorf("release workflow %q key %q: %w", r.wf.Name, r.wf.Key, err)
-				}
-			}
 			r.log.Debug("run aborted", "cause", h.cause)
-			return nil
+			if !errors.Is(h.cause, ErrShutdown) {
+				return nil // lease lost or cancelled: nothing more may be written
+			}
+			// Shutting down: keep what finished and give the workflow back, runnable now.
+			f.State, f.RunAt = storage.StateIdle, e.clock.Now()
 		case haltSuspend:
 			f.State, f.RunAt, f.Wait = storage.StateIdle, h.runAt, h.wait
 		case haltStall:

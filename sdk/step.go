@@ -54,7 +54,8 @@ func (m stepMeta) bytes() []byte {
 }
 
 // Step runs fn once and persists its result under name. On replay a completed step returns
-// its stored result without running fn. A failing fn is retried by the step's policy (default
+// its stored result without running fn. The result is written before any later step, wait
+// condition or spawn runs, together with the durable values, or with the run's final write. A failing fn is retried by the step's policy (default
 // DefaultStepPolicy) in later runs, after the policy's delay; when its attempts are spent, or
 // fn returns a Permanent error, the workflow stalls until an operator retries it. Meanwhile
 // Step returns an error matching ErrSuspended: return it.
@@ -98,6 +99,11 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 		return zero, r.suspend(meta.NextAt, storage.Wait{Kind: "retry", Step: name})
 	}
 
+	// Records queued by earlier steps are written before this one runs, so a crash inside
+	// it repeats only this step.
+	if err := r.flush(); err != nil {
+		return zero, err
+	}
 	v, err := callStep(r.ctx, fn)
 	rec.Attempts++
 	now = r.eng.clock.Now()
@@ -107,10 +113,9 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 		if err == nil {
 			rec.State, rec.Result, rec.CompletedAt, rec.LastError = storage.StepCompleted, data, now, ""
 			rec.Meta = nil
+			// Written with the next write of the run: before the next step runs, with a spawn
+			// batch, or with the run's final write (so a one-step workflow commits once).
 			r.queue(rec)
-			if err := r.commit(); err != nil {
-				return zero, err
-			}
 			return v, nil
 		}
 		err = Permanent(fmt.Errorf("encode result %s: %w", reflect.TypeFor[T](), err))

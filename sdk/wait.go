@@ -92,6 +92,9 @@ func WaitUntil(c *Context, name string, cond func(ctx context.Context) (bool, er
 	if meta.Deadline.IsZero() {
 		meta.Deadline = now.Add(cfg.timeout)
 	}
+	if err := r.flush(); err != nil {
+		return err
+	}
 	ok, err := callStep(r.ctx, func(ctx context.Context) (bool, error) { return cond(ctx) })
 	rec.Attempts++
 	rec.Meta = meta.bytes()
@@ -139,6 +142,9 @@ func ContinueIf(c *Context, name string, cond func(ctx context.Context) (bool, e
 		return nil
 	case storage.StepFailed:
 		return r.halt(haltStall, fmt.Errorf("wait %q: %s", name, rec.LastError))
+	}
+	if err := r.flush(); err != nil {
+		return err
 	}
 	ok, err := callStep(r.ctx, func(ctx context.Context) (bool, error) { return cond(ctx) })
 	rec.Attempts++
