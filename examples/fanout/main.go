@@ -1,0 +1,140 @@
+// Command fanout spawns N child workflows from one parent in a branch, merges them back and
+// reports how fast children were dispatched and completed end to end.
+//
+//	go run ./examples/fanout                      # 10,000 children on a temporary bbolt file
+//	go run ./examples/fanout -n 100000 -slots 8
+//
+// The parent is not replayed while its children run: a worker probes the merge with a capped
+// count and replays the parent once they are done.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/chronoforge/chronoforge/dispatch"
+	"github.com/chronoforge/chronoforge/sdk"
+)
+
+// Square is the child: one durable step.
+var Square = sdk.New("fanout.square", func(c *sdk.Context, n int) (int, error) {
+	return sdk.Step(c, "square", func(context.Context) (int, error) { return n * n, nil })
+})
+
+// dispatched records when the parent's branch was sealed (all children created), for the report.
+var dispatched atomic.Int64
+
+// Parent spawns one Square child per number in 1..n and sums their results after the merge.
+var Parent = sdk.New("fanout.parent", func(c *sdk.Context, in Job) (Report, error) {
+	err := sdk.Branch(c, "squares", func(b *sdk.BranchScope) error {
+		numbers := func(yield func(int) bool) {
+			for i := 1; i <= in.N; i++ {
+				if !yield(i) {
+					return
+				}
+			}
+		}
+		return sdk.SpawnEach(b, "n", sdk.SeqSource(numbers), func(i int) (sdk.Child, error) {
+			return sdk.NewChild(Square, i), nil
+		}, sdk.BatchSize(in.Batch))
+	}, sdk.ProbeInterval(100*time.Millisecond, 5*time.Second))
+	if err != nil {
+		return Report{}, err
+	}
+	dispatched.CompareAndSwap(0, time.Now().UnixNano())
+	if err := sdk.Merge(c, "squares"); err != nil {
+		return Report{}, err
+	}
+	var r Report
+	for res, err := range sdk.BranchResults[int](c, "squares", 1000) {
+		if err != nil {
+			return Report{}, err
+		}
+		r.Children++
+		r.Sum += int64(res.Output)
+	}
+	return r, nil
+})
+
+// Job is the parent's input.
+type Job struct {
+	N     int `json:"n"`
+	Batch int `json:"batch"`
+}
+
+// Report is the parent's output.
+type Report struct {
+	Children int   `json:"children"`
+	Sum      int64 `json:"sum"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "fanout:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	n := flag.Int("n", 10000, "number of children")
+	batch := flag.Int("batch", 1000, "children per spawn transaction")
+	slots := flag.Int("slots", 8, "workflows run at once by the worker")
+	backend := flag.String("backend", "bolt", "storage backend: "+backendNames())
+	dsn := flag.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
+	flag.Parse()
+	if *n < 1 {
+		return errors.New("-n must be at least 1")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	store, closeStore, err := openBackend(ctx, *backend, *dsn)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	eng, err := sdk.NewEngine(store, sdk.WithWorkflows(Parent, Square), sdk.WithLogger(logger))
+	if err != nil {
+		return err
+	}
+	worker, err := dispatch.New(eng, dispatch.Concurrency(*slots), dispatch.PollInterval(10*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	workerCtx, stopWorker := context.WithCancel(ctx)
+	workerDone := make(chan error, 1)
+	go func() { workerDone <- worker.Run(workerCtx) }()
+	defer func() { stopWorker(); <-workerDone }()
+
+	fmt.Printf("fanout: %d children, batch %d, %d slots, backend %s\n", *n, *batch, *slots, *backend)
+	start := time.Now()
+	h, err := Parent.Start(ctx, eng, fmt.Sprintf("run-%d", start.UnixNano()), Job{N: *n, Batch: *batch})
+	if err != nil {
+		return err
+	}
+	rep, err := h.Result(ctx)
+	if err != nil {
+		return err
+	}
+	total := time.Since(start)
+	if rep.Children != *n {
+		return fmt.Errorf("merged %d children, want %d", rep.Children, *n)
+	}
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	seal := time.Duration(dispatched.Load() - start.UnixNano())
+	fmt.Printf("dispatch:   %d children created in %v (%.0f children/s)\n", *n, seal.Round(time.Millisecond), float64(*n)/seal.Seconds())
+	fmt.Printf("end to end: %d children completed and merged in %v (%.0f children/s)\n", rep.Children, total.Round(time.Millisecond), float64(rep.Children)/total.Seconds())
+	fmt.Printf("sum of squares: %d; heap in use %d MiB; worker claimed %d\n", rep.Sum, mem.HeapInuse>>20, worker.Stats().Claimed)
+	return nil
+}
