@@ -90,7 +90,7 @@ type Storage interface {
 
 	// CountChildren counts the children of q.StepIDs whose state is in q.States, stopping at
 	// q.Cap: its cost is bounded by the cap (an index on parent step and state), not by the
-	// number of children.
+	// number of children. A step ID or state given twice counts once.
 	CountChildren(ctx context.Context, q ChildQuery) (int, error)
 
 	// ListWorkflows returns one page of workflows matching f, in ID order.

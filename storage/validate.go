@@ -236,6 +236,11 @@ func ValidateChildQuery(q ChildQuery) error {
 	if q.Cap < 1 || q.Cap > MaxCountCap {
 		return fmt.Errorf("%w: count cap %d must be 1..%d", ErrInvalid, q.Cap, MaxCountCap)
 	}
+	for _, id := range q.StepIDs {
+		if id <= 0 {
+			return fmt.Errorf("%w: branch step ID %d must be positive", ErrInvalid, id)
+		}
+	}
 	for _, st := range q.States {
 		if !st.Valid() {
 			return fmt.Errorf("%w: unknown state %q", ErrInvalid, st)

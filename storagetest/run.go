@@ -118,6 +118,13 @@ func storageCases() []storageCase {
 		{"CleanupLimit", testCleanupLimit},
 		{"CleanupRemovesRecords", testCleanupRemovesRecords},
 
+		{"SpawnIdempotent", testSpawnIdempotent},
+		{"SpawnCursorResume", testSpawnCursorResume},
+		{"SpawnFenced", testSpawnFenced},
+		{"CountChildrenCapped", testCountChildrenCapped},
+		{"ChildrenPaging", testChildrenPaging},
+		{"WaitDataRoundTrip", testWaitDataRoundTrip},
+
 		{"InvalidCreate", testInvalidCreate},
 		{"InvalidClaim", testInvalidClaim},
 		{"InvalidCommit", testInvalidCommit},

@@ -51,3 +51,74 @@ func BenchmarkClaim(b *testing.B) {
 	}
 	b.ReportMetric(float64(claimed)/b.Elapsed().Seconds(), "claims/s")
 }
+
+// BenchmarkSpawnBatch measures SpawnBatch of 1,000 new children per op (one transaction,
+// with the cursor step), the dispatch shape of a large branch.
+func BenchmarkSpawnBatch(b *testing.B) {
+	const batch = 1000
+	s := newStore(b)
+	ctx := context.Background()
+	if _, _, err := s.CreateWorkflow(ctx, storage.NewWorkflow{Name: "parent", Key: "p", Now: base}); err != nil {
+		b.Fatal(err)
+	}
+	l := leaseOf(claimOne(b, s, base, 24*time.Hour))
+	input := []byte(`{"item":42}`)
+	kids := make([]storage.NewWorkflow, batch)
+	b.ReportAllocs()
+	spawned := 0
+	for b.Loop() {
+		for i := range kids {
+			kids[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprint("p$b$items_", spawned+i), Input: input}
+		}
+		res, err := s.SpawnBatch(ctx, l, storage.SpawnRequest{
+			Branch:   "branch$b",
+			Steps:    []storage.Step{{Name: "branch$b", State: storage.StepPending}, {Name: "spawn$b$items", State: storage.StepPending, Meta: []byte(fmt.Sprint(spawned + batch))}},
+			Children: kids,
+			Now:      base,
+		})
+		if err != nil || res.Inserted != batch {
+			b.Fatal(res, err)
+		}
+		spawned += batch
+	}
+	b.ReportMetric(float64(spawned)/b.Elapsed().Seconds(), "children/s")
+}
+
+// BenchmarkCountChildren measures a merge probe (count of incomplete children, capped at
+// 5,000) on branches of growing size: the cost stays flat once N passes the cap.
+func BenchmarkCountChildren(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprint("children=", n), func(b *testing.B) {
+			s := newStore(b)
+			ctx := context.Background()
+			if _, _, err := s.CreateWorkflow(ctx, storage.NewWorkflow{Name: "parent", Key: "p", Now: base}); err != nil {
+				b.Fatal(err)
+			}
+			l := leaseOf(claimOne(b, s, base, 24*time.Hour))
+			var branch int64
+			for from := 0; from < n; from += storage.MaxSpawnBatch {
+				res, err := s.SpawnBatch(ctx, l, storage.SpawnRequest{
+					Branch:   "branch$b",
+					Steps:    []storage.Step{{Name: "branch$b", State: storage.StepPending}},
+					Children: children("child", "c", from, min(storage.MaxSpawnBatch, n-from)),
+					Now:      base,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				branch = res.BranchStepID
+			}
+			q := storage.ChildQuery{
+				StepIDs: []int64{branch},
+				States:  []storage.State{storage.StateIdle, storage.StateRunning, storage.StateFailed, storage.StateStalled, storage.StateCancelled},
+				Cap:     storage.MaxCountCap,
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.CountChildren(ctx, q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -12,9 +12,14 @@ import (
 // The record codec: a version byte, then the fields in a fixed order as varints and
 // length-prefixed bytes. It is compact (payloads are stored as they are, not base64) and
 // keeps what JSON would lose: nil versus empty byte slices, and zero versus epoch times.
+//
+// Versions only add fields, so a build reads every version up to its own and writes its own:
+//
+//	1  the first format
+//	2  workflow records carry Wait.Data after Wait.Step (steps and errors are unchanged)
 
-// codecVersion is the first byte of every encoded record.
-const codecVersion = 1
+// codecVersion is the first byte of every record this build writes.
+const codecVersion = 2
 
 // errCorrupt marks a record that cannot be decoded; it means the file is damaged or was
 // written by an incompatible version.
@@ -117,10 +122,17 @@ func (d *decoder) time() time.Time {
 	return time.Unix(0, d.int()).UTC()
 }
 
-func (d *decoder) version(what string) {
-	if p := d.take(1); len(p) == 1 && p[0] != codecVersion {
-		d.err = fmt.Errorf("%w: %s record has codec version %d, this build reads %d", errCorrupt, what, p[0], codecVersion)
+// version reads the version byte; a record of a later version than this build's is refused.
+func (d *decoder) version(what string) byte {
+	p := d.take(1)
+	if len(p) == 0 {
+		return 0
 	}
+	if p[0] < 1 || p[0] > codecVersion {
+		d.err = fmt.Errorf("%w: %s record has codec version %d, this build reads 1..%d", errCorrupt, what, p[0], codecVersion)
+		d.b = nil
+	}
+	return p[0]
 }
 
 func (d *decoder) done(what string) error {
@@ -134,7 +146,7 @@ func (d *decoder) done(what string) error {
 }
 
 func encodeWorkflow(r *record) []byte {
-	e := encoder{b: make([]byte, 0, 96+len(r.Name)+len(r.Key)+len(r.Input)+len(r.Output)+len(r.Values)+len(r.TraceContext)+len(r.LastError))}
+	e := encoder{b: make([]byte, 0, 96+len(r.Name)+len(r.Key)+len(r.Input)+len(r.Output)+len(r.Values)+len(r.Wait.Data)+len(r.TraceContext)+len(r.LastError))}
 	e.b = append(e.b, codecVersion)
 	e.int(r.ID)
 	e.string(r.Name)
@@ -146,6 +158,7 @@ func encodeWorkflow(r *record) []byte {
 	e.time(r.RunAt)
 	e.string(r.Wait.Kind)
 	e.string(r.Wait.Step)
+	e.bytes(r.Wait.Data)
 	e.string(r.LeaseOwner)
 	e.time(r.LeaseUntil)
 	e.int(r.LeaseToken)
@@ -162,7 +175,7 @@ func encodeWorkflow(r *record) []byte {
 
 func decodeWorkflow(b []byte) (*record, error) {
 	d := decoder{b: b}
-	d.version("workflow")
+	v := d.version("workflow")
 	r := &record{}
 	r.ID = d.int()
 	r.Name = d.string()
@@ -174,6 +187,9 @@ func decodeWorkflow(b []byte) (*record, error) {
 	r.RunAt = d.time()
 	r.Wait.Kind = d.string()
 	r.Wait.Step = d.string()
+	if v >= 2 {
+		r.Wait.Data = d.bytes()
+	}
 	r.LeaseOwner = d.string()
 	r.LeaseUntil = d.time()
 	r.LeaseToken = d.int()

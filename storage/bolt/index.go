@@ -45,6 +45,20 @@ func stateKey(s storage.State, id int64) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(id))
 }
 
+// parentKey is a branch step id, a state and a workflow id: the key of the children index.
+// The prefix parentStatePrefix(step, state) selects one branch's children in one state, in
+// ID order.
+func parentKey(stepID int64, s storage.State, id int64) []byte {
+	return binary.BigEndian.AppendUint64(parentStatePrefix(stepID, s), uint64(id))
+}
+
+func parentStatePrefix(stepID int64, s storage.State) []byte {
+	b := make([]byte, 0, 8+len(s)+9)
+	b = binary.BigEndian.AppendUint64(b, uint64(stepID))
+	b = append(b, s...)
+	return append(b, 0)
+}
+
 // childKey is a parent id followed by suffix: step and error records live under their
 // workflow's id, so a prefix scan finds all of them.
 func childKey(id int64, suffix []byte) []byte {
@@ -59,6 +73,9 @@ func runnable(r *record) bool {
 
 func finished(r *record) bool { return r.State.Final() && !r.FinishedAt.IsZero() }
 
+// isChild reports whether r is a branch child, kept in the children index.
+func isChild(r *record) bool { return r.ParentStepID != 0 }
+
 // txn gives one bbolt transaction typed access to the buckets.
 type txn struct {
 	tx        *bbolt.Tx
@@ -67,6 +84,7 @@ type txn struct {
 	runnable  *bbolt.Bucket
 	states    *bbolt.Bucket
 	finished  *bbolt.Bucket
+	children  *bbolt.Bucket
 	steps     *bbolt.Bucket
 	errors    *bbolt.Bucket
 }
@@ -79,6 +97,7 @@ func newTxn(tx *bbolt.Tx) *txn {
 		runnable:  tx.Bucket(bucketRunnable),
 		states:    tx.Bucket(bucketStates),
 		finished:  tx.Bucket(bucketFinished),
+		children:  tx.Bucket(bucketChildren),
 		steps:     tx.Bucket(bucketSteps),
 		errors:    tx.Bucket(bucketErrors),
 	}
@@ -131,6 +150,11 @@ func (t *txn) put(old, r *record) error {
 			return err
 		}
 	}
+	if isChild(r) {
+		if err := t.children.Put(parentKey(r.ParentStepID, r.State, r.ID), nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -145,6 +169,11 @@ func (t *txn) unindex(r *record) error {
 	}
 	if finished(r) {
 		if err := t.finished.Delete(timeIDKey(r.FinishedAt, r.ID)); err != nil {
+			return err
+		}
+	}
+	if isChild(r) {
+		if err := t.children.Delete(parentKey(r.ParentStepID, r.State, r.ID)); err != nil {
 			return err
 		}
 	}

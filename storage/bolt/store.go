@@ -4,13 +4,14 @@
 // bbolt transaction and the store starts no goroutines. Secondary indexes are buckets kept
 // consistent in the same transaction as the row they index:
 //
-//	workflows  id                      -> workflow record
-//	keys       name 0x00 key           -> id
-//	runnable   run_at id               -> name   (idle or running rows with a RunAt)
-//	states     state 0x00 id           -> empty
-//	finished   finished_at id          -> empty  (final rows)
-//	steps      workflow id, step name  -> step record
-//	errors     workflow id, error id   -> error record
+//	workflows  id                           -> workflow record
+//	keys       name 0x00 key                -> id
+//	runnable   run_at id                    -> name   (idle or running rows with a RunAt)
+//	states     state 0x00 id                -> empty
+//	finished   finished_at id               -> empty  (final rows)
+//	children   parent_step_id state 0x00 id -> empty  (branch children: ParentStepID != 0)
+//	steps      workflow id, step name       -> step record
+//	errors     workflow id, error id        -> error record
 //
 // Ids are 8-byte big-endian and times are Unix nanoseconds with the sign bit flipped, so
 // byte order is numeric order and a cursor walks each index in the order it needs.
@@ -37,8 +38,13 @@ type Store struct {
 	path string
 }
 
-// schemaVersion is written to the meta bucket; Open refuses files with another version.
-const schemaVersion = 1
+// schemaVersion is written to the meta bucket. Open upgrades a file of an earlier version
+// (see migrate) and refuses one of a later version, which this build could not keep
+// consistent.
+//
+//	1  the first layout
+//	2  the children index; workflow records of codec version 2 (wait data)
+const schemaVersion = 2
 
 var (
 	bucketMeta      = []byte("meta")
@@ -47,6 +53,7 @@ var (
 	bucketRunnable  = []byte("runnable")
 	bucketStates    = []byte("states")
 	bucketFinished  = []byte("finished")
+	bucketChildren  = []byte("children")
 	bucketSteps     = []byte("steps")
 	bucketErrors    = []byte("errors")
 
@@ -133,19 +140,54 @@ func recoverLeases(t *txn) error {
 }
 
 func initBuckets(tx *bbolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketSteps, bucketErrors} {
+	// Check the version before creating anything, so a file of a later version is untouched.
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
+	}
+	var version uint64 // 0: a new file
+	if v := meta.Get(metaVersion); v != nil {
+		if len(v) != 8 || beUint(v) < 1 || beUint(v) > schemaVersion {
+			return fmt.Errorf("file has schema version %x, this build reads 1..%d", v, schemaVersion)
+		}
+		version = beUint(v)
+	}
+	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketSteps, bucketErrors} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(metaVersion); v != nil {
-		if len(v) != 8 || beUint(v) != schemaVersion {
-			return fmt.Errorf("file has schema version %x, this build reads %d", v, schemaVersion)
-		}
+	if version == schemaVersion {
 		return nil
 	}
+	if version != 0 {
+		if err := migrate(newTxn(tx), version); err != nil {
+			return fmt.Errorf("upgrade from schema version %d: %w", version, err)
+		}
+	}
 	return meta.Put(metaVersion, idKey(schemaVersion))
+}
+
+// migrate upgrades a file written at schema version from, in the transaction that opens it.
+// Old records stay as they are: the codec reads every earlier version.
+func migrate(t *txn, from uint64) error {
+	if from < 2 {
+		// Version 1 did not store ParentStepID, so the children index starts empty; indexing
+		// any row that has one anyway keeps the index exact whatever wrote the file.
+		c := t.workflows.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r, err := decodeWorkflow(v)
+			if err != nil {
+				return fmt.Errorf("workflow %d: %w", beUint(k), err)
+			}
+			if isChild(r) {
+				if err := t.children.Put(parentKey(r.ParentStepID, r.State, r.ID), nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Path returns the file the store was opened on.

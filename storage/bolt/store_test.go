@@ -70,8 +70,8 @@ func dump(t testing.TB, s *Store) map[string]string {
 // checkIndexes rebuilds every index from the workflow rows and compares it with the stored one.
 func checkIndexes(t testing.TB, s *Store) {
 	t.Helper()
-	want := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}}
-	got := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}}
+	want := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}, "children": {}}
+	got := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}, "children": {}}
 	require.NoError(t, s.db.View(func(tx *bbolt.Tx) error {
 		err := tx.Bucket(bucketWorkflows).ForEach(func(k, v []byte) error {
 			r, err := decodeWorkflow(v)
@@ -85,6 +85,9 @@ func checkIndexes(t testing.TB, s *Store) {
 			}
 			if finished(r) {
 				want["finished"][string(timeIDKey(r.FinishedAt, r.ID))] = ""
+			}
+			if r.ParentStepID != 0 {
+				want["children"][string(parentKey(r.ParentStepID, r.State, r.ID))] = ""
 			}
 			return nil
 		})
@@ -931,6 +934,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeWorkflow(&record{Workflow: storage.Workflow{ID: 1, Name: "n", RunAt: base}}))
 	f.Add(encodeStep(&storage.Step{ID: 1, Name: "s", Result: []byte{}}))
 	f.Add(encodeError(&storage.ErrorRecord{ID: 1, Message: "m"}))
+	f.Add(golden(f, goldenWorkflowV1))
+	f.Add(encodeWorkflow(&record{Workflow: storage.Workflow{ID: 1, Name: "n", Wait: storage.Wait{Kind: "merge", Data: []byte("d")}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Must not panic, whatever the bytes.
 		_, _ = decodeWorkflow(b)

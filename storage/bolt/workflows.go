@@ -58,6 +58,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 			Input:        w.Input,
 			State:        storage.StateIdle,
 			RunAt:        runAt.UTC(),
+			ParentStepID: w.ParentStepID,
 			TraceContext: w.TraceContext,
 			CreatedAt:    now,
 			UpdatedAt:    now,
@@ -168,7 +169,8 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 }
 
 // ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID. With
-// f.States set it walks the state index instead of every workflow.
+// f.ParentStepID set it walks that branch step's ranges of the children index (only those of
+// f.States, if set); otherwise, with f.States set, the state index; else every workflow.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if f.Name != "" {
 		if err := storage.ValidateName(f.Name); err != nil {
@@ -190,6 +192,9 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 		dueBy = maxTime
 	}
 	match := func(r *record) bool {
+		if f.ParentStepID != 0 && r.ParentStepID != f.ParentStepID {
+			return false
+		}
 		if f.Name != "" && r.Name != f.Name {
 			return false
 		}
@@ -203,7 +208,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	}
 	out := make([]storage.Workflow, 0, min(limit, 16))
 	err := s.view(func(t *txn) error {
-		next := t.scanIDs(after, f.States)
+		next := t.scanIDs(after, f.States, f.ParentStepID)
 		for len(out) < limit {
 			id, ok := next()
 			if !ok {
@@ -225,10 +230,15 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	return out, nil
 }
 
+// allStates is every state, for walking all of a branch step's ranges of the children index.
+var allStates = []storage.State{storage.StateIdle, storage.StateRunning, storage.StateCompleted, storage.StateFailed, storage.StateStalled, storage.StateCancelled}
+
 // scanIDs returns an iterator over workflow ids greater than after, in ID order: every
-// workflow, or with states set, a merge of those states' index ranges.
-func (t *txn) scanIDs(after int64, states []storage.State) func() (int64, bool) {
-	if len(states) == 0 {
+// workflow; or with states set, a merge of those states' ranges of the state index; or with
+// parent set, a merge of the children index's ranges of that branch step in those states (all
+// states when none are given). Each range is in ID order and a row is in exactly one of them.
+func (t *txn) scanIDs(after int64, states []storage.State, parent int64) func() (int64, bool) {
+	if len(states) == 0 && parent == 0 {
 		c := t.workflows.Cursor()
 		k, _ := c.Seek(idKey(after + 1))
 		return func() (int64, bool) {
@@ -243,11 +253,13 @@ func (t *txn) scanIDs(after int64, states []storage.State) func() (int64, bool) 
 			return id, true
 		}
 	}
+	if len(states) == 0 {
+		states = allStates
+	}
 	type stream struct {
-		prefix []byte
-		next   func() (int64, bool)
-		head   int64
-		ok     bool
+		next func() (int64, bool)
+		head int64
+		ok   bool
 	}
 	var streams []*stream
 	seen := map[storage.State]bool{}
@@ -256,10 +268,13 @@ func (t *txn) scanIDs(after int64, states []storage.State) func() (int64, bool) 
 			continue
 		}
 		seen[st] = true
-		prefix := append([]byte(st), 0)
-		c := t.states.Cursor()
-		k, _ := c.Seek(stateKey(st, after+1))
-		s := &stream{prefix: prefix}
+		b, prefix := t.states, append([]byte(st), 0)
+		if parent != 0 {
+			b, prefix = t.children, parentStatePrefix(parent, st)
+		}
+		c := b.Cursor()
+		k, _ := c.Seek(append(slices.Clip(prefix), idKey(after+1)...))
+		s := &stream{}
 		s.next = func() (int64, bool) {
 			if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
 				return 0, false
