@@ -243,7 +243,7 @@ func TestCountChildren(t *testing.T) {
 	require.Equal(t, 7, count(storage.ChildQuery{StepIDs: []int64{b.BranchStepID}, States: all, Cap: 5000}))
 	require.Equal(t, 47, count(storage.ChildQuery{StepIDs: []int64{b.BranchStepID, a.BranchStepID}, States: all, Cap: 5000}))
 	require.Equal(t, 47, count(storage.ChildQuery{StepIDs: []int64{b.BranchStepID, a.BranchStepID, b.BranchStepID}, States: append(all, all...), Cap: 5000}), "repeats count once")
-	require.Equal(t, 0, count(storage.ChildQuery{StepIDs: []int64{0, -1, 1 << 40}, States: all, Cap: 5000}), "roots are no one's children")
+	require.Equal(t, 0, count(storage.ChildQuery{StepIDs: []int64{1 << 40}, States: all, Cap: 5000}), "an unknown step has no children")
 	for _, c := range []int{1, 6, 7, 8, 39, 40, 46} {
 		require.Equal(t, c, count(storage.ChildQuery{StepIDs: []int64{a.BranchStepID, b.BranchStepID}, States: all, Cap: c}), "cap %d", c)
 	}
@@ -253,6 +253,7 @@ func TestCountChildren(t *testing.T) {
 		{StepIDs: ids, Cap: 10},
 		{StepIDs: ids, States: all},
 		{StepIDs: ids, States: all, Cap: -1},
+		{StepIDs: []int64{0}, States: all, Cap: 10}, // roots have parent 0: never a branch step
 		{StepIDs: ids, States: all, Cap: storage.MaxCountCap + 1},
 		{StepIDs: ids, States: []storage.State{"done"}, Cap: 10},
 	} {
