@@ -112,6 +112,13 @@ func (s *Store) update(fn func(t *txn) error) error {
 	return s.db.Update(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
 }
 
+// batch runs fn in a write transaction that bbolt may share with concurrent callers (group
+// commit: one fsync for the writes of many runs). fn must only depend on the transaction's
+// contents, as bbolt runs it again on its own if another function in the batch fails.
+func (s *Store) batch(fn func(t *txn) error) error {
+	return s.db.Batch(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
+}
+
 // get loads a workflow or returns an error wrapping storage.ErrNotFound.
 func (t *txn) get(id int64) (*record, error) {
 	if id > 0 {

@@ -80,7 +80,7 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.update(func(t *txn) error {
+	err := s.batch(func(t *txn) error {
 		old, err := t.fence(l, c.Now)
 		if err != nil {
 			return err
@@ -124,7 +124,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.update(func(t *txn) error {
+	err := s.batch(func(t *txn) error {
 		old, err := t.fence(l, f.Now)
 		if err != nil {
 			return err
