@@ -3,10 +3,12 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/storagetest"
 )
 
 // BenchmarkCreate measures CreateWorkflow of new workflows, one write transaction each.
@@ -121,4 +123,17 @@ func BenchmarkCountChildren(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFanOut runs the shared fan-out benchmarks on a bbolt file with the default
+// (durable) settings.
+func BenchmarkFanOut(b *testing.B) {
+	storagetest.Benchmark(b, func(b *testing.B) storage.Storage {
+		s, err := Open(filepath.Join(b.TempDir(), "fanout.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		return s
+	})
 }
