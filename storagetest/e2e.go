@@ -20,7 +20,7 @@ import (
 // proven on the backend itself.
 func runEndToEnd(t *testing.T, factory Factory) {
 	t.Run("e2e", func(t *testing.T) {
-		for _, c := range []storageCase{
+		cases := []storageCase{
 			{"CompletesWorkflows", testE2ECompletes},
 			{"ExclusiveAcrossWorkers", testE2EExclusive},
 			{"ShutdownMidRunResumes", testE2EShutdownResumes},
@@ -28,7 +28,8 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"OneLoadPerRun", testE2EOneLoadPerRun},
 			{"SignalWakesContinueIf", testE2ESignal},
 			{"UnknownNameUntouched", testE2EUnknownName},
-		} {
+		}
+		for _, c := range append(cases, branchCases()...) {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
 				c.run(t, factory)
@@ -325,4 +326,9 @@ func testE2EUnknownName(t *testing.T, factory Factory) {
 	require.Equal(t, storage.StateIdle, got.State, "a workflow no worker knows is left untouched, not failed")
 	require.Equal(t, stranger.RunAt, got.RunAt)
 	require.Zero(t, got.LeaseToken)
+}
+
+// dispatch8 is the worker shape of the fan-out cases: 8 slots, fast idle polling.
+func dispatch8() []dispatch.Option {
+	return []dispatch.Option{dispatch.Concurrency(8), dispatch.PollInterval(time.Millisecond, 10*time.Millisecond)}
 }
