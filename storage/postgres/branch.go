@@ -1,0 +1,108 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Branch units: a batch of children spawned under the parent's lease, and the capped count of
+// a branch's children.
+
+// SpawnBatch writes one batch of a branch's children in one statement, fenced by the parent's
+// lease like SaveSteps: it upserts r.Steps, resolves the branch step r.Branch (in the batch
+// or already stored; otherwise the error wraps storage.ErrInvalid and nothing is written), and
+// inserts every child whose name and key are not stored yet with one
+// INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING: idle, runnable at its RunAt
+// (r.Now when zero), linked to the branch step. Existing children, and repeats within the
+// batch, are left as they are. Listeners are told when a new child is due. However many
+// children the batch has, it is one statement and one round trip.
+func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+	if err := storage.ValidateSpawn(r); err != nil {
+		return storage.SpawnResult{}, err
+	}
+	if err := checkLease(l); err != nil {
+		return storage.SpawnResult{}, err
+	}
+	if err := checkNow("now", r.Now); err != nil {
+		return storage.SpawnResult{}, err
+	}
+	for _, st := range r.Steps {
+		if err := checkStep(st); err != nil {
+			return storage.SpawnResult{}, err
+		}
+	}
+	for _, c := range r.Children {
+		if err := checkTime(fmt.Sprintf("run time of child %q key %q", c.Name, c.Key), c.RunAt); err != nil {
+			return storage.SpawnResult{}, err
+		}
+	}
+	if err := s.ready(ctx); err != nil {
+		return storage.SpawnResult{}, err
+	}
+	args := leaseArgs(l, r.Now)
+	args["branch"] = r.Branch
+	stepArgs(args, r.Steps)
+	n := len(r.Children)
+	names, keys := make([]string, n), make([]string, n)
+	inputs, traces := make([][]byte, n), make([][]byte, n)
+	runAt := make([]pgtype.Timestamptz, n)
+	for i, c := range r.Children {
+		names[i], keys[i], inputs[i], traces[i], runAt[i] = c.Name, c.Key, c.Input, c.TraceContext, ts(c.RunAt)
+	}
+	args["child_names"], args["child_keys"], args["child_inputs"] = names, keys, inputs
+	args["child_traces"], args["child_run_at"] = traces, runAt
+
+	var out storage.SpawnResult
+	var matched bool
+	err := retry(ctx, once, func(ctx context.Context) error {
+		var inserted, notified int64
+		err := s.pool.QueryRow(ctx, s.q.spawn, args).Scan(&out.BranchStepID, &inserted, &notified)
+		if errors.Is(err, pgx.ErrNoRows) {
+			matched = false
+			return nil
+		}
+		matched, out.Inserted = err == nil, int(inserted)
+		return err
+	})
+	if err == nil && !matched {
+		err = s.refuse(ctx, l, r.Now)
+		if errors.Is(err, errLeaseHolds) {
+			err = fmt.Errorf("%w: branch step %q is neither in the batch nor recorded on workflow %d", storage.ErrInvalid, r.Branch, l.WorkflowID)
+		}
+	}
+	if err != nil {
+		return storage.SpawnResult{}, fmt.Errorf("postgres: spawn batch of branch %q: %w", r.Branch, err)
+	}
+	return out, nil
+}
+
+// CountChildren counts the children of q.StepIDs whose state is in q.States, stopping at
+// q.Cap, in one query that reads one range of the (parent_step_id, state) index per step
+// and state and stops after q.Cap entries in all, so the cost is bounded by the cap (plus
+// one index descent per pair), not by the number of children. Repeated step IDs or states
+// count once.
+func (s *Store) CountChildren(ctx context.Context, q storage.ChildQuery) (int, error) {
+	if err := storage.ValidateChildQuery(q); err != nil {
+		return 0, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	stepIDs := slices.Compact(slices.Sorted(slices.Values(q.StepIDs)))
+	args := pgx.StrictNamedArgs{"step_ids": stepIDs, "states": strs(q.States), "cap": q.Cap}
+	var n int64
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, s.q.countChildren, args).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: count children: %w", err)
+	}
+	return int(n), nil
+}

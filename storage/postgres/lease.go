@@ -1,0 +1,271 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Claiming and the writes made under a lease. Each fenced write is one UPDATE whose WHERE
+// clause is the fence (token, state running, lease not expired at the request's now); the
+// other writes of the unit hang off its RETURNING in CTEs, so when the fence fails nothing is
+// written. Under READ COMMITTED a concurrent change of the row (a takeover, a cancel) makes
+// the UPDATE wait and re-check the fence on the newest row version.
+
+// Claim takes up to r.Limit runnable workflows in one statement: an UPDATE of the rows a
+// subquery picks in run_at order from the runnable index with FOR UPDATE SKIP LOCKED, so
+// concurrent claims never wait for each other nor take the same row. Each claimed row
+// becomes running with a lease until r.Now+r.TTL, RunAt equal to that expiry and the next
+// lease token; a wake due by r.Now is used up. Rows come back in run_at order.
+func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
+	if err := storage.ValidateClaim(r); err != nil {
+		return nil, err
+	}
+	if err := checkNow("now", r.Now); err != nil {
+		return nil, err
+	}
+	until := r.Now.Add(r.TTL)
+	if until.Before(r.Now) || checkTime("lease expiry", until) != nil {
+		return nil, fmt.Errorf("%w: lease TTL %v from %v is beyond what this store can hold", storage.ErrInvalid, r.TTL, r.Now)
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(r.Names))
+	names = append(names, r.Names...)
+	args := pgx.StrictNamedArgs{
+		"owner": text(r.Owner), "until": ts(until), "now": ts(r.Now), "names": names, "limit": r.Limit,
+	}
+	type claimed struct {
+		pos int32 // 1-based position in run_at order
+		w   storage.Workflow
+	}
+	var out []claimed
+	err := retry(ctx, once, func(ctx context.Context) error {
+		out = out[:0]
+		rows, err := s.pool.Query(ctx, s.q.claim, args)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var (
+			pos int32
+			row workflowRow
+		)
+		dest := append([]any{&pos}, row.dest()...)
+		for rows.Next() {
+			row = workflowRow{}
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			out = append(out, claimed{pos, row.workflow()})
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim for %q: %w", r.Owner, err)
+	}
+	slices.SortFunc(out, func(a, b claimed) int { return cmp.Compare(a.pos, b.pos) })
+	ws := make([]storage.Workflow, len(out))
+	for i, c := range out {
+		ws[i] = c.w
+	}
+	return ws, nil
+}
+
+// Heartbeat extends a held lease, and RunAt with it, to until, in one fenced UPDATE.
+func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
+	if err := checkLease(l); err != nil {
+		return err
+	}
+	if err := checkNow("now", now); err != nil {
+		return err
+	}
+	if err := checkNow("lease expiry", until); err != nil {
+		return err
+	}
+	if until.Before(now) {
+		return fmt.Errorf("%w: heartbeat to %v is before now %v", storage.ErrInvalid, until, now)
+	}
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	args := leaseArgs(l, now)
+	args["until"] = ts(until)
+	err := s.fenced(ctx, l, now, func(ctx context.Context) (bool, error) {
+		tag, err := s.pool.Exec(ctx, s.q.heartbeat, args)
+		return tag.RowsAffected() == 1, err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: heartbeat: %w", err)
+	}
+	return nil
+}
+
+// SaveSteps writes c under the lease l in one statement: the fence and the workflow row
+// (values, last error), the step records upserted by name from arrays, and the error records
+// appended, all or nothing.
+func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit) error {
+	if err := storage.ValidateCommit(c); err != nil {
+		return err
+	}
+	if err := checkLease(l); err != nil {
+		return err
+	}
+	if err := checkCommit(c); err != nil {
+		return err
+	}
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	args := commitArgs(l, c)
+	err := s.fenced(ctx, l, c.Now, func(ctx context.Context) (bool, error) {
+		var n int64
+		err := s.pool.QueryRow(ctx, s.q.saveSteps, args).Scan(&n)
+		return n == 1, err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: save steps: %w", err)
+	}
+	return nil
+}
+
+// FinishRun writes f's commit, sets the run's outcome and releases the lease in one
+// statement, fenced like SaveSteps. For idle, RunAt becomes the earlier of f.RunAt and a wake
+// received during the run, and the wait is stored; for completed, failed and stalled, RunAt
+// and the wait are cleared, and the final states get FinishedAt. LeaseUntil is cleared; owner
+// and token stay as the record of the last lease. A workflow runnable at once is announced.
+func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+	if err := storage.ValidateFinish(f); err != nil {
+		return err
+	}
+	if err := checkLease(l); err != nil {
+		return err
+	}
+	if err := checkCommit(f.Commit); err != nil {
+		return err
+	}
+	if err := checkTime("run time", f.RunAt); err != nil {
+		return err
+	}
+	if f.Attempt < 0 || f.Attempt > maxInt32 {
+		return fmt.Errorf("%w: attempt %d outside 0..%d", storage.ErrInvalid, f.Attempt, maxInt32)
+	}
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	args := commitArgs(l, f.Commit)
+	wait, runAt := f.Wait, f.RunAt
+	if f.State != storage.StateIdle {
+		wait, runAt = storage.Wait{}, time.Time{}
+	}
+	args["state"] = string(f.State)
+	args["output"] = f.Output
+	args["attempt"] = int32(f.Attempt)
+	args["run_at"] = ts(runAt)
+	args["wait_kind"], args["wait_step"], args["wait_data"] = text(wait.Kind), text(wait.Step), wait.Data
+	err := s.fenced(ctx, l, f.Now, func(ctx context.Context) (bool, error) {
+		var n, notified int64
+		err := s.pool.QueryRow(ctx, s.q.finishRun, args).Scan(&n, &notified)
+		return n == 1, err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: finish run as %s: %w", f.State, err)
+	}
+	return nil
+}
+
+// Release gives the lease l back in one fenced statement: the workflow becomes idle and
+// runnable at now, its progress unchanged, and listeners are told.
+func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) error {
+	if err := checkLease(l); err != nil {
+		return err
+	}
+	if err := checkNow("now", now); err != nil {
+		return err
+	}
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	args := leaseArgs(l, now)
+	err := s.fenced(ctx, l, now, func(ctx context.Context) (bool, error) {
+		var n, notified int64
+		err := s.pool.QueryRow(ctx, s.q.release, args).Scan(&n, &notified)
+		return n == 1, err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: release: %w", err)
+	}
+	return nil
+}
+
+// errLeaseHolds is what refuse reports when the lease holds although the write was refused:
+// SpawnBatch adds a condition to its fence (the branch step exists); for the other writes
+// the row changed between the write and the read.
+var errLeaseHolds = errors.New("the lease holds")
+
+// fenced runs a fenced statement (write reports whether its fence matched) and, when the
+// fence did not match, reads the row to say why.
+func (s *Store) fenced(ctx context.Context, l storage.Lease, now time.Time, write func(ctx context.Context) (bool, error)) error {
+	var ok bool
+	err := retry(ctx, once, func(ctx context.Context) error {
+		var err error
+		ok, err = write(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	err = s.refuse(ctx, l, now)
+	if errors.Is(err, errLeaseHolds) {
+		return fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
+	}
+	return err
+}
+
+// refuse explains a fence that did not match, in the order the bolt store checks: a missing
+// workflow (ErrNotFound and ErrLeaseLost), cancelled (ErrCancelled), another token, a
+// released lease or an expired one (ErrLeaseLost). If the lease still holds, it returns
+// errLeaseHolds.
+func (s *Store) refuse(ctx context.Context, l storage.Lease, now time.Time) error {
+	var (
+		state string
+		token int64
+		until pgtype.Timestamptz
+		found = true
+	)
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		err := s.pool.QueryRow(ctx, s.q.leaseState, pgx.StrictNamedArgs{"id": l.WorkflowID}).Scan(&state, &token, &until)
+		if errors.Is(err, pgx.ErrNoRows) {
+			found = false
+			return nil
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("workflow %d: read the lease after a refused write: %w", l.WorkflowID, err)
+	case !found:
+		return fmt.Errorf("workflow %d: %w: %w", l.WorkflowID, storage.ErrNotFound, storage.ErrLeaseLost)
+	case storage.State(state) == storage.StateCancelled:
+		return fmt.Errorf("workflow %d: %w", l.WorkflowID, storage.ErrCancelled)
+	case token != l.Token:
+		return fmt.Errorf("workflow %d: lease token %d was superseded by %d: %w", l.WorkflowID, l.Token, token, storage.ErrLeaseLost)
+	case storage.State(state) != storage.StateRunning:
+		return fmt.Errorf("workflow %d: lease token %d is released (state %s): %w", l.WorkflowID, l.Token, state, storage.ErrLeaseLost)
+	case !until.Valid || !now.Before(until.Time):
+		return fmt.Errorf("workflow %d: lease token %d expired at %v, not after %v: %w", l.WorkflowID, l.Token, fromTS(until), now.UTC(), storage.ErrLeaseLost)
+	}
+	return errLeaseHolds
+}

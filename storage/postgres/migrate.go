@@ -1,0 +1,166 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Errors about the database schema. Callers test them with errors.Is.
+var (
+	// ErrSchemaTooNew: the tables were migrated by a newer build than this one, which could
+	// not keep them consistent. Upgrade the binary.
+	ErrSchemaTooNew = errors.New("postgres: the database schema is newer than this build")
+	// ErrNotMigrated: the tables do not exist or are older than this build. Call Migrate.
+	ErrNotMigrated = errors.New("postgres: the database schema is not migrated (call Migrate)")
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migration is one embedded migration file, numbered by the digits its name starts with.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order. Versions run 1, 2, 3, ...
+// without gaps; anything else is a build error caught by the tests.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range entries {
+		digits, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(digits)
+		if !ok || err != nil || v < 1 {
+			return nil, fmt.Errorf("migration file %q does not start with a version number", e.Name())
+		}
+		data, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{version: v, name: e.Name(), sql: string(data)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %q: want version %d", m.name, i+1)
+		}
+	}
+	return out, nil
+}
+
+// SchemaVersion is the schema version this build migrates to and works with.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		return 0
+	}
+	return len(ms)
+}
+
+// Migrate creates the schema (with WithSchema) and the tables, or upgrades them to this
+// build's version, in one transaction. It is idempotent, and safe when several processes
+// call it at once: they take turns on a transaction-scoped advisory lock derived from the
+// schema and prefix, and each applies only the migrations not yet recorded in the
+// <prefix>schema_version table. A database migrated by a newer build gives an error wrapping
+// ErrSchemaTooNew and is left untouched.
+func (s *Store) Migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	err = retry(ctx, idempotent, func(ctx context.Context) error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.migrate(ctx, tx, ms) })
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: migrate %s: %w", s.versions, err)
+	}
+	s.migrated.Store(true)
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context, tx pgx.Tx, ms []migration) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.lockKey); err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	if s.schema != "" {
+		// Checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
+		// database even when the schema exists.
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", s.schema).Scan(&exists); err != nil {
+			return fmt.Errorf("look for schema %q: %w", s.schema, err)
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, `CREATE SCHEMA "`+s.schema+`"`); err != nil {
+				return fmt.Errorf("create schema %q: %w", s.schema, err)
+			}
+		}
+	}
+	create := `CREATE TABLE IF NOT EXISTS ` + s.versions + ` (
+		version    integer     PRIMARY KEY,
+		name       text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now()
+	)`
+	if _, err := tx.Exec(ctx, create); err != nil {
+		return fmt.Errorf("create the version table: %w", err)
+	}
+	var current int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+s.versions).Scan(&current); err != nil {
+		return fmt.Errorf("read the schema version: %w", err)
+	}
+	if current > len(ms) {
+		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, len(ms))
+	}
+	r := s.replacer()
+	for _, m := range ms[current:] {
+		if _, err := tx.Exec(ctx, r.Replace(m.sql)); err != nil {
+			return fmt.Errorf("apply %s: %w", m.name, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+s.versions+` (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			return fmt.Errorf("record %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// ready checks, once per store, that the tables are at this build's version, so a missing or
+// mismatched schema gives a clear error instead of a confusing one from some statement.
+func (s *Store) ready(ctx context.Context) error {
+	if s.migrated.Load() {
+		return nil
+	}
+	var current int
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+s.versions).Scan(&current)
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined table or schema
+		return fmt.Errorf("%w: %s does not exist", ErrNotMigrated, s.versions)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: read the schema version: %w", err)
+	}
+	want := SchemaVersion()
+	switch {
+	case current > want:
+		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, want)
+	case current < want:
+		return fmt.Errorf("%w: %s records version %d, this build needs %d", ErrNotMigrated, s.versions, current, want)
+	}
+	s.migrated.Store(true)
+	return nil
+}

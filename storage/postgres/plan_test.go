@@ -1,0 +1,307 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Query plans. pgx caches prepared statements, and after a few executions the server may
+// switch a prepared statement to a generic plan, made without the parameters' values. The
+// hot queries must use their indexes under both, so these tests look at both.
+
+// lines collects the one-column text rows of EXPLAIN.
+func lines(t *testing.T, rows pgx.Rows) string {
+	t.Helper()
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		out = append(out, line)
+	}
+	require.NoError(t, rows.Err())
+	return strings.Join(out, "\n")
+}
+
+// explainCustom returns EXPLAIN (options) of sql with args bound: the plan for these values.
+func explainCustom(t *testing.T, s *Store, options, sql string, args pgx.StrictNamedArgs) string {
+	t.Helper()
+	rows, err := s.pool.Query(t.Context(), "EXPLAIN ("+options+") "+sql, args)
+	require.NoError(t, err)
+	return lines(t, rows)
+}
+
+// explainGeneric returns EXPLAIN (COSTS OFF) of sql as a prepared statement under a generic
+// plan, the plan a cached statement may end up with.
+func explainGeneric(t *testing.T, s *Store, sql string, args pgx.StrictNamedArgs) string {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := s.pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	positional, values, err := args.RewriteQuery(ctx, conn.Conn(), sql, nil)
+	require.NoError(t, err)
+	lits := make([]string, len(values))
+	for i, v := range values {
+		lits[i] = literal(t, v)
+	}
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	defer func() {
+		_, _ = conn.Exec(context.Background(), "DEALLOCATE chrono_plan_test")
+		_, _ = conn.Exec(context.Background(), "RESET plan_cache_mode")
+	}()
+	_, err = conn.Exec(ctx, "PREPARE chrono_plan_test AS "+positional)
+	require.NoError(t, err)
+	rows, err := conn.Query(ctx, "EXPLAIN (COSTS OFF) EXECUTE chrono_plan_test("+strings.Join(lits, ", ")+")")
+	require.NoError(t, err)
+	return lines(t, rows)
+}
+
+// literal spells a test argument as SQL.
+func literal(t *testing.T, v any) string {
+	t.Helper()
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	array := func(n int, typ string, elem func(i int) string) string {
+		q := make([]string, n)
+		for i := range q {
+			q[i] = elem(i)
+		}
+		return "ARRAY[" + strings.Join(q, ", ") + "]::" + typ + "[]"
+	}
+	bytea := func(b []byte) string {
+		if b == nil {
+			return "NULL"
+		}
+		return fmt.Sprintf(`'\x%x'::bytea`, b)
+	}
+	ts := func(x pgtype.Timestamptz) string {
+		if !x.Valid {
+			return "NULL"
+		}
+		return quote(x.Time.UTC().Format(time.RFC3339Nano)) + "::timestamptz"
+	}
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case int:
+		return strconv.Itoa(x)
+	case int32:
+		return strconv.Itoa(int(x))
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case string:
+		return quote(x)
+	case *string:
+		if x == nil {
+			return "NULL"
+		}
+		return quote(*x)
+	case []byte:
+		return bytea(x)
+	case [][]byte:
+		return array(len(x), "bytea", func(i int) string { return bytea(x[i]) })
+	case []int32:
+		return array(len(x), "int", func(i int) string { return strconv.Itoa(int(x[i])) })
+	case []pgtype.Timestamptz:
+		return array(len(x), "timestamptz", func(i int) string { return ts(x[i]) })
+	case []string:
+		q := make([]string, len(x))
+		for i, s := range x {
+			q[i] = quote(s)
+		}
+		return "ARRAY[" + strings.Join(q, ", ") + "]::text[]"
+	case []int64:
+		q := make([]string, len(x))
+		for i, n := range x {
+			q[i] = strconv.FormatInt(n, 10)
+		}
+		return "ARRAY[" + strings.Join(q, ", ") + "]::bigint[]"
+	case pgtype.Timestamptz:
+		return ts(x)
+	case pgtype.Int8:
+		if !x.Valid {
+			return "NULL"
+		}
+		return strconv.FormatInt(x.Int64, 10)
+	}
+	t.Fatalf("no literal for %T", v)
+	return ""
+}
+
+// seedChildren fills the table as a busy store looks: 40,000 children of ten big branch steps
+// (4,000 each under steps 1..10, a third each idle, running and completed), 40,000 children
+// of 2,000 small branch steps (1001..3000), and 20,000 completed roots, inserted straight
+// into the table; then it analyzes the table.
+func seedChildren(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO `+s.workflows+` (name, key, state, run_at, parent_step_id, created_at, updated_at)
+		SELECT 'child', 'c' || g, (ARRAY['idle', 'running', 'completed'])[1 + g % 3],
+			CASE WHEN g % 3 < 2 THEN now() END,
+			CASE WHEN g <= 40000 THEN 1 + g % 10 ELSE 1001 + g % 2000 END, now(), now()
+		FROM generate_series(1, 80000) AS g`)
+	require.NoError(t, err)
+	_, err = s.pool.Exec(ctx, `
+		INSERT INTO `+s.workflows+` (name, key, state, created_at, updated_at, finished_at)
+		SELECT 'root', 'r' || g, 'completed', now(), now(), now() FROM generate_series(1, 20000) AS g`)
+	require.NoError(t, err)
+	// ANALYZE without VACUUM: the visibility map stays unset, as on a busy table, which
+	// makes index-only scans look expensive to the planner.
+	_, err = s.pool.Exec(ctx, `ANALYZE `+s.workflows)
+	require.NoError(t, err)
+}
+
+// seedSteps gives every workflow of the table a step record and an error record.
+func seedSteps(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
+	_, err := s.pool.Exec(ctx, `INSERT INTO `+s.steps+` (workflow_id, name, state, created_at, updated_at)
+		SELECT id, 's', 'completed', now(), now() FROM `+s.workflows)
+	require.NoError(t, err)
+	_, err = s.pool.Exec(ctx, `INSERT INTO `+s.errors+` (workflow_id, message, created_at) SELECT id, 'e', now() FROM `+s.workflows)
+	require.NoError(t, err)
+	_, err = s.pool.Exec(ctx, `ANALYZE `+s.steps+`, `+s.errors)
+	require.NoError(t, err)
+}
+
+// TestGenericPlansUseIndexes: every unit reads the rows it needs through an index, also
+// under a generic plan of its cached statement, on tables of 100,000 workflows and steps.
+func TestGenericPlansUseIndexes(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, nil)
+	seedChildren(t, s)
+	seedSteps(t, s)
+	l := storage.Lease{WorkflowID: 5000, Token: 1}
+	now := base(0)
+	steps := []storage.Step{{Name: "a", State: storage.StepCompleted}, {Name: "b", State: storage.StepPending}}
+	commit := storage.Commit{Steps: steps, Values: []byte(`{}`), Errors: []storage.ErrorRecord{{Message: "m"}}, Now: now}
+	finish := commitArgs(l, commit)
+	finish["state"], finish["output"], finish["attempt"], finish["run_at"] = "idle", []byte(nil), int32(0), ts(now)
+	finish["wait_kind"], finish["wait_step"], finish["wait_data"] = "", "", []byte(nil)
+	spawn := leaseArgs(l, now)
+	spawn["branch"] = "a"
+	stepArgs(spawn, steps)
+	spawn["child_names"], spawn["child_keys"] = []string{"c"}, []string{"k"}
+	spawn["child_inputs"], spawn["child_traces"] = [][]byte{nil}, [][]byte{nil}
+	spawn["child_run_at"] = []pgtype.Timestamptz{{}}
+	retryArgs := pgx.StrictNamedArgs{"id": int64(5000), "now": ts(now)}
+	stepArgs(retryArgs, steps)
+	heartbeat := leaseArgs(l, now)
+	heartbeat["until"] = ts(now)
+	for _, q := range []struct {
+		name string
+		sql  string
+		args pgx.StrictNamedArgs
+	}{
+		{"Load", s.q.load, pgx.StrictNamedArgs{"id": int64(5000)}},
+		{"SaveSteps", s.q.saveSteps, commitArgs(l, commit)},
+		{"FinishRun", s.q.finishRun, finish},
+		{"SpawnBatch", s.q.spawn, spawn},
+		{"Retry", s.q.retry, retryArgs},
+		{"Heartbeat", s.q.heartbeat, heartbeat},
+		{"Release", s.q.release, leaseArgs(l, now)},
+		{"Wake", s.q.wake, pgx.StrictNamedArgs{"id": int64(5000), "at": ts(now)}},
+		{"Cancel", s.q.cancel, pgx.StrictNamedArgs{"id": int64(5000), "now": ts(now)}},
+		{"ListErrors", s.q.listErrors, pgx.StrictNamedArgs{"id": int64(5000), "limit": 100}},
+		{"DeleteFinished", s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(now), "limit": 1000}},
+		{"CreateWorkflow", s.q.create, pgx.StrictNamedArgs{
+			"name": "n", "key": "k", "input": []byte(nil), "trace": []byte(nil),
+			"parent": pgtype.Int8{}, "run_at": ts(now), "now": ts(now),
+		}},
+	} {
+		plan := explainGeneric(t, s, q.sql, q.args)
+		if testing.Verbose() {
+			t.Logf("generic plan of %s:\n%s", q.name, plan)
+		}
+		require.NotContains(t, plan, "Seq Scan", "generic plan of %s:\n%s", q.name, plan)
+		if q.name == "DeleteFinished" {
+			require.NotContains(t, plan, "Sort", "generic plan of %s: no sort of every finished row:\n%s", q.name, plan)
+		}
+	}
+}
+
+// TestCountChildrenUsesIndex: the capped count is answered from the (parent_step_id, state)
+// index, with equality on both columns, and its scans stop at the cap however many children
+// match, under a custom and a generic plan.
+func TestCountChildrenUsesIndex(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, nil)
+	seedChildren(t, s)
+	index := s.prefix + "workflows_children"
+	bothColumns := regexp.MustCompile(`Index Cond: \(\(parent_step_id = \S+\) AND \(state = \S+\)\)`)
+
+	for _, tc := range []struct {
+		steps   []int64
+		states  []string
+		capped  int
+		matches string
+	}{
+		{[]int64{3, 4}, []string{"idle", "running"}, 100, "5,333"},
+		{[]int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, []string{"idle", "running", "stalled"}, storage.MaxCountCap, "26,667"},
+	} {
+		args := pgx.StrictNamedArgs{"step_ids": tc.steps, "states": tc.states, "cap": tc.capped}
+		plan := explainCustom(t, s, "ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF", s.q.countChildren, args)
+		t.Logf("plan of CountChildren over %s matching children with cap %d:\n%s", tc.matches, tc.capped, plan)
+		require.Contains(t, plan, index, "the count uses the children index")
+		require.Regexp(t, bothColumns, plan, "equality on parent step and state")
+		// Each scan node reports how many index entries it produced: at most the cap in all.
+		total := 0
+		for _, m := range regexp.MustCompile(`(?:Index (?:Only )?Scan using|Bitmap Index Scan on) `+index+` .*actual rows=(\d+) loops=(\d+)`).FindAllStringSubmatch(plan, -1) {
+			rows, _ := strconv.Atoi(m[1])
+			loops, _ := strconv.Atoi(m[2])
+			total += rows * loops
+		}
+		require.NotZero(t, total, "an index scan node on %s", index)
+		require.LessOrEqual(t, total, tc.capped, "the index scans stop at the cap")
+
+		generic := explainGeneric(t, s, s.q.countChildren, args)
+		t.Logf("generic plan of CountChildren:\n%s", generic)
+		require.Contains(t, generic, index, "the generic plan uses the children index")
+		require.Regexp(t, bothColumns, generic, "the generic plan has equality on parent step and state")
+	}
+
+	const capped = 100
+	n, err := s.CountChildren(t.Context(), storage.ChildQuery{StepIDs: []int64{3, 4}, States: []storage.State{storage.StateIdle, storage.StateRunning}, Cap: capped})
+	require.NoError(t, err)
+	require.Equal(t, capped, n)
+	n, err = s.CountChildren(t.Context(), storage.ChildQuery{StepIDs: []int64{3, 3}, States: []storage.State{storage.StateCompleted}, Cap: storage.MaxCountCap})
+	require.NoError(t, err)
+	require.Equal(t, 1334, n, "completed children of step 3: g = 2, 32, 62, ..., 39992")
+}
+
+// TestClaimUsesRunnableIndex: claiming reads the runnable partial index in (run_at, id)
+// order, with no sort of the due rows, and updates the claimed rows by primary key, under a
+// custom and a generic plan.
+func TestClaimUsesRunnableIndex(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, nil)
+	seedChildren(t, s)
+	for _, names := range [][]string{{}, {"child", "other"}} {
+		args := pgx.StrictNamedArgs{"owner": "w", "until": ts(base(0)), "now": ts(base(0)), "names": names, "limit": 64}
+		for kind, plan := range map[string]string{
+			"custom":  explainCustom(t, s, "COSTS OFF", s.q.claim, args),
+			"generic": explainGeneric(t, s, s.q.claim, args),
+		} {
+			t.Logf("%s plan of Claim with names %v:\n%s", kind, names, plan)
+			what := fmt.Sprintf("%s plan, names %v", kind, names)
+			require.Contains(t, plan, "Index Scan using "+s.prefix+"workflows_runnable", what)
+			require.Contains(t, plan, "LockRows", "%s: FOR UPDATE SKIP LOCKED", what)
+			require.NotContains(t, plan, "Sort", "%s: the index gives run_at order", what)
+			require.Contains(t, plan, "Index Scan using "+s.prefix+"workflows_pkey", "%s: claimed rows are updated by key", what)
+			require.NotContains(t, plan, "Seq Scan", what)
+		}
+	}
+}

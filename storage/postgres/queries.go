@@ -1,0 +1,325 @@
+package postgres
+
+import (
+	"strings"
+)
+
+// The SQL of the store. Each unit of the contract is one statement: data-modifying CTEs let
+// one statement check a lease, write the workflow row, upsert step records from arrays,
+// append error records and notify listeners, all in the statement's implicit transaction.
+// Values are always bound parameters (pgx named arguments); only the validated table names
+// and the channel name are spliced in, once, when the store is built.
+
+// workflowColumns are the columns scanned into a storage.Workflow, in workflowRow.dest's order.
+var workflowColumns = []string{
+	"id", "name", "key", "input", "output", "state", `"values"`, "run_at",
+	"wait_kind", "wait_step", "wait_data", "lease_owner", "lease_until", "lease_token",
+	"attempt", "parent_step_id", "trace_context", "last_error", "created_at", "updated_at",
+	"finished_at",
+}
+
+// stepColumns are the columns scanned into a storage.Step, in stepRow.dest's order.
+var stepColumns = []string{
+	"workflow_id", "id", "name", "state", "attempts", "result", "meta", "last_error",
+	"created_at", "updated_at", "completed_at",
+}
+
+// errorColumns are the columns scanned into a storage.ErrorRecord, in ListErrors' order.
+var errorColumns = []string{
+	"id", "workflow_id", "step", "attempt", "type", "message", `"values"`, "created_at",
+}
+
+func columns(cols []string, alias string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = alias + c
+	}
+	return strings.Join(out, ", ")
+}
+
+// fence is the condition under which a lease may write: its token is the stored one, the
+// workflow is running and the stored lease has not expired at the request's now.
+const fence = `id = @id AND lease_token = @token AND state = 'running' AND lease_until > @now::timestamptz`
+
+// upsertSteps inserts or replaces the step records in the arrays by (workflow, name), for the
+// workflow whose id the CTE "f" returns (no row: nothing is written). A replaced record keeps
+// its ID and CreatedAt; CompletedAt defaults to the earlier of the stored one and now for a
+// completed step (the stored one is looked up by key, only for such a step). Rows go in
+// array order, so new records get IDs in the order given.
+const upsertSteps = `
+	st AS (
+		INSERT INTO {{steps}} AS s (workflow_id, name, state, attempts, result, meta, last_error, created_at, updated_at, completed_at)
+		SELECT f.id, u.name, u.state, u.attempts, u.result, u.meta, u.last_error,
+			coalesce(u.created_at, @now::timestamptz), @now::timestamptz,
+			CASE WHEN u.completed_at IS NOT NULL THEN u.completed_at
+			     WHEN u.state = 'completed' THEN least(@now::timestamptz,
+			         (SELECT e.completed_at FROM {{steps}} e WHERE e.workflow_id = f.id AND e.name = u.name)) END
+		FROM f
+		CROSS JOIN unnest(@step_names::text[], @step_states::text[], @step_attempts::int[],
+			@step_results::bytea[], @step_metas::bytea[], @step_errors::text[],
+			@step_created::timestamptz[], @step_completed::timestamptz[])
+			WITH ORDINALITY AS u(name, state, attempts, result, meta, last_error, created_at, completed_at, ord)
+		ORDER BY u.ord
+		ON CONFLICT (workflow_id, name) DO UPDATE SET
+			state = excluded.state, attempts = excluded.attempts, result = excluded.result,
+			meta = excluded.meta, last_error = excluded.last_error, updated_at = excluded.updated_at,
+			completed_at = excluded.completed_at
+		RETURNING s.id, s.name
+	)`
+
+// insertErrors appends the error records in the arrays to the workflow "f" returns.
+const insertErrors = `
+	er AS (
+		INSERT INTO {{errors}} (workflow_id, step, attempt, type, message, "values", created_at)
+		SELECT f.id, u.step, u.attempt, u.type, u.message, u.vals, coalesce(u.created_at, @now::timestamptz)
+		FROM f
+		CROSS JOIN unnest(@err_steps::text[], @err_attempts::int[], @err_types::text[],
+			@err_messages::text[], @err_values::bytea[], @err_created::timestamptz[])
+			WITH ORDINALITY AS u(step, attempt, type, message, vals, created_at, ord)
+		ORDER BY u.ord
+	)`
+
+// queries is the SQL of one store, with its table names filled in.
+type queries struct {
+	create, get, find, load                 string
+	claim, heartbeat, saveSteps, finishRun  string
+	release, leaseState                     string
+	wake, retry, cancel                     string
+	spawn, countChildren                    string
+	listErrors, deleteFinished, listColumns string
+}
+
+func buildQueries(s *Store) queries {
+	r := s.replacer()
+	wcols := columns(workflowColumns, "")
+	q := queries{
+		// The insert returns nothing when the name and key exist; the second branch then
+		// reads the stored row. A row inserted by a concurrent transaction that committed
+		// after this statement's snapshot is invisible to both: the caller runs it again.
+		create: `
+WITH ins AS (
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, parent_step_id, created_at, updated_at)
+	VALUES (@name, @key, @input, 'idle', @run_at::timestamptz, @trace, @parent, @now::timestamptz, @now::timestamptz)
+	ON CONFLICT (name, key) DO NOTHING
+	RETURNING ` + wcols + `
+), n AS (
+	SELECT pg_notify({{channel}}, '') FROM ins WHERE ins.run_at <= @now::timestamptz
+)
+SELECT true, ` + columns(workflowColumns, "ins.") + ` FROM ins, (SELECT count(*) FROM n) AS notified
+UNION ALL
+SELECT false, ` + wcols + ` FROM {{workflows}}
+WHERE name = @name AND key = @key AND NOT EXISTS (SELECT 1 FROM ins)`,
+
+		get:  `SELECT ` + wcols + ` FROM {{workflows}} WHERE id = @id`,
+		find: `SELECT ` + wcols + ` FROM {{workflows}} WHERE name = @name AND key = @key`,
+
+		// The workflow row (kind 0) then its step rows (kind 1) in ID order: one query, one
+		// snapshot. Each kind leaves the other's columns NULL.
+		load: `
+SELECT 0 AS kind, 0::bigint AS sort, ` + wcols + `, ` + nulls(len(stepColumns)) + `
+FROM {{workflows}} WHERE id = @id
+UNION ALL
+SELECT 1, s.id, ` + nulls(len(workflowColumns)) + `, ` + columns(stepColumns, "s.") + `
+FROM {{steps}} s WHERE s.workflow_id = @id
+ORDER BY 1, 2`,
+
+		// Claimed rows leave the runnable index (run_at moves to the lease expiry). A wake
+		// due by now is covered by the run starting now; a later one is kept for FinishRun.
+		// The CTE locks the due rows and collects their ids in run_at order into one array,
+		// so the UPDATE finds them by primary key whatever plan the server caches (a join
+		// with the locked rows can turn into a scan of the table under a generic plan), and
+		// the position in the array gives the caller the run_at order back.
+		claim: `
+WITH c AS (
+	SELECT array_agg(id ORDER BY run_at, id) AS ids FROM (
+		SELECT id, run_at FROM {{workflows}}
+		WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND run_at <= @now::timestamptz
+			AND (cardinality(@names::text[]) = 0 OR name = ANY(@names::text[]))
+		ORDER BY run_at, id
+		LIMIT @limit
+		FOR UPDATE SKIP LOCKED
+	) AS due
+)
+UPDATE {{workflows}} AS w SET
+	state = 'running', lease_owner = @owner, lease_token = w.lease_token + 1,
+	lease_until = @until::timestamptz, run_at = @until::timestamptz, updated_at = @now::timestamptz,
+	wake_at = CASE WHEN w.wake_at <= @now::timestamptz THEN NULL ELSE w.wake_at END
+FROM c
+WHERE w.id = ANY(c.ids)
+RETURNING array_position(c.ids, w.id), ` + columns(workflowColumns, "w."),
+
+		heartbeat: `
+UPDATE {{workflows}} SET lease_until = @until::timestamptz, run_at = @until::timestamptz
+WHERE ` + fence,
+
+		saveSteps: `
+WITH f AS (
+	UPDATE {{workflows}} SET
+		"values" = coalesce(@values::bytea, "values"),
+		last_error = coalesce(@last_error::text, last_error),
+		updated_at = @now::timestamptz
+	WHERE ` + fence + `
+	RETURNING id
+),` + upsertSteps + `,` + insertErrors + `
+SELECT count(*) FROM f`,
+
+		// For idle, run_at is the earlier of the run's own and a wake received during the
+		// run (NULL is none: least ignores it). Listeners hear of a row runnable at once.
+		finishRun: `
+WITH f AS (
+	UPDATE {{workflows}} SET
+		state = @state::text, output = @output::bytea, attempt = @attempt::int,
+		"values" = coalesce(@values::bytea, "values"),
+		last_error = coalesce(@last_error::text, last_error),
+		run_at = CASE WHEN @state::text = 'idle' THEN least(@run_at::timestamptz, wake_at) END,
+		wait_kind = @wait_kind::text, wait_step = @wait_step::text, wait_data = @wait_data::bytea,
+		finished_at = CASE WHEN @state::text IN ('completed', 'failed') THEN @now::timestamptz ELSE finished_at END,
+		wake_at = NULL, lease_until = NULL, updated_at = @now::timestamptz
+	WHERE ` + fence + `
+	RETURNING id, run_at
+),` + upsertSteps + `,` + insertErrors + `,
+n AS (
+	SELECT pg_notify({{channel}}, '') FROM f WHERE f.run_at <= @now::timestamptz
+)
+SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM n)`,
+
+		release: `
+WITH f AS (
+	UPDATE {{workflows}} SET
+		state = 'idle', run_at = @now::timestamptz, wake_at = NULL, lease_until = NULL,
+		updated_at = @now::timestamptz
+	WHERE ` + fence + `
+	RETURNING id
+), n AS (
+	SELECT pg_notify({{channel}}, '') FROM f
+)
+SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM n)`,
+
+		// Read after a fenced write matched no row, to say why.
+		leaseState: `SELECT state, lease_token, lease_until FROM {{workflows}} WHERE id = @id`,
+
+		wake: `
+WITH u AS (
+	UPDATE {{workflows}} SET
+		run_at = CASE WHEN state = 'idle' THEN least(run_at, @at::timestamptz) ELSE run_at END,
+		wake_at = CASE WHEN state = 'running' THEN least(wake_at, @at::timestamptz) ELSE wake_at END
+	WHERE id = @id AND state IN ('idle', 'running')
+	RETURNING state
+), n AS (
+	SELECT pg_notify({{channel}}, '') FROM u WHERE u.state = 'idle'
+)
+SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM {{workflows}} WHERE id = @id), (SELECT count(*) FROM n)`,
+
+		retry: `
+WITH f AS (
+	UPDATE {{workflows}} SET
+		state = 'idle', run_at = @now::timestamptz, attempt = 0,
+		wait_kind = '', wait_step = '', wait_data = NULL, wake_at = NULL, finished_at = NULL,
+		updated_at = @now::timestamptz
+	WHERE id = @id AND state IN ('stalled', 'failed')
+	RETURNING ` + wcols + `
+),` + upsertSteps + `,
+n AS (
+	SELECT pg_notify({{channel}}, '') FROM f
+)
+SELECT ` + columns(workflowColumns, "f.") + ` FROM f, (SELECT count(*) FROM n) AS notified`,
+
+		cancel: `
+WITH u AS (
+	UPDATE {{workflows}} SET
+		state = 'cancelled', run_at = NULL, wait_kind = '', wait_step = '', wait_data = NULL,
+		wake_at = NULL, lease_until = NULL, finished_at = @now::timestamptz, updated_at = @now::timestamptz
+	WHERE id = @id AND state NOT IN ('completed', 'failed', 'cancelled')
+	RETURNING id
+)
+SELECT (SELECT count(*) FROM u), (SELECT state FROM {{workflows}} WHERE id = @id)`,
+
+		// The fence also requires the branch step to be in the batch or stored, so a batch
+		// naming an unknown branch writes nothing. Children are inserted in batch order,
+		// skipping existing names and keys (and repeats within the batch).
+		spawn: `
+WITH f AS (
+	UPDATE {{workflows}} SET updated_at = @now::timestamptz
+	WHERE ` + fence + `
+		AND (@branch::text = ANY(@step_names::text[])
+			OR EXISTS (SELECT 1 FROM {{steps}} WHERE workflow_id = @id AND name = @branch::text))
+	RETURNING id
+),` + upsertSteps + `,
+b AS (
+	SELECT coalesce(
+		(SELECT st.id FROM st WHERE st.name = @branch::text),
+		(SELECT s.id FROM {{steps}} s WHERE s.workflow_id = f.id AND s.name = @branch::text)) AS id
+	FROM f
+), ch AS (
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, parent_step_id, created_at, updated_at)
+	SELECT u.name, u.key, u.input, 'idle', coalesce(u.run_at, @now::timestamptz), u.trace, b.id,
+		@now::timestamptz, @now::timestamptz
+	FROM b
+	CROSS JOIN unnest(@child_names::text[], @child_keys::text[], @child_inputs::bytea[],
+		@child_traces::bytea[], @child_run_at::timestamptz[])
+		WITH ORDINALITY AS u(name, key, input, trace, run_at, ord)
+	ORDER BY u.ord
+	ON CONFLICT (name, key) DO NOTHING
+	RETURNING run_at
+), n AS (
+	SELECT pg_notify({{channel}}, '') WHERE EXISTS (SELECT 1 FROM ch WHERE ch.run_at <= @now::timestamptz)
+)
+SELECT b.id, (SELECT count(*) FROM ch), (SELECT count(*) FROM n) FROM b`,
+
+		// One index range per (step, state) pair, each read with equality on both leading
+		// columns of the children index and stopped at the cap, and the outer LIMIT stops at
+		// the cap overall. Written as a lateral join rather than "= ANY(...) AND = ANY(...)",
+		// which a generic plan may answer by reading every child of the steps and filtering
+		// on state. (No ORDER BY: it invites a walk of the primary key.) The pairs must be
+		// distinct; the caller deduplicates.
+		countChildren: `
+SELECT count(*) FROM (
+	SELECT 1
+	FROM unnest(@step_ids::bigint[]) AS p(id)
+	CROSS JOIN unnest(@states::text[]) AS st(state)
+	CROSS JOIN LATERAL (
+		SELECT 1 FROM {{workflows}} w
+		WHERE w.parent_step_id = p.id AND w.state = st.state
+		LIMIT @cap
+	) AS c
+	LIMIT @cap
+) AS t`,
+
+		// The outer row is the workflow, so no row means an unknown workflow; a workflow
+		// without error records gives one all-NULL row. The lateral query reads the oldest
+		// records in order from the (workflow_id, id) index and stops at the limit.
+		listErrors: `
+SELECT ` + columns(errorColumns, "e.") + `
+FROM {{workflows}} w
+LEFT JOIN LATERAL (
+	SELECT * FROM {{errors}} WHERE workflow_id = w.id ORDER BY id LIMIT @limit
+) AS e ON true
+WHERE w.id = @id
+ORDER BY e.id`,
+
+		// Oldest first along the finished index; the ids go through an array so the delete
+		// finds them by primary key under any plan. Rows another cleanup holds are skipped.
+		deleteFinished: `
+DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
+	SELECT id FROM {{workflows}}
+	WHERE finished_at < @before::timestamptz AND state IN ('completed', 'failed', 'cancelled')
+	ORDER BY finished_at
+	LIMIT @limit
+	FOR UPDATE SKIP LOCKED
+))`,
+
+		listColumns: `SELECT ` + wcols + ` FROM {{workflows}}`,
+	}
+	for _, p := range []*string{
+		&q.create, &q.get, &q.find, &q.load, &q.claim, &q.heartbeat, &q.saveSteps, &q.finishRun,
+		&q.release, &q.leaseState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.countChildren,
+		&q.listErrors, &q.deleteFinished, &q.listColumns,
+	} {
+		*p = r.Replace(*p)
+	}
+	return q
+}
+
+func nulls(n int) string {
+	return strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")
+}

@@ -1,0 +1,192 @@
+// Package postgres is the PostgreSQL chronoforge backend: a storage.Storage over a pgx pool
+// the application owns, for many workers in many processes.
+//
+// Every unit of the contract is one SQL statement, so one round trip and one (implicit)
+// transaction: a fenced write checks the lease and writes the workflow row, its step records
+// and its error records together in data-modifying CTEs; Load reads the workflow and its
+// steps in one UNION ALL query; Claim leases a batch with one UPDATE over a
+// FOR UPDATE SKIP LOCKED subquery; SpawnBatch inserts a whole batch of children from arrays.
+// Work that becomes runnable is announced with pg_notify in the same statement, and Listen
+// turns those notifications into wake-ups for workers (see Store.Listen).
+//
+// The tables (named with a prefix, "chrono_" by default, optionally in a schema of their own)
+// are created by Migrate from versioned migrations embedded in the binary:
+//
+//	<prefix>workflows       the queue entry and the workflow's state, one row per workflow
+//	<prefix>steps           step records, unique by (workflow_id, name)
+//	<prefix>errors          error records
+//	<prefix>schema_version  the migrations applied
+//
+// Times are stored as timestamptz, with PostgreSQL's microsecond precision: a time passed in
+// comes back truncated to the microsecond. Text needs a UTF8 database; error messages and
+// other free text are stored with invalid UTF-8 and NUL bytes replaced.
+package postgres
+
+import (
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"strings"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+var (
+	_ storage.Storage  = (*Store)(nil)
+	_ storage.Notifier = (*Store)(nil)
+)
+
+// DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.
+const DefaultTablePrefix = "chrono_"
+
+// identifier is what a schema name or table prefix may be: it is spliced into SQL, so only
+// lower-case letters, digits and underscores, short enough that every derived name fits in
+// PostgreSQL's 63 bytes.
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
+
+// Store is a storage.Storage in PostgreSQL. It is safe for concurrent use by many goroutines,
+// and any number of processes may use the same tables at once.
+type Store struct {
+	pool   *pgxpool.Pool
+	schema string // empty: the connection's search_path decides
+	prefix string
+
+	workflows, steps, errors, versions string // quoted, schema-qualified table names
+	channel                            string // the NOTIFY channel of these tables
+	lockKey                            int64  // the advisory lock Migrate holds
+	q                                  queries
+
+	// migrated is set once the schema version was found current (by Migrate or the first
+	// call); until then every call checks it first.
+	migrated atomic.Bool
+
+	listen listener
+}
+
+type config struct {
+	schema string
+	prefix string
+}
+
+// Option configures New.
+type Option func(*config) error
+
+// WithSchema puts the tables in the named schema (Migrate creates it if needed) instead of
+// the first schema of the connection's search_path. The name must match
+// ^[a-z_][a-z0-9_]{0,40}$; anything else makes New return an error wrapping
+// storage.ErrInvalid.
+func WithSchema(name string) Option {
+	return func(c *config) error {
+		if !identifier.MatchString(name) {
+			return fmt.Errorf("%w: postgres: schema name %q must match %s", storage.ErrInvalid, name, identifier)
+		}
+		c.schema = name
+		return nil
+	}
+}
+
+// WithTablePrefix sets the prefix of the table, index and constraint names (default
+// "chrono_"), so that several independent stores can share a schema. It must match
+// ^[a-z_][a-z0-9_]{0,40}$; anything else makes New return an error wrapping storage.ErrInvalid.
+func WithTablePrefix(prefix string) Option {
+	return func(c *config) error {
+		if !identifier.MatchString(prefix) {
+			return fmt.Errorf("%w: postgres: table prefix %q must match %s", storage.ErrInvalid, prefix, identifier)
+		}
+		c.prefix = prefix
+		return nil
+	}
+}
+
+// New returns a store over pool. It does not touch the database: call Migrate once (at
+// deployment or start-up) to create or upgrade the tables. The application owns pool; Close
+// leaves it open. New returns an error wrapping storage.ErrInvalid for a nil pool or an
+// invalid option.
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: postgres: nil pool", storage.ErrInvalid)
+	}
+	cfg := config{prefix: DefaultTablePrefix}
+	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: postgres: nil option", storage.ErrInvalid)
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	s := &Store{pool: pool, schema: cfg.schema, prefix: cfg.prefix}
+	s.workflows = s.table("workflows")
+	s.steps = s.table("steps")
+	s.errors = s.table("errors")
+	s.versions = s.table("schema_version")
+	s.channel = channelName(cfg.schema, cfg.prefix)
+	s.lockKey = lockKey(cfg.schema, cfg.prefix)
+	s.q = buildQueries(s)
+	s.listen.s = s
+	return s, nil
+}
+
+// table returns the quoted, qualified name of one of the store's tables. The parts were
+// validated as identifiers, so quoting cannot be escaped.
+func (s *Store) table(name string) string {
+	t := `"` + s.prefix + name + `"`
+	if s.schema != "" {
+		return `"` + s.schema + `".` + t
+	}
+	return t
+}
+
+// channelName is the NOTIFY channel of one schema and prefix. Channel names are identifiers
+// of at most 63 bytes; a long schema and prefix are replaced by a hash of them.
+func channelName(schema, prefix string) string {
+	name := prefix + "wake"
+	if schema != "" {
+		name = schema + "_" + name
+	}
+	if len(name) <= 63 {
+		return name
+	}
+	h := fnv.New64a()
+	h.Write([]byte(schema + "." + prefix))
+	return fmt.Sprintf("chrono_wake_%016x", h.Sum64())
+}
+
+// lockKey is the advisory lock key of Migrate for one schema and prefix.
+func lockKey(schema, prefix string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("chronoforge.migrate:" + schema + "." + prefix))
+	return int64(h.Sum64())
+}
+
+// Schema returns the schema of the tables, or "" when the search_path decides.
+func (s *Store) Schema() string { return s.schema }
+
+// TablePrefix returns the prefix of the table names.
+func (s *Store) TablePrefix() string { return s.prefix }
+
+// Channel returns the NOTIFY channel on which the store announces runnable work.
+func (s *Store) Channel() string { return s.channel }
+
+// Close stops the store's listener (closing every channel Listen returned) and waits for it.
+// It leaves the pool open: the application owns it. Methods called after Close still work
+// as long as the pool does; Listen does not.
+func (s *Store) Close() error {
+	s.listen.close()
+	return nil
+}
+
+// replacer fills the table-name placeholders of the SQL text in this package.
+func (s *Store) replacer() *strings.Replacer {
+	return strings.NewReplacer(
+		"{{workflows}}", s.workflows,
+		"{{steps}}", s.steps,
+		"{{errors}}", s.errors,
+		"{{schema_version}}", s.versions,
+		"{{prefix}}", s.prefix,
+		"{{channel}}", "'"+s.channel+"'",
+	)
+}

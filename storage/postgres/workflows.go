@@ -1,0 +1,338 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// createAttempts bounds how often CreateWorkflow runs again after losing a race with a
+// concurrent create of the same name and key (see queries.create).
+const createAttempts = 5
+
+// CreateWorkflow stores a new idle workflow runnable at w.RunAt (w.Now when zero), or returns
+// the stored workflow with the same name and key unchanged with created == false. One
+// statement inserts or reads; the unique (name, key) constraint makes concurrent creates
+// agree on one row. A new workflow due by w.Now is announced to listeners.
+func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (storage.Workflow, bool, error) {
+	if err := storage.ValidateNew(w); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if err := checkNow("now", w.Now); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if err := checkTime("run time", w.RunAt); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if w.ParentStepID < 0 {
+		return storage.Workflow{}, false, fmt.Errorf("%w: negative parent step id %d", storage.ErrInvalid, w.ParentStepID)
+	}
+	if err := s.ready(ctx); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	runAt := w.RunAt
+	if runAt.IsZero() {
+		runAt = w.Now
+	}
+	parent := pgtype.Int8{Int64: w.ParentStepID, Valid: w.ParentStepID != 0}
+	args := pgx.StrictNamedArgs{
+		"name": w.Name, "key": w.Key, "input": w.Input, "trace": w.TraceContext,
+		"parent": parent, "run_at": ts(runAt), "now": ts(w.Now),
+	}
+	var (
+		out     storage.Workflow
+		created bool
+	)
+	err := retry(ctx, once, func(ctx context.Context) error {
+		for range createAttempts {
+			var row workflowRow
+			dest := append([]any{&created}, row.dest()...)
+			err := s.pool.QueryRow(ctx, s.q.create, args).Scan(dest...)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue // the conflicting row committed after our snapshot: look again
+			}
+			if err != nil {
+				return err
+			}
+			out = row.workflow()
+			return nil
+		}
+		return fmt.Errorf("the row of this name and key kept changing during %d attempts", createAttempts)
+	})
+	if err != nil {
+		return storage.Workflow{}, false, fmt.Errorf("postgres: create workflow %q key %q: %w", w.Name, w.Key, err)
+	}
+	return out, created, nil
+}
+
+// GetWorkflow returns the workflow with the given id, or an error wrapping
+// storage.ErrNotFound.
+func (s *Store) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, error) {
+	w, err := s.one(ctx, s.q.get, pgx.StrictNamedArgs{"id": id})
+	if err != nil {
+		return storage.Workflow{}, fmt.Errorf("postgres: workflow %d: %w", id, err)
+	}
+	return w, nil
+}
+
+// FindWorkflow returns the workflow with the given name and key, or an error wrapping
+// storage.ErrNotFound.
+func (s *Store) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
+	if err := storage.ValidateName(name); err != nil {
+		return storage.Workflow{}, err
+	}
+	if err := storage.ValidateKey(key); err != nil {
+		return storage.Workflow{}, err
+	}
+	w, err := s.one(ctx, s.q.find, pgx.StrictNamedArgs{"name": name, "key": key})
+	if err != nil {
+		return storage.Workflow{}, fmt.Errorf("postgres: workflow %q key %q: %w", name, key, err)
+	}
+	return w, nil
+}
+
+// one reads the single workflow a query selects, or returns storage.ErrNotFound.
+func (s *Store) one(ctx context.Context, sql string, args pgx.StrictNamedArgs) (storage.Workflow, error) {
+	if err := s.ready(ctx); err != nil {
+		return storage.Workflow{}, err
+	}
+	var out []storage.Workflow
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, sql, args)
+		if err != nil {
+			return err
+		}
+		out, err = scanWorkflows(rows, 0)
+		return err
+	})
+	if err != nil {
+		return storage.Workflow{}, err
+	}
+	if len(out) == 0 {
+		return storage.Workflow{}, storage.ErrNotFound
+	}
+	return out[0], nil
+}
+
+// Load returns the workflow and all its step records, ordered by step ID, from one query
+// (the workflow row and the step rows in a UNION ALL), so from one snapshot.
+func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
+	if err := s.ready(ctx); err != nil {
+		return storage.Workflow{}, nil, err
+	}
+	var (
+		out   storage.Workflow
+		steps []storage.Step
+		found bool
+	)
+	nw, ns := len(workflowColumns), len(stepColumns)
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		found, steps = false, nil
+		rows, err := s.pool.Query(ctx, s.q.load, pgx.StrictNamedArgs{"id": id})
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var (
+			kind int32
+			wr   workflowRow
+			sr   stepRow
+		)
+		// Row 0 fills the workflow columns, the others the step columns; nil skips a column.
+		wdest := append(append([]any{&kind, nil}, wr.dest()...), make([]any, ns)...)
+		sdest := append(make([]any, 2+nw), sr.dest()...)
+		sdest[0] = &kind
+		for rows.Next() {
+			if !found {
+				if err := rows.Scan(wdest...); err != nil {
+					return err
+				}
+				if kind != 0 {
+					return fmt.Errorf("load: step rows without their workflow row")
+				}
+				out, found = wr.workflow(), true
+				continue
+			}
+			sr = stepRow{}
+			if err := rows.Scan(sdest...); err != nil {
+				return err
+			}
+			steps = append(steps, sr.step())
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return storage.Workflow{}, nil, fmt.Errorf("postgres: load workflow %d: %w", id, err)
+	}
+	if !found {
+		return storage.Workflow{}, nil, fmt.Errorf("postgres: load workflow %d: %w", id, storage.ErrNotFound)
+	}
+	return out, steps, nil
+}
+
+// ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID, from
+// one query whose WHERE clause has only the conditions f sets.
+func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
+	if f.Name != "" {
+		if err := storage.ValidateName(f.Name); err != nil {
+			return nil, err
+		}
+	}
+	for _, st := range f.States {
+		if !st.Valid() {
+			return nil, fmt.Errorf("%w: list filter has unknown state %q", storage.ErrInvalid, st)
+		}
+	}
+	if !f.DueBy.IsZero() {
+		if f.DueBy.After(maxTime) {
+			f.DueBy = maxTime
+		}
+		if err := checkTime("due-by time", f.DueBy); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	sql, args := s.listQuery(f)
+	var out []storage.Workflow
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, sql, args)
+		if err != nil {
+			return err
+		}
+		out, err = scanWorkflows(rows, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list workflows: %w", err)
+	}
+	return out, nil
+}
+
+// listQuery builds the query of ListWorkflows from fixed fragments, one per condition f sets.
+func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
+	where := []string{"id > @after"}
+	args := pgx.StrictNamedArgs{"after": max(f.AfterID, 0), "limit": storage.ClampLimit(f.Limit, 100, 1000)}
+	if f.Name != "" {
+		where = append(where, "name = @name")
+		args["name"] = f.Name
+	}
+	switch states := strs(f.States); len(states) {
+	case 0:
+	case 1:
+		// Equality, unlike "= ANY", lets the children index return a branch's children of
+		// one state in ID order.
+		where = append(where, "state = @state")
+		args["state"] = states[0]
+	default:
+		where = append(where, "state = ANY(@states::text[])")
+		args["states"] = states
+	}
+	if len(f.NotNames) > 0 {
+		where = append(where, "NOT (name = ANY(@not_names::text[]))")
+		args["not_names"] = f.NotNames
+	}
+	if !f.DueBy.IsZero() {
+		// Only idle and running rows have a run_at; saying so lets the runnable index serve.
+		where = append(where, "run_at <= @due_by::timestamptz AND state IN ('idle', 'running')")
+		args["due_by"] = ts(f.DueBy)
+	}
+	if f.ParentStepID != 0 {
+		where = append(where, "parent_step_id = @parent")
+		args["parent"] = f.ParentStepID
+	}
+	return s.q.listColumns + " WHERE " + strings.Join(where, " AND ") + " ORDER BY id LIMIT @limit", args
+}
+
+// ListErrors returns the error records of a workflow, oldest first, at most limit (0 means
+// 100). It returns an error wrapping storage.ErrNotFound for an unknown workflow.
+func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]storage.ErrorRecord, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	limit = storage.ClampLimit(limit, 100, math.MaxInt)
+	var (
+		out   []storage.ErrorRecord
+		found bool
+	)
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		out, found = nil, false
+		rows, err := s.pool.Query(ctx, s.q.listErrors, pgx.StrictNamedArgs{"id": workflowID, "limit": limit})
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			found = true
+			var (
+				id, wid        pgtype.Int8
+				attempt        pgtype.Int4
+				step, typ, msg pgtype.Text
+				values         []byte
+				created        pgtype.Timestamptz
+			)
+			if err := rows.Scan(&id, &wid, &step, &attempt, &typ, &msg, &values, &created); err != nil {
+				return err
+			}
+			if !id.Valid {
+				continue // the workflow has no error records
+			}
+			out = append(out, storage.ErrorRecord{
+				ID: id.Int64, WorkflowID: wid.Int64, Step: step.String, Attempt: int(attempt.Int32),
+				Type: typ.String, Message: msg.String, Values: values, CreatedAt: fromTS(created),
+			})
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list errors of workflow %d: %w", workflowID, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("postgres: list errors of workflow %d: %w", workflowID, storage.ErrNotFound)
+	}
+	return out, nil
+}
+
+// DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows whose FinishedAt is
+// before r.Before, oldest first, in one statement; their steps and error records go with them
+// (ON DELETE CASCADE). Rows locked by another cleanup are skipped, so concurrent cleanups
+// share the work. It returns how many workflows it deleted.
+func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
+	if err := checkNow("cleanup cutoff", r.Before); err != nil {
+		return 0, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	limit := storage.ClampLimit(r.Limit, 1000, math.MaxInt32)
+	var n int64
+	err := retry(ctx, once, func(ctx context.Context) error {
+		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(r.Before), "limit": limit})
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: delete finished before %v: %w", r.Before, err)
+	}
+	return int(n), nil
+}
+
+// strs converts states to strings for a text[] parameter, deduplicated.
+func strs[S ~string](in []S) []string {
+	out := make([]string, 0, len(in))
+	for _, v := range in {
+		if !slices.Contains(out, string(v)) {
+			out = append(out, string(v))
+		}
+	}
+	return out
+}
