@@ -1,0 +1,172 @@
+package mysql
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Claim takes up to r.Limit runnable workflows (idle, or running with an expired lease, RunAt
+// at or before r.Now, name in r.Names when set) and returns them leased to r.Owner in RunAt
+// order, each with state running, a lease and RunAt of r.Now+r.TTL, and the next lease token.
+//
+// MySQL has no UPDATE ... RETURNING, so a claim is two statements whatever r.Limit is, and
+// no explicit transaction:
+//
+//  1. one UPDATE joined to a derived table that picks the due rows of r.Names in run_at
+//     order with FOR UPDATE SKIP LOCKED (rows another claim holds are skipped, not waited
+//     for). It leases them and tags them with a random nonce and the run_at they had. Its
+//     outer WHERE checks again that each row is runnable, on the row's latest version, so no
+//     row is ever leased twice even if the derived table read an older one.
+//  2. one SELECT of the rows tagged with that nonce, through the runnable index (their run_at
+//     is the new lease expiry), in the run_at order they were claimed in. It is skipped when
+//     the UPDATE claimed nothing, so an idle poll is one statement.
+//
+// If the connection breaks while the UPDATE is on the wire, the nonce tells whether it was
+// applied: the claim reads its rows back instead of claiming a second batch.
+func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
+	if err := storage.ValidateClaim(r); err != nil {
+		return nil, err
+	}
+	if err := checkNow("now", r.Now); err != nil {
+		return nil, err
+	}
+	now := micro(r.Now)
+	until := micro(now.Add(r.TTL))
+	if until.Before(now) || checkTime("lease expiry", until) != nil {
+		return nil, fmt.Errorf("%w: lease TTL %v from %v is beyond what this store can hold", storage.ErrInvalid, r.TTL, now)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	nonce := rand.Int64N(math.MaxInt64-1) + 1
+	query, args := s.claimQuery(r, now, until, nonce)
+
+	var claimed int64
+	for attempt := 1; ; attempt++ {
+		res, err := s.db.ExecContext(ctx, query, args...)
+		if err == nil {
+			claimed, err = res.RowsAffected()
+			if err != nil {
+				return nil, fmt.Errorf("mysql: claim for %q: %w", r.Owner, err)
+			}
+			break
+		}
+		if attempt >= maxAttempts || ctx.Err() != nil || !transient(err, idempotent) {
+			return nil, fmt.Errorf("mysql: claim for %q: %w", r.Owner, err)
+		}
+		if !transient(err, once) {
+			// The UPDATE may have been applied: its rows carry the nonce.
+			got, rerr := s.readClaimed(ctx, r, until, nonce)
+			if rerr != nil {
+				return nil, fmt.Errorf("mysql: claim for %q: %w (then reading it back: %v)", r.Owner, err, rerr)
+			}
+			if len(got) > 0 {
+				return got, nil
+			}
+		}
+		if err := pause(ctx, attempt); err != nil {
+			return nil, fmt.Errorf("mysql: claim for %q: %w", r.Owner, err)
+		}
+	}
+	if claimed == 0 {
+		return nil, nil
+	}
+	out, err := s.readClaimed(ctx, r, until, nonce)
+	if err != nil {
+		return nil, fmt.Errorf("mysql: claim for %q: read the claimed rows: %w", r.Owner, err)
+	}
+	return out, nil
+}
+
+// claimQuery builds the claiming UPDATE and its arguments. The derived table picks the rows:
+// for no names, the first due rows of the run_at index; for one name, the first due rows of
+// that name's range of the (name, run_at) index; for several, the first due rows of each
+// name's range, merged by run_at. So a claim reads and locks only rows of its names, at most
+// r.Limit of each, however many other rows are due.
+func (s *Store) claimQuery(r storage.ClaimRequest, now, until time.Time, nonce int64) (string, []any) {
+	names := slices.Compact(slices.Sorted(slices.Values(r.Names)))
+	var b strings.Builder
+	args := make([]any, 0, 10+3*len(names))
+	pick := func(name string) {
+		b.WriteString("SELECT id, run_at FROM " + s.workflows)
+		if name == "" {
+			b.WriteString(" FORCE INDEX (runnable) WHERE")
+		} else {
+			b.WriteString(" FORCE INDEX (claim) WHERE name = ? AND")
+			args = append(args, bstr(name))
+		}
+		b.WriteString(" run_at <= " + ts + " AND state IN ('idle', 'running') ORDER BY run_at, id LIMIT ? FOR UPDATE SKIP LOCKED")
+		args = append(args, dbTime(now), r.Limit)
+	}
+	b.WriteString("UPDATE (")
+	switch len(names) {
+	case 0:
+		pick("")
+	case 1:
+		pick(names[0])
+	default:
+		b.WriteString("SELECT id, run_at FROM (")
+		for i, name := range names {
+			if i > 0 {
+				b.WriteString(" UNION ALL ")
+			}
+			b.WriteString("(")
+			pick(name)
+			b.WriteString(")")
+		}
+		b.WriteString(") AS u ORDER BY run_at, id LIMIT ?")
+		args = append(args, r.Limit)
+	}
+	// STRAIGHT_JOIN: read the few picked rows first, then each workflow row by primary key.
+	b.WriteString(") AS c STRAIGHT_JOIN " + s.workflows + " AS w ON w.id = c.id" +
+		" SET w.claim_run_at = c.run_at, w.claim_nonce = ?, w.state = 'running', w.lease_owner = ?," +
+		" w.lease_token = w.lease_token + 1, w.lease_until = " + ts + ", w.run_at = " + ts + ", w.updated_at = " + ts + "," +
+		// A run starting now covers every wake due by now; a later one is kept for FinishRun.
+		" w.wake_at = IF(w.wake_at > " + ts + ", w.wake_at, NULL)" +
+		" WHERE w.state IN ('idle', 'running') AND w.run_at <= " + ts)
+	args = append(args, nonce, bstr(r.Owner), dbTime(until), dbTime(until), dbTime(now), dbTime(now), dbTime(now))
+	return b.String(), args
+}
+
+// readClaimed reads the rows a claim tagged with nonce, at most r.Limit of them.
+func (s *Store) readClaimed(ctx context.Context, r storage.ClaimRequest, until time.Time, nonce int64) ([]storage.Workflow, error) {
+	var out []storage.Workflow
+	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
+		rows, err := s.db.QueryContext(ctx, s.q.claimed, dbTime(until), nonce)
+		if err != nil {
+			return err
+		}
+		out, err = scanWorkflows(rows)
+		return err
+	})
+	if len(out) > r.Limit {
+		// Only after an UPDATE sent twice because the first one's fate was unknown: the
+		// extra rows stay leased to r.Owner and come back when their lease expires.
+		out = out[:r.Limit]
+	}
+	return out, err
+}
+
+// pause sleeps before attempt+1 of a transient failure, or returns ctx's error.
+func pause(ctx context.Context, attempt int) error {
+	d := firstBackoff << (attempt - 1)
+	d += rand.N(d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,90 @@
+// Package mysql is the MySQL and MariaDB chronoforge backend: a storage.Storage over a
+// *sql.DB that the application opens with github.com/go-sql-driver/mysql and keeps owning,
+// for many workers in many processes. It supports MySQL 8.0+ and MariaDB 10.6+ (the first
+// versions with FOR UPDATE SKIP LOCKED) and uses only SQL both accept; it is tested on
+// MariaDB 10.11.
+//
+// # Tables
+//
+// Migrate creates the tables (named with a prefix, "chrono_" by default, optionally in a
+// database of their own) from versioned migrations embedded in the binary:
+//
+//	<prefix>workflows       the queue entry and the workflow's state, one row per workflow;
+//	                        unique (name, key), indexes on (name, run_at) and run_at
+//	                        (claiming, due listings), on (parent_step_id, state) (branch
+//	                        children) and on finished_at (cleanup)
+//	<prefix>steps           step records, unique by (workflow_id, name), clustered by workflow
+//	<prefix>errors          error records, clustered by workflow
+//	<prefix>schema_version  the migrations applied
+//
+// All tables are InnoDB. Names, keys and other strings are VARBINARY, so they compare byte
+// for byte (case, '$' and trailing spaces are significant, which MySQL 8's PAD SPACE
+// utf8mb4_bin collation would not give) and their lengths are the contract's byte limits.
+// Times are DATETIME(6) in UTC: a time passed in comes back truncated to the microsecond,
+// and only the years 1000 to 9999 can be stored.
+//
+// # Connection settings
+//
+// The backend sends times as text and reads them from text or time.Time, so parseTime and
+// loc may be set either way, and the session time_zone does not matter. Recommended DSN
+// parameters:
+//
+//	user:password@tcp(host:3306)/app?parseTime=true&interpolateParams=true&maxAllowedPacket=0
+//
+// interpolateParams=true makes each statement one round trip (without it, the driver
+// prepares, executes and closes every statement with arguments; everything still works).
+// maxAllowedPacket=0 lets the driver learn the server's max_allowed_packet, so a statement
+// too large to interpolate is sent as a prepared statement instead of being refused. The
+// server's max_allowed_packet must hold the largest payload (storage.MaxPayload, 4 MiB) with
+// escaping: the defaults (16 MiB on MariaDB, 64 MiB on MySQL) do. Autocommit must be on (the
+// default) and, with binary logging, binlog_format ROW or MIXED: SKIP LOCKED is unsafe for
+// statement-based replication. Both REPEATABLE READ (the default) and READ COMMITTED work:
+// the backend relies on locking reads, never on a snapshot spanning statements.
+//
+// # Statements per unit
+//
+// Every unit of the contract is a fixed number of statements, however many records it
+// carries (multi-row statements are split only when one would exceed the server's packet
+// or placeholder limits, which ordinary batches never do):
+//
+//	Load                   1 query: the workflow row and its step rows in one UNION ALL
+//	GetWorkflow, Find...   1 query
+//	CreateWorkflow         1 INSERT (+1 SELECT when the name and key exist)
+//	Claim                  1 UPDATE (+1 SELECT when it claimed something), no transaction
+//	SaveSteps, FinishRun   1 transaction: SELECT ... FOR UPDATE (the fence), one multi-row
+//	                       upsert of the steps, one UPDATE of the workflow row, one
+//	                       multi-row INSERT of the error records (each only when needed)
+//	Heartbeat, Release     1 transaction: the fence and one UPDATE
+//	SpawnBatch             1 transaction: the fence, the step upsert, one multi-row
+//	                       INSERT IGNORE of the children, one UPDATE of the parent (+1
+//	                       SELECT of the branch step's ID in the batch that records it)
+//	CountChildren          1 query over the (parent_step_id, state) index, stopped by LIMIT
+//	Wake, Cancel           1 UPDATE (+1 SELECT when it changed nothing, to say why)
+//	Retry                  1 transaction: SELECT ... FOR UPDATE, the step upsert, one UPDATE
+//	ListWorkflows, ListErrors, DeleteFinished   1 statement
+//
+// MySQL has no UPDATE ... RETURNING, so a claim cannot be one statement as on PostgreSQL.
+// It is one UPDATE that picks the due rows in a derived table (ORDER BY run_at LIMIT k FOR
+// UPDATE SKIP LOCKED), leases them and tags them with a random nonce, and one SELECT of the
+// rows with that nonce through the run_at index: two statements and two round trips for any
+// batch size, and one when nothing is due. The nonce also lets a claim whose connection broke
+// mid-UPDATE read back what it claimed instead of claiming twice. The rows are picked from
+// each claimed name's range of the (name, run_at) index and merged by run_at: InnoDB keeps
+// the lock of every row a locking read passes, even one its WHERE rejects, so a claim that
+// walked past other names' due rows would hide them from their own workers until it ends.
+//
+// Every write made under a lease (Heartbeat, SaveSteps, FinishRun, Release, SpawnBatch)
+// first locks the workflow row with SELECT ... FOR UPDATE and checks the token, the state
+// and the expiry in the same transaction, so a refused write changes nothing.
+//
+// # Failures
+//
+// Deadlocks, lock wait timeouts and connections lost before COMMIT are retried inside the
+// backend, a few times with a short jittered backoff, where the unit is a whole transaction
+// or otherwise safe to repeat. A COMMIT whose reply is lost, and other errors, are returned
+// wrapped. database/sql reconnects by itself, so a database restart costs the calls made
+// while it is down, and nothing after.
+//
+// MySQL cannot push wake-ups between processes: the store does not implement
+// storage.Notifier, and workers poll (with backoff) for work started elsewhere.
+package mysql

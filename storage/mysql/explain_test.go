@@ -1,0 +1,126 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// planRow is one row of EXPLAIN: the table read and the index used for it.
+type planRow struct {
+	table, accessType, key, extra string
+}
+
+// explain returns the plan of query. MySQL and MariaDB print different columns, so they are
+// found by name.
+func explain(t *testing.T, db *sql.DB, query string, args ...any) []planRow {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), "EXPLAIN "+query, args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	cols, err := rows.Columns()
+	require.NoError(t, err)
+	var out []planRow
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		require.NoError(t, rows.Scan(ptrs...))
+		var r planRow
+		for i, c := range cols {
+			switch strings.ToLower(c) {
+			case "table":
+				r.table = vals[i].String
+			case "type":
+				r.accessType = vals[i].String
+			case "key":
+				r.key = vals[i].String
+			case "extra":
+				r.extra = vals[i].String
+			}
+		}
+		out = append(out, r)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// TestIndexesUsed checks with EXPLAIN that the capped child count reads the
+// (parent_step_id, state) index and that a claim picks its rows from the run_at index, on a
+// table large enough for the optimizer to care.
+func TestIndexesUsed(t *testing.T) {
+	t.Parallel()
+	db := sharedDB(t)
+	s := newStore(t, db)
+	ctx := context.Background()
+
+	parent := create(t, s, "parent", "p", at(0))
+	got := claimAll(t, s, at(0), 1, "parent")
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+	var branches []int64
+	for b := range 4 {
+		children := make([]storage.NewWorkflow, 1000)
+		for i := range children {
+			children[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("p$b%d$i_%d", b, i), RunAt: at(time.Duration(i) * time.Second)}
+		}
+		name := fmt.Sprintf("branch$b%d", b)
+		res, err := s.SpawnBatch(ctx, l, storage.SpawnRequest{
+			Branch: name, Steps: []storage.Step{{Name: name, State: storage.StepPending}}, Children: children, Now: at(time.Second),
+		})
+		require.NoError(t, err)
+		require.Equal(t, 1000, res.Inserted)
+		branches = append(branches, res.BranchStepID)
+	}
+	_, err := db.ExecContext(ctx, "ANALYZE TABLE "+s.workflows)
+	require.NoError(t, err)
+
+	query, args := s.countQuery(storage.ChildQuery{StepIDs: branches[:2], States: []storage.State{storage.StateIdle, storage.StateRunning}, Cap: 100})
+	plan := explain(t, db, query, args...)
+	t.Logf("CountChildren plan: %+v", plan)
+	require.True(t, usesIndex(plan, "children"), "CountChildren must read the (parent_step_id, state) index: %+v", plan)
+	n, err := s.CountChildren(ctx, storage.ChildQuery{StepIDs: branches[:2], States: []storage.State{storage.StateIdle}, Cap: 100})
+	require.NoError(t, err)
+	require.Equal(t, 100, n)
+
+	// The claiming UPDATE picks rows from the (name, run_at) index for its names, from the
+	// run_at index for any name, and then reaches each row by primary key.
+	for _, tc := range []struct {
+		names []string
+		index string
+	}{
+		{nil, "runnable"},
+		{[]string{"child"}, "claim"},
+		{[]string{"child", "parent", "other"}, "claim"},
+	} {
+		claim, claimArgs := s.claimQuery(storage.ClaimRequest{Owner: "w", Limit: 10, Names: tc.names, TTL: time.Minute}, at(10*time.Second), at(time.Minute), 1)
+		plan = explain(t, db, claim, claimArgs...)
+		t.Logf("Claim plan for names %v: %+v", tc.names, plan)
+		require.True(t, usesIndex(plan, tc.index), "names %v: the claim must pick rows from the %s index: %+v", tc.names, tc.index, plan)
+		require.True(t, usesIndex(plan, "PRIMARY"), "names %v: and then reach each row by primary key: %+v", tc.names, plan)
+		for _, r := range plan {
+			if !strings.HasPrefix(r.table, "<") { // <derived2>, <union2,3>: the picked rows
+				require.NotEqual(t, "ALL", r.accessType, "names %v: no full scan of %s: %+v", tc.names, r.table, plan)
+			}
+		}
+	}
+	require.NotZero(t, parent.ID)
+}
+
+func usesIndex(plan []planRow, key string) bool {
+	for _, r := range plan {
+		if r.key == key {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,156 @@
+package mysql
+
+import (
+	"strings"
+)
+
+// queries holds the fixed SQL of the store with its table names filled in. Statements whose
+// shape depends on the request (multi-row inserts, IN lists) are built where they are used,
+// from the same table names, always with parameters for values.
+type queries struct {
+	insertWorkflow string
+	getWorkflow    string
+	findWorkflow   string
+	load           string
+	claimed        string
+	fence          string
+	fenceBranch    string
+	heartbeat      string
+	release        string
+	wake           string
+	stateOf        string
+	cancel         string
+	lockWorkflow   string
+	retry          string
+	branchID       string
+	listErrors     string
+	deleteFinished string
+}
+
+func newQueries(r *strings.Replacer) queries {
+	return queries{
+		insertWorkflow: r.Replace(`INSERT INTO {{workflows}}
+    (name, ` + "`key`" + `, input, state, run_at, trace_context, parent_step_id, created_at, updated_at)
+    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ` + ts + `, ` + ts + `)`),
+
+		getWorkflow:  r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE id = ?`),
+		findWorkflow: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE name = ? AND ` + "`key`" + ` = ?`),
+
+		// The workflow row and its step rows in one result: kind 0 carries the workflow
+		// columns, kind 1 the step columns, the rest NULL. Steps are sorted by ID in Go, so
+		// the server streams the union without a sort; the steps table is clustered by
+		// (workflow_id, id), so they are one range read.
+		load: r.Replace(`SELECT 0 AS kind, ` + workflowColumns + `, ` + nulls(stepColumnCount) + `
+    FROM {{workflows}} WHERE id = ?
+UNION ALL
+SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
+    FROM {{steps}} WHERE workflow_id = ?`),
+
+		// The rows one Claim took, found by the lease expiry it gave them (the runnable
+		// index) and its nonce, in the run_at order they were claimed in.
+		claimed: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}}
+    WHERE run_at = ` + ts + ` AND claim_nonce = ? ORDER BY claim_run_at, id`),
+
+		// The fence: lock the workflow row for the rest of the transaction and read its lease.
+		fence: r.Replace(`SELECT state, lease_token, lease_until, wake_at FROM {{workflows}} WHERE id = ? FOR UPDATE`),
+		// The fence of SpawnBatch also finds the branch step, if it is recorded.
+		fenceBranch: r.Replace(`SELECT w.state, w.lease_token, w.lease_until, w.wake_at, s.id
+    FROM {{workflows}} AS w LEFT JOIN {{steps}} AS s ON s.workflow_id = w.id AND s.name = ?
+    WHERE w.id = ? FOR UPDATE`),
+
+		heartbeat: r.Replace(`UPDATE {{workflows}} SET lease_until = ` + ts + `, run_at = ` + ts + ` WHERE id = ?`),
+		release: r.Replace(`UPDATE {{workflows}} SET state = 'idle', run_at = ` + ts + `, wake_at = NULL,
+    lease_until = NULL, updated_at = ` + ts + ` WHERE id = ?`),
+
+		// An idle row's run_at moves earlier, a running row remembers the earliest wake for its
+		// finish (run_at must stay the lease expiry). wake_count changes on every match, so
+		// the affected-row count is the match count whatever the client flags.
+		wake: r.Replace(`UPDATE {{workflows}} SET
+    run_at = IF(state = 'idle' AND (run_at IS NULL OR run_at > ` + ts + `), ` + ts + `, run_at),
+    wake_at = IF(state = 'running' AND (wake_at IS NULL OR wake_at > ` + ts + `), ` + ts + `, wake_at),
+    wake_count = wake_count + 1
+    WHERE id = ? AND state IN ('idle', 'running')`),
+		stateOf: r.Replace(`SELECT state FROM {{workflows}} WHERE id = ?`),
+
+		cancel: r.Replace(`UPDATE {{workflows}} SET state = 'cancelled', run_at = NULL, wait_kind = '',
+    wait_step = '', wait_data = NULL, wake_at = NULL, lease_until = NULL, finished_at = ` + ts + `,
+    updated_at = ` + ts + `
+    WHERE id = ? AND state NOT IN ('completed', 'failed', 'cancelled')`),
+
+		lockWorkflow: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE id = ? FOR UPDATE`),
+		retry: r.Replace(`UPDATE {{workflows}} SET state = 'idle', run_at = ` + ts + `, attempt = 0, wait_kind = '',
+    wait_step = '', wait_data = NULL, wake_at = NULL, finished_at = NULL, updated_at = ` + ts + `
+    WHERE id = ?`),
+
+		branchID: r.Replace(`SELECT id FROM {{steps}} WHERE workflow_id = ? AND name = ?`),
+
+		// One query answers both "which records" and "does the workflow exist": a workflow
+		// without records gives one row of NULLs.
+		listErrors: r.Replace(`SELECT e.id, w.id, e.step, e.attempt, e.type, e.message, e.` + "`values`" + `, e.created_at
+    FROM {{workflows}} AS w LEFT JOIN {{errors}} AS e ON e.workflow_id = w.id
+    WHERE w.id = ? ORDER BY e.id LIMIT ?`),
+
+		// Steps and error records go with their workflow (ON DELETE CASCADE).
+		deleteFinished: r.Replace(`DELETE FROM {{workflows}}
+    WHERE finished_at < ` + ts + ` AND state IN ('completed', 'failed', 'cancelled')
+    ORDER BY finished_at, id LIMIT ?`),
+	}
+}
+
+// nulls is n NULL columns, to pad one side of a UNION.
+func nulls(n int) string {
+	return strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")
+}
+
+// rowsSQL is n copies of the parenthesised row template, comma-separated: the VALUES list of
+// a multi-row insert.
+func rowsSQL(n int, row string) string {
+	var b strings.Builder
+	b.Grow(n * (len(row) + 3))
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		b.WriteString(row)
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// placeholders is "?, ?, ..." n times, for IN lists.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// Multi-row statements are split only when one would be too big for the server: more
+// placeholders than a prepared statement takes (when the driver does not interpolate), or more
+// payload than fits comfortably in max_allowed_packet (16 MiB by default on MariaDB, and
+// escaping can double binary data). Ordinary batches are one statement.
+const (
+	maxPlaceholders    = 65535
+	maxStatementBytes  = 4 << 20
+	rowOverheadBytes   = 64
+	maxRowsPerChunkCap = 5000
+)
+
+// chunks splits n rows of cols columns into consecutive [start, end) ranges, each within
+// the statement limits; size returns the payload bytes of row i. A row larger than the byte
+// budget gets a statement of its own.
+func chunks(n, cols int, size func(i int) int) [][2]int {
+	maxRows := min(maxPlaceholders/cols, maxRowsPerChunkCap)
+	var out [][2]int
+	start, bytes := 0, 0
+	for i := range n {
+		b := size(i) + rowOverheadBytes
+		if i > start && (i-start >= maxRows || bytes+b > maxStatementBytes) {
+			out = append(out, [2]int{start, i})
+			start, bytes = i, 0
+		}
+		bytes += b
+	}
+	if n > start {
+		out = append(out, [2]int{start, n})
+	}
+	return out
+}

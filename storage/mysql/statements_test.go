@@ -1,0 +1,190 @@
+package mysql
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// The performance promises of the backend are structural: each unit sends a fixed number of
+// statements however much it carries. These tests count what reaches the driver.
+
+// measure runs fn and returns what it sent, failing with the statement log if want differs.
+func measure(t *testing.T, c *counts, what string, want snapshot, fn func()) {
+	t.Helper()
+	before, logAt := c.snap(), c.logLen()
+	fn()
+	got := c.snap().minus(before)
+	require.Equal(t, want, got, "%s sent %v", what, c.since(logAt))
+}
+
+func TestStatementCounts(t *testing.T) {
+	t.Parallel()
+	s, c := countingStore(t)
+	ctx := context.Background()
+
+	// Create: one INSERT; an existing name and key adds the SELECT of the stored row.
+	var w storage.Workflow
+	measure(t, c, "CreateWorkflow", snapshot{Exec: 1}, func() { w = create(t, s, "job", "k", at(0)) })
+	measure(t, c, "CreateWorkflow of an existing key", snapshot{Exec: 1, Query: 1}, func() {
+		_, created, err := s.CreateWorkflow(ctx, storage.NewWorkflow{Name: "job", Key: "k", Now: at(0)})
+		require.NoError(t, err)
+		require.False(t, created)
+	})
+
+	// Claim: one UPDATE and one SELECT, whatever the batch size; nothing due is one UPDATE.
+	for _, k := range []int{1, 10, 200} {
+		for i := range k {
+			create(t, s, fmt.Sprintf("batch%d", k), fmt.Sprint(i), at(time.Duration(i)*time.Millisecond))
+		}
+		measure(t, c, fmt.Sprintf("Claim of %d", k), snapshot{Exec: 1, Query: 1}, func() {
+			require.Len(t, claimAll(t, s, at(time.Second), k, fmt.Sprintf("batch%d", k)), k)
+		})
+	}
+	measure(t, c, "Claim finding nothing", snapshot{Exec: 1}, func() {
+		require.Empty(t, claimAll(t, s, at(time.Second), 100, "nothing-due"))
+	})
+
+	got := claimAll(t, s, at(time.Second), 1, "job")
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+
+	// SaveSteps: one transaction of fence, step upsert, workflow UPDATE and error INSERT,
+	// whether it carries 1 or 300 steps and 1 or 50 error records.
+	tx := snapshot{Begin: 1, Commit: 1}
+	for _, n := range []int{1, 300} {
+		steps := make([]storage.Step, n)
+		for i := range steps {
+			steps[i] = storage.Step{Name: fmt.Sprintf("n%d-s%d", n, i), State: storage.StepCompleted, Attempts: 1,
+				Result: []byte(`"ok"`), CompletedAt: at(2 * time.Second)}
+		}
+		errs := make([]storage.ErrorRecord, min(n, 50))
+		for i := range errs {
+			errs[i] = storage.ErrorRecord{Step: steps[i].Name, Attempt: 1, Message: "boom"}
+		}
+		want := tx
+		want.Query, want.Exec = 1, 3
+		measure(t, c, fmt.Sprintf("SaveSteps of %d steps", n), want, func() {
+			require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: steps, Values: []byte(`{"n":1}`), Errors: errs, Now: at(2 * time.Second)}))
+		})
+	}
+	want := tx
+	want.Query, want.Exec = 1, 2
+	measure(t, c, "SaveSteps of steps only", want, func() {
+		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{{Name: "only", State: storage.StepPending}}, Now: at(3 * time.Second)}))
+	})
+
+	// Heartbeat and Release: fence and one UPDATE.
+	want = tx
+	want.Query, want.Exec = 1, 1
+	measure(t, c, "Heartbeat", want, func() {
+		require.NoError(t, s.Heartbeat(ctx, l, at(time.Minute), at(3*time.Second)))
+	})
+
+	// Load: one query for the workflow and its 302 steps.
+	measure(t, c, "Load", snapshot{Query: 1}, func() {
+		_, steps, err := s.Load(ctx, w.ID)
+		require.NoError(t, err)
+		require.Len(t, steps, 302)
+	})
+
+	// Wake of a running workflow: one UPDATE.
+	measure(t, c, "Wake", snapshot{Exec: 1}, func() {
+		woken, err := s.Wake(ctx, w.ID, at(4*time.Second))
+		require.NoError(t, err)
+		require.True(t, woken)
+	})
+
+	// FinishRun: one transaction shaped like SaveSteps, with the lease released.
+	want = tx
+	want.Query, want.Exec = 1, 3
+	measure(t, c, "FinishRun", want, func() {
+		require.NoError(t, s.FinishRun(ctx, l, storage.Finish{
+			Commit: storage.Commit{
+				Steps:  []storage.Step{{Name: "last", State: storage.StepCompleted, Result: []byte("1"), CompletedAt: at(5 * time.Second)}},
+				Values: []byte(`{"n":2}`), Errors: []storage.ErrorRecord{{Message: "x"}}, Now: at(5 * time.Second),
+			},
+			State: storage.StateIdle, RunAt: at(time.Hour),
+		}))
+	})
+	got2, err := s.GetWorkflow(ctx, w.ID)
+	require.NoError(t, err)
+	require.Equal(t, at(4*time.Second), got2.RunAt, "the wake during the run moved RunAt earlier")
+
+	// Cancel: one UPDATE. DeleteFinished: one DELETE, steps and errors cascading.
+	measure(t, c, "Cancel", snapshot{Exec: 1}, func() { require.NoError(t, s.Cancel(ctx, w.ID, at(6*time.Second))) })
+	measure(t, c, "DeleteFinished", snapshot{Exec: 1}, func() {
+		n, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Hour)})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+	})
+}
+
+func TestSpawnStatementCounts(t *testing.T) {
+	t.Parallel()
+	s, c := countingStore(t)
+	ctx := context.Background()
+	p := create(t, s, "parent", "p", at(0))
+	got := claimAll(t, s, at(0), 1, "parent")
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+
+	batch := func(from, n int) storage.SpawnRequest {
+		children := make([]storage.NewWorkflow, n)
+		for i := range children {
+			children[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("p$b$items_%d", from+i), Input: []byte(`1`)}
+		}
+		return storage.SpawnRequest{
+			Branch: "branch$b",
+			Steps: []storage.Step{
+				{Name: "branch$b", State: storage.StepPending, Attempts: 1},
+				{Name: "spawn$b$items", State: storage.StepPending, Meta: []byte(fmt.Sprint(from + n))},
+			},
+			Children: children,
+			Now:      at(time.Second),
+		}
+	}
+	tx := snapshot{Begin: 1, Commit: 1}
+
+	// The batch that records the branch step first reads its new ID back: fence, upsert,
+	// branch ID, children, parent. Later batches find the ID in the fence.
+	var first storage.SpawnResult
+	want := tx
+	want.Query, want.Exec = 2, 3
+	measure(t, c, "first SpawnBatch of 10", want, func() {
+		var err error
+		first, err = s.SpawnBatch(ctx, l, batch(0, 10))
+		require.NoError(t, err)
+		require.Equal(t, 10, first.Inserted)
+	})
+	want.Query = 1
+	for _, n := range []int{1, 1000, storage.MaxSpawnBatch} {
+		measure(t, c, fmt.Sprintf("SpawnBatch of %d", n), want, func() {
+			res, err := s.SpawnBatch(ctx, l, batch(10_000*n, n))
+			require.NoError(t, err)
+			require.Equal(t, n, res.Inserted)
+			require.Equal(t, first.BranchStepID, res.BranchStepID)
+		})
+	}
+	measure(t, c, "SpawnBatch applied again", want, func() {
+		res, err := s.SpawnBatch(ctx, l, batch(10_000*1000, 1000))
+		require.NoError(t, err)
+		require.Zero(t, res.Inserted, "a repeated batch inserts nothing")
+	})
+
+	// CountChildren: one query, capped.
+	measure(t, c, "CountChildren", snapshot{Query: 1}, func() {
+		n, err := s.CountChildren(ctx, storage.ChildQuery{StepIDs: []int64{first.BranchStepID}, States: []storage.State{storage.StateIdle}, Cap: 4000})
+		require.NoError(t, err)
+		require.Equal(t, 4000, n)
+	})
+	kids, err := s.ListWorkflows(ctx, storage.ListFilter{ParentStepID: first.BranchStepID, Limit: 5})
+	require.NoError(t, err)
+	require.Len(t, kids, 5)
+	require.NotEqual(t, p.ID, kids[0].ID)
+}
