@@ -19,6 +19,7 @@ const (
 	DefaultPollMax           = time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultUnknownCheckEvery = time.Minute
+	DefaultClaimWindow       = 2 * time.Millisecond
 )
 
 // config is what the options set.
@@ -32,6 +33,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	owner           string
 	unknownEvery    time.Duration
+	claimWindow     time.Duration
 }
 
 // Option configures a Worker. An invalid option makes New return an error wrapping
@@ -141,6 +143,20 @@ func UnknownCheckEvery(d time.Duration) Option {
 
 // defaults returns the configuration before options; batch and heartbeat are derived later
 // from the concurrency and TTL the options chose.
+// ClaimWindow sets how long the worker waits for more slots to free before claiming, while
+// fewer than half are free and runs are in flight (default 2 ms, real time; 0 claims at
+// once). One claim then fills several slots, which matters on server databases where every
+// claim is a round trip and a commit.
+func ClaimWindow(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalid("ClaimWindow", "%v must not be negative", d)
+		}
+		c.claimWindow = d
+		return nil
+	}
+}
+
 func defaults() config {
 	return config{
 		concurrency:     DefaultConcurrency,
@@ -149,6 +165,7 @@ func defaults() config {
 		pollMax:         DefaultPollMax,
 		shutdownTimeout: DefaultShutdownTimeout,
 		unknownEvery:    DefaultUnknownCheckEvery,
+		claimWindow:     DefaultClaimWindow,
 	}
 }
 

@@ -120,6 +120,7 @@ func (l *loop) claimLoop(ctx context.Context) {
 	backoff := w.cfg.pollMin
 	for ctx.Err() == nil {
 		l.reap()
+		l.gather(ctx)
 		var wake <-chan time.Time
 		var changed <-chan struct{}
 		if free := w.cfg.concurrency - l.active; free > 0 {
@@ -158,6 +159,31 @@ func (l *loop) claimLoop(ctx context.Context) {
 			if !ok {
 				l.notify = nil // the listener ended; keep polling
 			}
+		}
+	}
+}
+
+// gather waits, up to the claim window, while only a few slots are free and runs are still
+// in flight, so that one claim fills several slots rather than one claim per finished run.
+// Claims are serial in the loop, so batching them is what lets the slots stay busy.
+func (l *loop) gather(ctx context.Context) {
+	w := l.w
+	want := min(w.cfg.batch, max(1, w.cfg.concurrency/2))
+	free := w.cfg.concurrency - l.active
+	if w.cfg.claimWindow <= 0 || l.active == 0 || free == 0 || free >= want {
+		return
+	}
+	// Real time: this smooths database round trips; it is not workflow time.
+	t := time.NewTimer(w.cfg.claimWindow)
+	defer t.Stop()
+	for w.cfg.concurrency-l.active < want {
+		select {
+		case <-l.done:
+			l.active--
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }

@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/chronoforge/chronoforge/storage"
 	"github.com/chronoforge/chronoforge/storage/bolt"
+	"github.com/chronoforge/chronoforge/storage/postgres"
 )
 
 // backends opens each storage backend by name: dsn is the backend's address (a file for
@@ -31,6 +34,32 @@ var backends = map[string]func(ctx context.Context, dsn string) (storage.Storage
 		}
 		return s, func() { s.Close(); cleanup() }, nil
 	},
+	"postgres": func(ctx context.Context, dsn string) (storage.Storage, func(), error) {
+		pool, err := pgxpool.New(ctx, orEnv(dsn, "CHRONOFORGE_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"))
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := postgres.New(pool, postgres.WithTablePrefix("fanout_"))
+		if err == nil {
+			err = s.Migrate(ctx)
+		}
+		if err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
+		return s, func() { s.Close(); pool.Close() }, nil
+	},
+}
+
+// orEnv returns dsn, else the environment variable, else def.
+func orEnv(dsn, env, def string) string {
+	if dsn != "" {
+		return dsn
+	}
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return def
 }
 
 func backendNames() string {

@@ -87,6 +87,7 @@ func run() error {
 	n := flag.Int("n", 10000, "number of children")
 	batch := flag.Int("batch", 1000, "children per spawn transaction")
 	slots := flag.Int("slots", 8, "workflows run at once by the worker")
+	window := flag.Duration("claim-window", dispatch.DefaultClaimWindow, "how long the worker gathers free slots before a claim")
 	backend := flag.String("backend", "bolt", "storage backend: "+backendNames())
 	dsn := flag.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
 	flag.Parse()
@@ -107,7 +108,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	worker, err := dispatch.New(eng, dispatch.Concurrency(*slots), dispatch.PollInterval(10*time.Millisecond, 200*time.Millisecond))
+	worker, err := dispatch.New(eng, dispatch.Concurrency(*slots), dispatch.PollInterval(10*time.Millisecond, 200*time.Millisecond), dispatch.ClaimWindow(*window))
 	if err != nil {
 		return err
 	}

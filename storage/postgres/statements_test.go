@@ -275,11 +275,25 @@ func TestStatementsOtherUnits(t *testing.T) {
 		Now:      base(time.Second),
 	}
 	var branch int64
-	s.requireOne("SpawnBatch of 2,000 children with the branch and cursor records", func(ctx context.Context) {
+	// The store refreshes the planner's statistics once after its first 1,000 spawned
+	// children and then every 20,000: that batch carries one ANALYZE, the others none.
+	sql := s.count(func(ctx context.Context) {
 		res, err := s.SpawnBatch(ctx, l, req)
 		require.NoError(t, err)
 		require.Equal(t, 2000, res.Inserted)
 		branch = res.BranchStepID
+	})
+	require.Len(t, sql, 2, "first SpawnBatch: the batch and the statistics refresh:\n%s", strings.Join(sql, "\n"))
+	require.True(t, strings.HasPrefix(sql[1], "ANALYZE "), sql[1])
+	s.requireOne("SpawnBatch of 2,000 new children with the branch and cursor records", func(ctx context.Context) {
+		more := req
+		more.Children = make([]storage.NewWorkflow, len(children))
+		for i := range more.Children {
+			more.Children[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("p$b$d_%d", i), Input: []byte(`{}`)}
+		}
+		res, err := s.SpawnBatch(ctx, l, more)
+		require.NoError(t, err)
+		require.Equal(t, 2000, res.Inserted)
 	})
 	s.requireOne("SpawnBatch of the same 2,000 children again", func(ctx context.Context) {
 		res, err := s.SpawnBatch(ctx, l, req)

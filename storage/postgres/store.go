@@ -63,6 +63,10 @@ type Store struct {
 	// call); until then every call checks it first.
 	migrated atomic.Bool
 
+	// spawned counts children inserted since the store last analyzed the workflows table.
+	spawned  atomic.Int64
+	analyzed atomic.Bool
+
 	listen listener
 }
 
