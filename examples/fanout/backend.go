@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	driver "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chronoforge/chronoforge/storage"
 	"github.com/chronoforge/chronoforge/storage/bolt"
+	"github.com/chronoforge/chronoforge/storage/mysql"
 	"github.com/chronoforge/chronoforge/storage/postgres"
 )
 
@@ -48,6 +51,28 @@ var backends = map[string]func(ctx context.Context, dsn string) (storage.Storage
 			return nil, nil, err
 		}
 		return s, func() { s.Close(); pool.Close() }, nil
+	},
+	"mysql": func(ctx context.Context, dsn string) (storage.Storage, func(), error) {
+		cfg, err := driver.ParseDSN(orEnv(dsn, "CHRONOFORGE_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"))
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.InterpolateParams = true // one round trip per statement
+		connector, err := driver.NewConnector(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		db := sql.OpenDB(connector)
+		db.SetMaxOpenConns(16)
+		s, err := mysql.New(db, mysql.WithTablePrefix("fanout_"))
+		if err == nil {
+			err = s.Migrate(ctx)
+		}
+		if err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+		return s, func() { s.Close(); db.Close() }, nil
 	},
 }
 
