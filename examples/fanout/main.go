@@ -131,6 +131,9 @@ func run() error {
 	if rep.Children != *n {
 		return fmt.Errorf("merged %d children, want %d", rep.Children, *n)
 	}
+	if want := int64(*n) * int64(*n+1) * int64(2**n+1) / 6; rep.Sum != want {
+		return fmt.Errorf("sum of squares %d, want %d", rep.Sum, want)
+	}
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)
 	seal := time.Duration(dispatched.Load() - start.UnixNano())
