@@ -320,6 +320,13 @@ func TestFailFastAndMergeTimeout(t *testing.T) {
 	_, err = h2.Result(ctx)
 	require.ErrorIs(t, err, sdk.ErrStalled)
 	require.ErrorContains(t, err, "merge timed out")
+
+	// A retry gives the merge a fresh deadline: it waits again instead of stalling at once.
+	require.NoError(t, h2.Retry(ctx))
+	e.drain()
+	w := e.state(h2.ID())
+	require.Equal(t, storage.StateIdle, w.State)
+	require.Equal(t, "merge", w.Wait.Kind)
 }
 
 func TestSpawnKeysAndMixedChildTypes(t *testing.T) {

@@ -117,6 +117,9 @@ func (r *run) merge(bs []*openBranch) error {
 	now := r.eng.clock.Now()
 	w := mergeWait{Min: int64(pending[0].opts.merge.min), Max: int64(pending[0].opts.merge.max)}
 	first, _ := r.record(mergeRecord(pending[0].name))
+	if first.State == storage.StepFailed {
+		return r.halt(haltStall, fmt.Errorf("merge of branch %q: %s", pending[0].name, first.LastError))
+	}
 	var meta stepMeta
 	if len(first.Meta) > 0 {
 		meta = readMeta(first)
@@ -152,7 +155,10 @@ func (r *run) merge(bs []*openBranch) error {
 		return r.halt(haltFail, err)
 	case probeTimeout:
 		err := fmt.Errorf("%w: workflow %q branches %v: children still running at %s", ErrMergeTimeout, r.wf.Name, w.Branches, w.Deadline.Format(time.RFC3339))
-		r.recordError(mergeRecord(pending[0].name), 1, err)
+		r.recordError(first.Name, 1, err)
+		// Failed, so that an operator's Retry resets it and the merge gets a fresh deadline.
+		first.State, first.LastError = storage.StepFailed, storage.Truncate(err.Error(), 4<<10)
+		r.queue(first)
 		return r.halt(haltStall, err)
 	}
 	// Waiting: record the deadline once, then suspend on the probe's schedule.
