@@ -360,3 +360,30 @@ func TestSpawnKeysAndMixedChildTypes(t *testing.T) {
 		require.Equal(t, storage.StateCompleted, w.State)
 	}
 }
+
+func TestCancelWithChildren(t *testing.T) {
+	t.Parallel()
+	waiting := sdk.New("child.waiting", func(c *sdk.Context, in int) (int, error) {
+		return 0, sdk.ContinueIf(c, "never", func(context.Context) (bool, error) { return false, nil })
+	})
+	parent := sdk.New("cancel.tree", func(c *sdk.Context, _ int) (int, error) {
+		if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error {
+			return sdk.SpawnEach(b, "each", sdk.SliceSource([]int{1, 2, 3, 4, 5}), func(i int) (sdk.Child, error) { return sdk.NewChild(waiting, i), nil })
+		}); err != nil {
+			return 0, err
+		}
+		return 0, sdk.Merge(c, "b")
+	})
+	e := newEnv(t, sdk.WithWorkflows(parent, waiting))
+	h, err := parent.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.drain()
+	require.NoError(t, h.Cancel(ctx, sdk.WithChildren()))
+	kids, err := e.store.ListWorkflows(ctx, storage.ListFilter{Name: "child.waiting"})
+	require.NoError(t, err)
+	require.Len(t, kids, 5)
+	for _, k := range kids {
+		require.Equal(t, storage.StateCancelled, k.State, k.Key)
+	}
+	require.Equal(t, storage.StateCancelled, e.state(h.ID()).State)
+}

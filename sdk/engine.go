@@ -2,9 +2,11 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -188,10 +190,34 @@ func (e *Engine) Signal(ctx context.Context, id int64) error {
 	return nil
 }
 
+// CancelOption configures Cancel.
+type CancelOption func(*cancelConfig)
+
+type cancelConfig struct{ children bool }
+
+// WithChildren makes Cancel also cancel the children of the workflow's branches that are not
+// final, and their children in turn. The parent is cancelled first, so it spawns no more.
+func WithChildren() CancelOption { return func(c *cancelConfig) { c.children = true } }
+
 // Cancel marks the workflow cancelled. A run in progress in this process stops at its next SDK
 // call and its step's context is cancelled; runs in other processes stop at their next write
-// or heartbeat. Nothing more is committed for it.
-func (e *Engine) Cancel(ctx context.Context, id int64) error {
+// or heartbeat. Nothing more is committed for it. Its branch children run on unless
+// WithChildren is given.
+func (e *Engine) Cancel(ctx context.Context, id int64, opts ...CancelOption) error {
+	var cfg cancelConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := e.cancel(ctx, id); err != nil {
+		return err
+	}
+	if cfg.children {
+		return e.cancelChildren(ctx, id)
+	}
+	return nil
+}
+
+func (e *Engine) cancel(ctx context.Context, id int64) error {
 	if err := e.store.Cancel(ctx, id, e.clock.Now()); err != nil {
 		return fmt.Errorf("cancel workflow %d: %w", id, err)
 	}
@@ -201,5 +227,40 @@ func (e *Engine) Cancel(ctx context.Context, id int64) error {
 	}
 	e.mu.Unlock()
 	e.notify()
+	return nil
+}
+
+// cancelChildren cancels, page by page, the unfinished children of every branch of workflow
+// id, depth first.
+func (e *Engine) cancelChildren(ctx context.Context, id int64) error {
+	_, steps, err := e.store.Load(ctx, id)
+	if err != nil {
+		return fmt.Errorf("cancel children of workflow %d: %w", id, err)
+	}
+	open := []storage.State{storage.StateIdle, storage.StateRunning, storage.StateStalled}
+	for _, s := range steps {
+		if !strings.HasPrefix(s.Name, "branch$") {
+			continue
+		}
+		var after int64
+		for {
+			page, err := e.store.ListWorkflows(ctx, storage.ListFilter{ParentStepID: s.ID, States: open, AfterID: after, Limit: 1000})
+			if err != nil {
+				return fmt.Errorf("cancel children of workflow %d: %w", id, err)
+			}
+			for _, child := range page {
+				if err := e.cancel(ctx, child.ID); err != nil && !errors.Is(err, storage.ErrWrongState) {
+					return err
+				}
+				if err := e.cancelChildren(ctx, child.ID); err != nil {
+					return err
+				}
+				after = child.ID
+			}
+			if len(page) < 1000 {
+				break
+			}
+		}
+	}
 	return nil
 }

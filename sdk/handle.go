@@ -72,7 +72,9 @@ func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
 func (h *Handle[Out]) Signal(ctx context.Context) error { return h.eng.Signal(ctx, h.id) }
 
 // Cancel cancels the workflow; see Engine.Cancel.
-func (h *Handle[Out]) Cancel(ctx context.Context) error { return h.eng.Cancel(ctx, h.id) }
+func (h *Handle[Out]) Cancel(ctx context.Context, opts ...CancelOption) error {
+	return h.eng.Cancel(ctx, h.id, opts...)
+}
 
 // Retry retries a stalled or failed workflow; see Engine.Retry.
 func (h *Handle[Out]) Retry(ctx context.Context) error { return h.eng.Retry(ctx, h.id) }
