@@ -141,7 +141,7 @@ func (r *run) recordError(step string, attempt int, err error) {
 		WorkflowID: r.wf.ID,
 		Step:       step,
 		Attempt:    attempt,
-		Type:       errorType(err),
+		Type:       storage.Truncate(errorType(err), storage.MaxErrorName),
 		Message:    storage.Truncate(err.Error(), 4<<10),
 		Values:     r.snapshot(4 << 10),
 		CreatedAt:  r.eng.clock.Now(),

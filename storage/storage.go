@@ -18,7 +18,9 @@ import (
 //
 // Implementations must be safe for concurrent use by many goroutines and, for server
 // databases, by many processes. Every method validates its input first and, when it is bad,
-// returns an error wrapping ErrInvalid (or ErrTooLarge) and writes nothing.
+// returns an error wrapping ErrInvalid (or ErrTooLarge) and writes nothing. The checks are
+// the Validate functions of this package, so every backend refuses the same input: among
+// them, a time passed in must be zero where zero means "none", or within MinTime..MaxTime.
 type Storage interface {
 	// CreateWorkflow stores a new idle workflow runnable at w.RunAt, or, if a workflow with
 	// the same name and key exists, returns that one unchanged with created == false (the

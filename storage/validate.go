@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"math"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -23,6 +24,10 @@ const (
 	MaxMeta = 64 << 10
 	// MaxErrorText is the longest error message or error snapshot stored, in bytes.
 	MaxErrorText = 64 << 10
+	// MaxErrorName is the longest Step and Type of an error record, in bytes. Both are
+	// names (a step record's name, a Go type's name), not free text, so they share one limit:
+	// twice MaxNameLen leaves room for long generic type names.
+	MaxErrorName = 2 * MaxNameLen
 	// MaxOwnerLen is the longest lease owner, in bytes.
 	MaxOwnerLen = 128
 	// MaxClaim is the most workflows one Claim may take.
@@ -31,6 +36,20 @@ const (
 	MaxSpawnBatch = 5000
 	// MaxCountCap is the largest cap of CountChildren.
 	MaxCountCap = 5000
+	// MaxAttempt is the largest attempt count of a workflow, step or error record: the
+	// largest value of a 32-bit integer column, the narrowest any backend uses.
+	MaxAttempt = math.MaxInt32
+)
+
+// The range of times every backend accepts. It is the strictest range any backend needs
+// (the embedded store keeps times as Unix nanoseconds, which reach from 1677 to 2262; MySQL's
+// DATETIME(6) and PostgreSQL's timestamptz hold far more), so a workflow valid on one backend
+// is valid on all of them. A time passed in outside it is refused with ErrInvalid.
+var (
+	// MinTime is the earliest time accepted: the start of 1678, UTC.
+	MinTime = time.Date(1678, time.January, 1, 0, 0, 0, 0, time.UTC)
+	// MaxTime is the latest time accepted: the end of 2261, UTC.
+	MaxTime = time.Date(2261, time.December, 31, 23, 59, 59, 999999999, time.UTC)
 )
 
 // ValidateName checks a workflow name: 1..MaxNameLen bytes of UTF-8 with no control
@@ -76,7 +95,44 @@ func validateText(what, s string, max int) error {
 	return nil
 }
 
-// ValidateNew checks the input of CreateWorkflow.
+// ValidateTime checks a time passed in where the zero time means "none": it accepts the zero
+// time and any time within MinTime..MaxTime. what names the time in the error.
+func ValidateTime(what string, t time.Time) error {
+	if t.IsZero() || (!t.Before(MinTime) && !t.After(MaxTime)) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %v is outside %d..%d, the years every backend can hold", ErrInvalid, what, t, MinTime.Year(), MaxTime.Year())
+}
+
+// validateNow checks a time that must be given (a request's now, a wake time, a cutoff): not
+// zero, and within MinTime..MaxTime.
+func validateNow(what string, t time.Time) error {
+	if t.IsZero() {
+		return fmt.Errorf("%w: %s is zero", ErrInvalid, what)
+	}
+	return ValidateTime(what, t)
+}
+
+// validateAttempt checks an attempt count: 0..MaxAttempt.
+func validateAttempt(what string, n int) error {
+	if n < 0 || n > MaxAttempt {
+		return fmt.Errorf("%w: %s %d is outside 0..%d", ErrInvalid, what, n, MaxAttempt)
+	}
+	return nil
+}
+
+// ValidateLease checks the lease a fenced write (Heartbeat, SaveSteps, FinishRun, Release,
+// SpawnBatch) is made under: it must name a workflow. Whether it is still the workflow's
+// lease is the fence's business, not validation's.
+func ValidateLease(l Lease) error {
+	if l.WorkflowID <= 0 {
+		return fmt.Errorf("%w: lease has workflow id %d", ErrInvalid, l.WorkflowID)
+	}
+	return nil
+}
+
+// ValidateNew checks the input of CreateWorkflow: name, key, payload sizes, Now (given and in
+// range), RunAt (zero or in range) and ParentStepID (not negative).
 func ValidateNew(w NewWorkflow) error {
 	if err := ValidateName(w.Name); err != nil {
 		return err
@@ -90,13 +146,20 @@ func ValidateNew(w NewWorkflow) error {
 	if len(w.TraceContext) > MaxMeta {
 		return fmt.Errorf("%w: trace context is %d bytes, more than %d", ErrTooLarge, len(w.TraceContext), MaxMeta)
 	}
-	if w.Now.IsZero() {
-		return fmt.Errorf("%w: Now is zero", ErrInvalid)
+	if err := validateNow("now", w.Now); err != nil {
+		return err
+	}
+	if err := ValidateTime("run time", w.RunAt); err != nil {
+		return err
+	}
+	if w.ParentStepID < 0 {
+		return fmt.Errorf("%w: negative parent step id %d", ErrInvalid, w.ParentStepID)
 	}
 	return nil
 }
 
-// ValidateClaim checks the input of Claim.
+// ValidateClaim checks the input of Claim, including that the lease it would grant,
+// Now+TTL, ends within MinTime..MaxTime.
 func ValidateClaim(r ClaimRequest) error {
 	if r.Owner == "" || len(r.Owner) > MaxOwnerLen {
 		return fmt.Errorf("%w: lease owner %q must be 1..%d bytes", ErrInvalid, r.Owner, MaxOwnerLen)
@@ -107,16 +170,48 @@ func ValidateClaim(r ClaimRequest) error {
 	if r.TTL <= 0 {
 		return fmt.Errorf("%w: lease TTL %v must be positive", ErrInvalid, r.TTL)
 	}
-	if r.Now.IsZero() {
-		return fmt.Errorf("%w: Now is zero", ErrInvalid)
+	if err := validateNow("now", r.Now); err != nil {
+		return err
+	}
+	if until := r.Now.Add(r.TTL); until.Before(r.Now) || ValidateTime("lease expiry", until) != nil {
+		return fmt.Errorf("%w: lease TTL %v from %v ends after %v", ErrInvalid, r.TTL, r.Now, MaxTime)
 	}
 	return nil
 }
 
-// ValidateCommit checks the records of a Commit.
+// ValidateHeartbeat checks the input of Heartbeat: a lease naming a workflow, and now and
+// until given, in range and in order (until may equal now).
+func ValidateHeartbeat(l Lease, until, now time.Time) error {
+	if err := ValidateLease(l); err != nil {
+		return err
+	}
+	if err := validateNow("now", now); err != nil {
+		return err
+	}
+	if err := validateNow("lease expiry", until); err != nil {
+		return err
+	}
+	if until.Before(now) {
+		return fmt.Errorf("%w: heartbeat to %v is before now %v", ErrInvalid, until, now)
+	}
+	return nil
+}
+
+// ValidateRelease checks the input of Release: a lease naming a workflow and now given and in
+// range.
+func ValidateRelease(l Lease, now time.Time) error {
+	if err := ValidateLease(l); err != nil {
+		return err
+	}
+	return validateNow("now", now)
+}
+
+// ValidateCommit checks the records of a Commit: Now given and in range, the step records
+// (see ValidateSteps), the durable values' size, and each error record's sizes, attempt and
+// creation time.
 func ValidateCommit(c Commit) error {
-	if c.Now.IsZero() {
-		return fmt.Errorf("%w: Now is zero", ErrInvalid)
+	if err := validateNow("now", c.Now); err != nil {
+		return err
 	}
 	if err := ValidateSteps(c.Steps); err != nil {
 		return err
@@ -125,14 +220,32 @@ func ValidateCommit(c Commit) error {
 		return fmt.Errorf("%w: durable values are %d bytes, more than %d", ErrTooLarge, len(c.Values), MaxValues)
 	}
 	for _, e := range c.Errors {
-		if len(e.Message) > MaxErrorText || len(e.Values) > MaxErrorText || len(e.Type) > MaxNameLen*2 {
-			return fmt.Errorf("%w: error record for step %q is too large", ErrTooLarge, e.Step)
+		if err := validateErrorRecord(e); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// ValidateSteps checks step records before they are written.
+func validateErrorRecord(e ErrorRecord) error {
+	switch {
+	case len(e.Step) > MaxErrorName:
+		return fmt.Errorf("%w: error record names a step %.32q... of %d bytes, more than %d", ErrTooLarge, e.Step, len(e.Step), MaxErrorName)
+	case len(e.Type) > MaxErrorName:
+		return fmt.Errorf("%w: type of error record for step %q is %d bytes, more than %d", ErrTooLarge, e.Step, len(e.Type), MaxErrorName)
+	case len(e.Message) > MaxErrorText:
+		return fmt.Errorf("%w: message of error record for step %q is %d bytes, more than %d", ErrTooLarge, e.Step, len(e.Message), MaxErrorText)
+	case len(e.Values) > MaxErrorText:
+		return fmt.Errorf("%w: values snapshot of error record for step %q is %d bytes, more than %d", ErrTooLarge, e.Step, len(e.Values), MaxErrorText)
+	}
+	if err := validateAttempt(fmt.Sprintf("attempt of error record for step %q", e.Step), e.Attempt); err != nil {
+		return err
+	}
+	return ValidateTime(fmt.Sprintf("created time of error record for step %q", e.Step), e.CreatedAt)
+}
+
+// ValidateSteps checks step records before they are written: name, state, sizes, attempts
+// and times.
 func ValidateSteps(steps []Step) error {
 	for _, s := range steps {
 		if err := ValidateStepName(s.Name); err != nil {
@@ -150,11 +263,21 @@ func ValidateSteps(steps []Step) error {
 		if len(s.LastError) > MaxErrorText {
 			return fmt.Errorf("%w: last error of step %q is %d bytes, more than %d", ErrTooLarge, s.Name, len(s.LastError), MaxErrorText)
 		}
+		if err := validateAttempt(fmt.Sprintf("attempts of step %q", s.Name), s.Attempts); err != nil {
+			return err
+		}
+		if err := ValidateTime(fmt.Sprintf("created time of step %q", s.Name), s.CreatedAt); err != nil {
+			return err
+		}
+		if err := ValidateTime(fmt.Sprintf("completed time of step %q", s.Name), s.CompletedAt); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// ValidateFinish checks the input of FinishRun.
+// ValidateFinish checks the input of FinishRun: the commit (see ValidateCommit), the final
+// state, the wait's sizes, the output's size, RunAt (zero or in range) and the attempt.
 func ValidateFinish(f Finish) error {
 	if err := ValidateCommit(f.Commit); err != nil {
 		return err
@@ -164,13 +287,83 @@ func ValidateFinish(f Finish) error {
 	default:
 		return fmt.Errorf("%w: a run cannot finish in state %q", ErrInvalid, f.State)
 	}
-	if len(f.Wait.Data) > MaxMeta || len(f.Wait.Kind) > MaxNameLen || len(f.Wait.Step) > MaxNameLen {
-		return fmt.Errorf("%w: wait of %d bytes of data is too large", ErrTooLarge, len(f.Wait.Data))
+	switch {
+	case len(f.Wait.Data) > MaxMeta:
+		return fmt.Errorf("%w: wait data is %d bytes, more than %d", ErrTooLarge, len(f.Wait.Data), MaxMeta)
+	case len(f.Wait.Kind) > MaxNameLen:
+		return fmt.Errorf("%w: wait kind %.32q... is %d bytes, more than %d", ErrTooLarge, f.Wait.Kind, len(f.Wait.Kind), MaxNameLen)
+	case len(f.Wait.Step) > MaxNameLen:
+		return fmt.Errorf("%w: wait step %.32q... is %d bytes, more than %d", ErrTooLarge, f.Wait.Step, len(f.Wait.Step), MaxNameLen)
 	}
 	if len(f.Output) > MaxPayload {
 		return fmt.Errorf("%w: output is %d bytes, more than %d", ErrTooLarge, len(f.Output), MaxPayload)
 	}
+	if err := ValidateTime("run time", f.RunAt); err != nil {
+		return err
+	}
+	return validateAttempt("workflow attempt", f.Attempt)
+}
+
+// ValidateWake checks the input of Wake: the wake time is given and in range.
+func ValidateWake(at time.Time) error {
+	return validateNow("wake time", at)
+}
+
+// ValidateRetry checks the input of Retry: Now given and in range, and the step records (see
+// ValidateSteps).
+func ValidateRetry(r RetryRequest) error {
+	if err := validateNow("now", r.Now); err != nil {
+		return err
+	}
+	return ValidateSteps(r.Steps)
+}
+
+// ValidateCancel checks the input of Cancel: now is given and in range.
+func ValidateCancel(now time.Time) error {
+	return validateNow("now", now)
+}
+
+// ValidateList checks the input of ListWorkflows: a name, when given, is a valid workflow
+// name, every state is a defined one and ParentStepID is not negative. DueBy is a bound, not
+// a time to store, so any value is accepted; see DueByBound.
+func ValidateList(f ListFilter) error {
+	if f.Name != "" {
+		if err := ValidateName(f.Name); err != nil {
+			return err
+		}
+	}
+	for _, st := range f.States {
+		if !st.Valid() {
+			return fmt.Errorf("%w: list filter has unknown state %q", ErrInvalid, st)
+		}
+	}
+	if f.ParentStepID < 0 {
+		return fmt.Errorf("%w: list filter has negative parent step id %d", ErrInvalid, f.ParentStepID)
+	}
 	return nil
+}
+
+// DueByBound turns ListFilter.DueBy into the bound a backend compares stored RunAt values
+// with, so that every backend answers the same for a DueBy outside MinTime..MaxTime: one
+// after MaxTime selects what MaxTime selects (every stored time is at most MaxTime), and for
+// one before MinTime ok is false, as nothing stored can be due by then. The zero time (no
+// filter) stays zero.
+func DueByBound(dueBy time.Time) (bound time.Time, ok bool) {
+	switch {
+	case dueBy.IsZero():
+		return time.Time{}, true
+	case dueBy.Before(MinTime):
+		return time.Time{}, false
+	case dueBy.After(MaxTime):
+		return MaxTime, true
+	}
+	return dueBy, true
+}
+
+// ValidateCleanup checks the input of DeleteFinished: the cutoff Before is given and in
+// range.
+func ValidateCleanup(r CleanupRequest) error {
+	return validateNow("cleanup cutoff", r.Before)
 }
 
 // Truncate shortens s to at most n bytes on a rune boundary, for error text kept in records.
@@ -205,10 +398,12 @@ func Earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// ValidateSpawn checks the input of SpawnBatch.
+// ValidateSpawn checks the input of SpawnBatch: Now given and in range, the branch name, the
+// batch size, the step records (see ValidateSteps) and every child as CreateWorkflow would
+// (its ParentStepID is ignored, as SpawnBatch sets it).
 func ValidateSpawn(r SpawnRequest) error {
-	if r.Now.IsZero() {
-		return fmt.Errorf("%w: Now is zero", ErrInvalid)
+	if err := validateNow("now", r.Now); err != nil {
+		return err
 	}
 	if err := ValidateStepName(r.Branch); err != nil {
 		return fmt.Errorf("branch: %w", err)
@@ -219,10 +414,10 @@ func ValidateSpawn(r SpawnRequest) error {
 	if err := ValidateSteps(r.Steps); err != nil {
 		return err
 	}
-	for _, c := range r.Children {
-		c.Now = r.Now
+	for i, c := range r.Children {
+		c.Now, c.ParentStepID = r.Now, 0
 		if err := ValidateNew(c); err != nil {
-			return fmt.Errorf("child: %w", err)
+			return fmt.Errorf("child %d (%q key %.32q): %w", i, c.Name, c.Key, err)
 		}
 	}
 	return nil

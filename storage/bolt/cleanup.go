@@ -15,7 +15,7 @@ import (
 // before r.Before, oldest first, with their key, steps, error records and index entries, in
 // one write transaction. It returns how many workflows it deleted.
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
-	if err := checkNow("cleanup cutoff", r.Before); err != nil {
+	if err := storage.ValidateCleanup(r); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {

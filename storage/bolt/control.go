@@ -12,7 +12,7 @@ import (
 // the earlier of RunAt and at; a running workflow remembers the earliest wake and FinishRun
 // applies it. Final and stalled workflows are left alone and Wake reports false.
 func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) {
-	if err := checkNow("wake time", at); err != nil {
+	if err := storage.ValidateWake(at); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -51,16 +51,8 @@ func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) 
 // count reset, its wait and FinishedAt cleared, and r.Steps upserted like SaveSteps does, in
 // one transaction. Any other state gives an error wrapping storage.ErrWrongState.
 func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (storage.Workflow, error) {
-	if err := storage.ValidateSteps(r.Steps); err != nil {
+	if err := storage.ValidateRetry(r); err != nil {
 		return storage.Workflow{}, err
-	}
-	if err := checkNow("now", r.Now); err != nil {
-		return storage.Workflow{}, err
-	}
-	for _, st := range r.Steps {
-		if err := checkStepTimes(st); err != nil {
-			return storage.Workflow{}, err
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return storage.Workflow{}, err
@@ -103,7 +95,7 @@ func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (st
 // record) and fenced writes under it return storage.ErrCancelled. A final workflow gives an
 // error wrapping storage.ErrWrongState.
 func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
-	if err := checkNow("now", now); err != nil {
+	if err := storage.ValidateCancel(now); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

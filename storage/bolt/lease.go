@@ -34,17 +34,8 @@ func (t *txn) fence(l storage.Lease, now time.Time) (*record, error) {
 
 // Heartbeat extends a held lease, and RunAt with it, to until.
 func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
-	if err := checkLease(l); err != nil {
+	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
 		return err
-	}
-	if err := checkNow("now", now); err != nil {
-		return err
-	}
-	if err := checkNow("lease expiry", until); err != nil {
-		return err
-	}
-	if until.Before(now) {
-		return fmt.Errorf("%w: heartbeat to %v is before now %v", storage.ErrInvalid, until, now)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -68,13 +59,10 @@ func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.
 // SaveSteps writes c under the lease l: it upserts the step records by name (keeping their
 // IDs), replaces the durable values when c.Values is non-nil and appends the error records.
 func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
 	if err := storage.ValidateCommit(c); err != nil {
-		return err
-	}
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkCommitTimes(c); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -103,23 +91,11 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 // cleared, and the final states get FinishedAt. Releasing the lease zeroes LeaseUntil; the
 // owner and token stay as the record of the last lease, so tokens only grow.
 func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
 	if err := storage.ValidateFinish(f); err != nil {
 		return err
-	}
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkCommitTimes(f.Commit); err != nil {
-		return err
-	}
-	if err := checkTime("run time", f.RunAt); err != nil {
-		return err
-	}
-	if err := checkWait(f.Wait); err != nil {
-		return err
-	}
-	if f.Attempt < 0 {
-		return fmt.Errorf("%w: negative attempt %d", storage.ErrInvalid, f.Attempt)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -159,10 +135,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 // Release gives the lease l back: the workflow becomes idle and runnable at now, its
 // progress unchanged. LeaseUntil is zeroed; owner and token stay, as in FinishRun.
 func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) error {
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkNow("now", now); err != nil {
+	if err := storage.ValidateRelease(l, now); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

@@ -19,24 +19,11 @@ import (
 // zero), with ParentStepID set to the branch step's ID. Existing children, including a
 // repeat within the batch, are left as they are. Any error leaves the store unchanged.
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+	if err := storage.ValidateLease(l); err != nil {
+		return storage.SpawnResult{}, err
+	}
 	if err := storage.ValidateSpawn(r); err != nil {
 		return storage.SpawnResult{}, err
-	}
-	if err := checkLease(l); err != nil {
-		return storage.SpawnResult{}, err
-	}
-	if err := checkNow("now", r.Now); err != nil {
-		return storage.SpawnResult{}, err
-	}
-	for _, st := range r.Steps {
-		if err := checkStepTimes(st); err != nil {
-			return storage.SpawnResult{}, err
-		}
-	}
-	for _, c := range r.Children {
-		if err := checkTime(fmt.Sprintf("run time of child %q key %q", c.Name, c.Key), c.RunAt); err != nil {
-			return storage.SpawnResult{}, err
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return storage.SpawnResult{}, err

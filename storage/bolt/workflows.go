@@ -19,12 +19,6 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	if err := storage.ValidateNew(w); err != nil {
 		return storage.Workflow{}, false, err
 	}
-	if err := checkNow("now", w.Now); err != nil {
-		return storage.Workflow{}, false, err
-	}
-	if err := checkTime("run time", w.RunAt); err != nil {
-		return storage.Workflow{}, false, err
-	}
 	if err := ctx.Err(); err != nil {
 		return storage.Workflow{}, false, err
 	}
@@ -172,25 +166,16 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 // f.ParentStepID set it walks that branch step's ranges of the children index (only those of
 // f.States, if set); otherwise, with f.States set, the state index; else every workflow.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
-	if f.Name != "" {
-		if err := storage.ValidateName(f.Name); err != nil {
-			return nil, err
-		}
-	}
-	for _, st := range f.States {
-		if !st.Valid() {
-			return nil, fmt.Errorf("%w: list filter has unknown state %q", storage.ErrInvalid, st)
-		}
+	if err := storage.ValidateList(f); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	limit := storage.ClampLimit(f.Limit, 100, 1000)
 	after := max(f.AfterID, 0)
+	// DueBy is compared as a time.Time, never encoded, so any value works as it is.
 	dueBy := f.DueBy
-	if !dueBy.IsZero() && dueBy.After(maxTime) {
-		dueBy = maxTime
-	}
 	match := func(r *record) bool {
 		if f.ParentStepID != 0 && r.ParentStepID != f.ParentStepID {
 			return false

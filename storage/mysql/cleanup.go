@@ -13,7 +13,7 @@ import (
 // before r.Before, oldest first, with one DELETE: their steps and error records go with them
 // (ON DELETE CASCADE). It returns how many workflows it deleted.
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
-	if err := checkNow("cleanup cutoff", r.Before); err != nil {
+	if err := storage.ValidateCleanup(r); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {

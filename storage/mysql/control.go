@@ -15,7 +15,7 @@ import (
 // earliest wake and FinishRun applies it. Final and stalled workflows are left alone and Wake
 // reports false; only then, or for an unknown id, a second statement tells the two apart.
 func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) {
-	if err := checkNow("wake time", at); err != nil {
+	if err := storage.ValidateWake(at); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -62,16 +62,8 @@ func (s *Store) stateOf(ctx context.Context, q queryer, id int64) (storage.State
 // one transaction that locks the row first, so of concurrent retries one wins. Any other
 // state gives an error wrapping storage.ErrWrongState.
 func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (storage.Workflow, error) {
-	if err := storage.ValidateSteps(r.Steps); err != nil {
+	if err := storage.ValidateRetry(r); err != nil {
 		return storage.Workflow{}, err
-	}
-	if err := checkNow("now", r.Now); err != nil {
-		return storage.Workflow{}, err
-	}
-	for _, st := range r.Steps {
-		if err := checkStepTimes(st); err != nil {
-			return storage.Workflow{}, err
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return storage.Workflow{}, err
@@ -116,7 +108,7 @@ func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (st
 // final workflow gives an error wrapping storage.ErrWrongState, found by a second statement
 // only when the UPDATE changed nothing.
 func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
-	if err := checkNow("now", now); err != nil {
+	if err := storage.ValidateCancel(now); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

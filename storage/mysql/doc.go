@@ -20,8 +20,9 @@
 // All tables are InnoDB. Names, keys and other strings are VARBINARY, so they compare byte
 // for byte (case, '$' and trailing spaces are significant, which MySQL 8's PAD SPACE
 // utf8mb4_bin collation would not give) and their lengths are the contract's byte limits.
-// Times are DATETIME(6) in UTC: a time passed in comes back truncated to the microsecond,
-// and only the years 1000 to 9999 can be stored.
+// Times are DATETIME(6) in UTC: a time passed in comes back truncated to the microsecond.
+// DATETIME holds the years 1000 to 9999; the contract admits only storage.MinTime to
+// storage.MaxTime (1678 to 2261), the same on every backend.
 //
 // # Connection settings
 //

@@ -64,17 +64,8 @@ func (s *Store) fence(ctx context.Context, tx *sql.Tx, l storage.Lease, now time
 // Heartbeat extends a held lease, and RunAt with it, to until: one transaction of the fence
 // and one UPDATE.
 func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
-	if err := checkLease(l); err != nil {
+	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
 		return err
-	}
-	if err := checkNow("now", now); err != nil {
-		return err
-	}
-	if err := checkNow("lease expiry", until); err != nil {
-		return err
-	}
-	if until.Before(now) {
-		return fmt.Errorf("%w: heartbeat to %v is before now %v", storage.ErrInvalid, until, now)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -100,13 +91,10 @@ func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.
 // workflow and name, keeping their IDs), one UPDATE of the workflow row (durable values when
 // c.Values is non-nil, LastError, UpdatedAt) and one multi-row INSERT of the error records.
 func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
 	if err := storage.ValidateCommit(c); err != nil {
-		return err
-	}
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkCommitTimes(c); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -138,23 +126,11 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 // the wait are cleared, and the final states get FinishedAt. Releasing the lease clears
 // LeaseUntil; the owner and token stay as the record of the last lease, so tokens only grow.
 func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
 	if err := storage.ValidateFinish(f); err != nil {
 		return err
-	}
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkCommitTimes(f.Commit); err != nil {
-		return err
-	}
-	if err := checkTime("run time", f.RunAt); err != nil {
-		return err
-	}
-	if err := checkWait(f.Wait); err != nil {
-		return err
-	}
-	if f.Attempt < 0 {
-		return fmt.Errorf("%w: negative attempt %d", storage.ErrInvalid, f.Attempt)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -199,10 +175,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 // Release gives the lease l back: the workflow becomes idle and runnable at now, its progress
 // unchanged. LeaseUntil is cleared; owner and token stay, as in FinishRun.
 func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) error {
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkNow("now", now); err != nil {
+	if err := storage.ValidateRelease(l, now); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

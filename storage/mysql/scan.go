@@ -15,11 +15,8 @@ import (
 
 const timeLayout = "2006-01-02 15:04:05.000000"
 
-// The range DATETIME can hold. Times outside it are refused with storage.ErrInvalid.
-var (
-	minTime = time.Date(1000, time.January, 1, 0, 0, 0, 0, time.UTC)
-	maxTime = time.Date(9999, time.December, 31, 23, 59, 59, 999999000, time.UTC)
-)
+// DATETIME holds the years 1000..9999, which contain storage.MinTime..storage.MaxTime, the
+// only times the contract lets in: no range check of its own is needed.
 
 // ts is the SQL of a time parameter: the text is cast so that expressions such as LEAST and
 // IF compare times, not strings.

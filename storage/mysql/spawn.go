@@ -25,24 +25,11 @@ import (
 // the batch) is left as it is; the others are idle, runnable at their RunAt (r.Now when
 // zero) and linked to the branch step. Any error leaves the store unchanged.
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+	if err := storage.ValidateLease(l); err != nil {
+		return storage.SpawnResult{}, err
+	}
 	if err := storage.ValidateSpawn(r); err != nil {
 		return storage.SpawnResult{}, err
-	}
-	if err := checkLease(l); err != nil {
-		return storage.SpawnResult{}, err
-	}
-	if err := checkNow("now", r.Now); err != nil {
-		return storage.SpawnResult{}, err
-	}
-	for _, st := range r.Steps {
-		if err := checkStepTimes(st); err != nil {
-			return storage.SpawnResult{}, err
-		}
-	}
-	for _, c := range r.Children {
-		if err := checkTime(fmt.Sprintf("run time of child %q key %q", c.Name, c.Key), c.RunAt); err != nil {
-			return storage.SpawnResult{}, err
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return storage.SpawnResult{}, err

@@ -21,12 +21,6 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	if err := storage.ValidateNew(w); err != nil {
 		return storage.Workflow{}, false, err
 	}
-	if err := checkNow("now", w.Now); err != nil {
-		return storage.Workflow{}, false, err
-	}
-	if err := checkTime("run time", w.RunAt); err != nil {
-		return storage.Workflow{}, false, err
-	}
 	if err := ctx.Err(); err != nil {
 		return storage.Workflow{}, false, err
 	}
@@ -205,15 +199,8 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 // ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID, with
 // one query.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
-	if f.Name != "" {
-		if err := storage.ValidateName(f.Name); err != nil {
-			return nil, err
-		}
-	}
-	for _, st := range f.States {
-		if !st.Valid() {
-			return nil, fmt.Errorf("%w: list filter has unknown state %q", storage.ErrInvalid, st)
-		}
+	if err := storage.ValidateList(f); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -221,8 +208,9 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	if !f.DueBy.IsZero() && f.DueBy.Before(minTime) {
-		return nil, nil // nothing can be due before the earliest time the store holds
+	dueBy, ok := storage.DueByBound(f.DueBy)
+	if !ok {
+		return nil, nil // nothing stored is due that early
 	}
 	limit := storage.ClampLimit(f.Limit, 100, 1000)
 
@@ -246,12 +234,8 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 			args = append(args, bstr(n))
 		}
 	}
-	if !f.DueBy.IsZero() {
+	if !dueBy.IsZero() {
 		b.WriteString(" AND run_at <= " + ts)
-		dueBy := f.DueBy
-		if dueBy.After(maxTime) {
-			dueBy = maxTime
-		}
 		args = append(args, dbTime(dueBy))
 	}
 	if f.ParentStepID != 0 {

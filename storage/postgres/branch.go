@@ -24,24 +24,11 @@ import (
 // batch, are left as they are. Listeners are told when a new child is due. However many
 // children the batch has, it is one statement and one round trip.
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+	if err := storage.ValidateLease(l); err != nil {
+		return storage.SpawnResult{}, err
+	}
 	if err := storage.ValidateSpawn(r); err != nil {
 		return storage.SpawnResult{}, err
-	}
-	if err := checkLease(l); err != nil {
-		return storage.SpawnResult{}, err
-	}
-	if err := checkNow("now", r.Now); err != nil {
-		return storage.SpawnResult{}, err
-	}
-	for _, st := range r.Steps {
-		if err := checkStep(st); err != nil {
-			return storage.SpawnResult{}, err
-		}
-	}
-	for _, c := range r.Children {
-		if err := checkTime(fmt.Sprintf("run time of child %q key %q", c.Name, c.Key), c.RunAt); err != nil {
-			return storage.SpawnResult{}, err
-		}
 	}
 	if err := s.ready(ctx); err != nil {
 		return storage.SpawnResult{}, err

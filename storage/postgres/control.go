@@ -18,7 +18,7 @@ import (
 // stalled workflows are left alone and Wake reports false; an unknown id gives an error
 // wrapping storage.ErrNotFound.
 func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) {
-	if err := checkNow("wake time", at); err != nil {
+	if err := storage.ValidateWake(at); err != nil {
 		return false, err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -47,16 +47,8 @@ func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) 
 // storage.ErrWrongState; of concurrent retries, one wins (the others wait for its row lock
 // and then find the workflow idle).
 func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (storage.Workflow, error) {
-	if err := storage.ValidateSteps(r.Steps); err != nil {
+	if err := storage.ValidateRetry(r); err != nil {
 		return storage.Workflow{}, err
-	}
-	if err := checkNow("now", r.Now); err != nil {
-		return storage.Workflow{}, err
-	}
-	for _, st := range r.Steps {
-		if err := checkStep(st); err != nil {
-			return storage.Workflow{}, err
-		}
 	}
 	if err := s.ready(ctx); err != nil {
 		return storage.Workflow{}, err
@@ -86,7 +78,7 @@ func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (st
 // (LeaseUntil cleared, owner and token kept), so fenced writes under it return
 // storage.ErrCancelled. A final workflow gives an error wrapping storage.ErrWrongState.
 func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
-	if err := checkNow("now", now); err != nil {
+	if err := storage.ValidateCancel(now); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {

@@ -29,13 +29,7 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 	if err := storage.ValidateClaim(r); err != nil {
 		return nil, err
 	}
-	if err := checkNow("now", r.Now); err != nil {
-		return nil, err
-	}
 	until := r.Now.Add(r.TTL)
-	if until.Before(r.Now) || checkTime("lease expiry", until) != nil {
-		return nil, fmt.Errorf("%w: lease TTL %v from %v is beyond what this store can hold", storage.ErrInvalid, r.TTL, r.Now)
-	}
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
@@ -83,17 +77,8 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 
 // Heartbeat extends a held lease, and RunAt with it, to until, in one fenced UPDATE.
 func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
-	if err := checkLease(l); err != nil {
+	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
 		return err
-	}
-	if err := checkNow("now", now); err != nil {
-		return err
-	}
-	if err := checkNow("lease expiry", until); err != nil {
-		return err
-	}
-	if until.Before(now) {
-		return fmt.Errorf("%w: heartbeat to %v is before now %v", storage.ErrInvalid, until, now)
 	}
 	if err := s.ready(ctx); err != nil {
 		return err
@@ -114,13 +99,10 @@ func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.
 // (values, last error), the step records upserted by name from arrays, and the error records
 // appended, all or nothing.
 func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
 	if err := storage.ValidateCommit(c); err != nil {
-		return err
-	}
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkCommit(c); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -144,20 +126,11 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 // and the wait are cleared, and the final states get FinishedAt. LeaseUntil is cleared; owner
 // and token stay as the record of the last lease. A workflow runnable at once is announced.
 func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
 	if err := storage.ValidateFinish(f); err != nil {
 		return err
-	}
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkCommit(f.Commit); err != nil {
-		return err
-	}
-	if err := checkTime("run time", f.RunAt); err != nil {
-		return err
-	}
-	if f.Attempt < 0 || f.Attempt > maxInt32 {
-		return fmt.Errorf("%w: attempt %d outside 0..%d", storage.ErrInvalid, f.Attempt, maxInt32)
 	}
 	if err := s.ready(ctx); err != nil {
 		return err
@@ -186,10 +159,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 // Release gives the lease l back in one fenced statement: the workflow becomes idle and
 // runnable at now, its progress unchanged, and listeners are told.
 func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) error {
-	if err := checkLease(l); err != nil {
-		return err
-	}
-	if err := checkNow("now", now); err != nil {
+	if err := storage.ValidateRelease(l, now); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -106,71 +105,9 @@ func fromTS(t pgtype.Timestamptz) time.Time {
 	return t.Time.UTC()
 }
 
-// Times PostgreSQL's timestamptz holds comfortably, and which pgx encodes without overflow.
-var (
-	minTime = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
-	maxTime = time.Date(9999, time.December, 31, 23, 59, 59, 999999999, time.UTC)
-)
-
-// checkTime accepts the zero time (meaning "none") and any time of the years 1..9999.
-func checkTime(what string, t time.Time) error {
-	if t.IsZero() || (!t.Before(minTime) && !t.After(maxTime)) {
-		return nil
-	}
-	return fmt.Errorf("%w: %s %v is outside the years 1..9999 this store holds", storage.ErrInvalid, what, t)
-}
-
-// checkNow rejects a zero or unrepresentable current time.
-func checkNow(what string, t time.Time) error {
-	if t.IsZero() {
-		return fmt.Errorf("%w: %s is zero", storage.ErrInvalid, what)
-	}
-	return checkTime(what, t)
-}
-
-// maxInt32 bounds the integer columns (attempts).
-const maxInt32 = 1<<31 - 1
-
-func checkLease(l storage.Lease) error {
-	if l.WorkflowID <= 0 {
-		return fmt.Errorf("%w: lease has workflow id %d", storage.ErrInvalid, l.WorkflowID)
-	}
-	return nil
-}
-
-func checkStep(s storage.Step) error {
-	if err := checkTime(fmt.Sprintf("created time of step %q", s.Name), s.CreatedAt); err != nil {
-		return err
-	}
-	if err := checkTime(fmt.Sprintf("completed time of step %q", s.Name), s.CompletedAt); err != nil {
-		return err
-	}
-	if s.Attempts < 0 || s.Attempts > maxInt32 {
-		return fmt.Errorf("%w: step %q has attempts %d outside 0..%d", storage.ErrInvalid, s.Name, s.Attempts, maxInt32)
-	}
-	return nil
-}
-
-// checkCommit adds this store's checks to storage.ValidateCommit.
-func checkCommit(c storage.Commit) error {
-	if err := checkNow("now", c.Now); err != nil {
-		return err
-	}
-	for _, s := range c.Steps {
-		if err := checkStep(s); err != nil {
-			return err
-		}
-	}
-	for _, e := range c.Errors {
-		if err := checkTime("created time of error record", e.CreatedAt); err != nil {
-			return err
-		}
-		if e.Attempt < 0 || e.Attempt > maxInt32 {
-			return fmt.Errorf("%w: error record for step %q has attempt %d outside 0..%d", storage.ErrInvalid, e.Step, e.Attempt, maxInt32)
-		}
-	}
-	return nil
-}
+// The contract's times (storage.MinTime..storage.MaxTime, years 1678..2261) are well inside
+// what timestamptz holds and pgx encodes, and its attempt counts (storage.MaxAttempt) fit the
+// integer columns, so this store adds no range checks of its own.
 
 // text makes free text storable in a text column: PostgreSQL refuses NUL bytes and invalid
 // UTF-8 there, and an error message may hold either.

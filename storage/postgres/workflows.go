@@ -26,15 +26,6 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	if err := storage.ValidateNew(w); err != nil {
 		return storage.Workflow{}, false, err
 	}
-	if err := checkNow("now", w.Now); err != nil {
-		return storage.Workflow{}, false, err
-	}
-	if err := checkTime("run time", w.RunAt); err != nil {
-		return storage.Workflow{}, false, err
-	}
-	if w.ParentStepID < 0 {
-		return storage.Workflow{}, false, fmt.Errorf("%w: negative parent step id %d", storage.ErrInvalid, w.ParentStepID)
-	}
 	if err := s.ready(ctx); err != nil {
 		return storage.Workflow{}, false, err
 	}
@@ -181,24 +172,14 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 // ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID, from
 // one query whose WHERE clause has only the conditions f sets.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
-	if f.Name != "" {
-		if err := storage.ValidateName(f.Name); err != nil {
-			return nil, err
-		}
+	if err := storage.ValidateList(f); err != nil {
+		return nil, err
 	}
-	for _, st := range f.States {
-		if !st.Valid() {
-			return nil, fmt.Errorf("%w: list filter has unknown state %q", storage.ErrInvalid, st)
-		}
+	dueBy, ok := storage.DueByBound(f.DueBy)
+	if !ok {
+		return nil, nil // nothing stored is due that early
 	}
-	if !f.DueBy.IsZero() {
-		if f.DueBy.After(maxTime) {
-			f.DueBy = maxTime
-		}
-		if err := checkTime("due-by time", f.DueBy); err != nil {
-			return nil, err
-		}
-	}
+	f.DueBy = dueBy
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
@@ -307,7 +288,7 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 // (ON DELETE CASCADE). Rows locked by another cleanup are skipped, so concurrent cleanups
 // share the work. It returns how many workflows it deleted.
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
-	if err := checkNow("cleanup cutoff", r.Before); err != nil {
+	if err := storage.ValidateCleanup(r); err != nil {
 		return 0, err
 	}
 	if err := s.ready(ctx); err != nil {
