@@ -77,20 +77,23 @@ type Report struct {
 }
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "fanout:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	n := flag.Int("n", 10000, "number of children")
-	batch := flag.Int("batch", 1000, "children per spawn transaction")
-	slots := flag.Int("slots", 8, "workflows run at once by the worker")
-	window := flag.Duration("claim-window", dispatch.DefaultClaimWindow, "how long the worker gathers free slots before a claim")
-	backend := flag.String("backend", "bolt", "storage backend: "+backendNames())
-	dsn := flag.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
-	flag.Parse()
+func run(args []string) error {
+	flags := flag.NewFlagSet("fanout", flag.ExitOnError)
+	n := flags.Int("n", 10000, "number of children")
+	batch := flags.Int("batch", 1000, "children per spawn transaction")
+	slots := flags.Int("slots", 8, "workflows run at once by the worker")
+	window := flags.Duration("claim-window", dispatch.DefaultClaimWindow, "how long the worker gathers free slots before a claim")
+	backend := flags.String("backend", "bolt", "storage backend: "+backendNames())
+	dsn := flags.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
 	if *n < 1 {
 		return errors.New("-n must be at least 1")
 	}
@@ -117,6 +120,7 @@ func run() error {
 	go func() { workerDone <- worker.Run(workerCtx) }()
 	defer func() { stopWorker(); <-workerDone }()
 
+	dispatched.Store(0)
 	fmt.Printf("fanout: %d children, batch %d, %d slots, backend %s\n", *n, *batch, *slots, *backend)
 	start := time.Now()
 	h, err := Parent.Start(ctx, eng, fmt.Sprintf("run-%d", start.UnixNano()), Job{N: *n, Batch: *batch})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -11,6 +10,5 @@ import (
 // TestFanOutOnBolt runs the example end to end on a small N: run checks that every child was
 // merged and that the parent's sum is complete.
 func TestFanOutOnBolt(t *testing.T) {
-	os.Args = []string{"fanout", "-n", "300", "-batch", "64", "-dsn", filepath.Join(t.TempDir(), "fanout.db")}
-	require.NoError(t, run())
+	require.NoError(t, run([]string{"-n", "300", "-batch", "64", "-dsn", filepath.Join(t.TempDir(), "fanout.db")}))
 }
