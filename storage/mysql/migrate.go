@@ -8,14 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/chronoforge/chronoforge/internal/sqlmigrate"
 )
 
 // Errors about the database schema. Callers test them with errors.Is.
@@ -30,40 +28,9 @@ var (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migration is one embedded migration file, numbered by the digits its name starts with.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations in version order. Versions run 1, 2, 3, ...
-// without gaps; anything else is a build error caught by the tests.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		digits, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(digits)
-		if !ok || err != nil || v < 1 {
-			return nil, fmt.Errorf("migration file %q does not start with a version number", e.Name())
-		}
-		data, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: e.Name(), sql: string(data)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %q: want version %d", m.name, i+1)
-		}
-	}
-	return out, nil
+// migrations returns the embedded migrations in version order.
+func migrations() ([]sqlmigrate.Migration, error) {
+	return sqlmigrate.Load(migrationFiles, "migrations")
 }
 
 // SchemaVersion is the schema version this build migrates to and works with.
@@ -178,13 +145,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, len(ms))
 	}
 	for _, m := range ms[current:] {
-		for i, stmt := range statements(r.Replace(m.sql)) {
+		for i, stmt := range statements(r.Replace(m.SQL)) {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("mysql: migrate: %s statement %d: %w", m.name, i+1, err)
+				return fmt.Errorf("mysql: migrate: %s statement %d: %w", m.Name, i+1, err)
 			}
 		}
-		if _, err := conn.ExecContext(ctx, "INSERT INTO "+s.versions+" (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))", m.version, m.name); err != nil {
-			return fmt.Errorf("mysql: migrate: record %s: %w", m.name, err)
+		if _, err := conn.ExecContext(ctx, "INSERT INTO "+s.versions+" (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))", m.Version, m.Name); err != nil {
+			return fmt.Errorf("mysql: migrate: record %s: %w", m.Name, err)
 		}
 	}
 	s.migrated.Store(true)

@@ -18,10 +18,10 @@ func TestMigrationsAreNumberedAndSplit(t *testing.T) {
 	require.NotEmpty(t, ms)
 	require.Equal(t, len(ms), SchemaVersion())
 	for _, m := range ms {
-		stmts := statements(m.sql)
-		require.NotEmpty(t, stmts, m.name)
+		stmts := statements(m.SQL)
+		require.NotEmpty(t, stmts, m.Name)
 		for _, st := range stmts {
-			require.True(t, strings.HasSuffix(st, ";"), "%s: statement %q must end with a semicolon", m.name, st)
+			require.True(t, strings.HasSuffix(st, ";"), "%s: statement %q must end with a semicolon", m.Name, st)
 		}
 	}
 	require.Equal(t, []string{"A;", "-- c;\nB\nC;"}, statements("A;\n-- c;\nB\nC;\n-- trailing\n"))

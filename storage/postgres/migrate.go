@@ -5,14 +5,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/chronoforge/chronoforge/internal/sqlmigrate"
 )
 
 // Errors about the database schema. Callers test them with errors.Is.
@@ -27,40 +24,9 @@ var (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migration is one embedded migration file, numbered by the digits its name starts with.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations in version order. Versions run 1, 2, 3, ...
-// without gaps; anything else is a build error caught by the tests.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		digits, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(digits)
-		if !ok || err != nil || v < 1 {
-			return nil, fmt.Errorf("migration file %q does not start with a version number", e.Name())
-		}
-		data, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: e.Name(), sql: string(data)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %q: want version %d", m.name, i+1)
-		}
-	}
-	return out, nil
+// migrations returns the embedded migrations in version order.
+func migrations() ([]sqlmigrate.Migration, error) {
+	return sqlmigrate.Load(migrationFiles, "migrations")
 }
 
 // SchemaVersion is the schema version this build migrates to and works with.
@@ -93,7 +59,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) migrate(ctx context.Context, tx pgx.Tx, ms []migration) error {
+func (s *Store) migrate(ctx context.Context, tx pgx.Tx, ms []sqlmigrate.Migration) error {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.lockKey); err != nil {
 		return fmt.Errorf("take the migration lock: %w", err)
 	}
@@ -127,11 +93,11 @@ func (s *Store) migrate(ctx context.Context, tx pgx.Tx, ms []migration) error {
 	}
 	r := s.replacer()
 	for _, m := range ms[current:] {
-		if _, err := tx.Exec(ctx, r.Replace(m.sql)); err != nil {
-			return fmt.Errorf("apply %s: %w", m.name, err)
+		if _, err := tx.Exec(ctx, r.Replace(m.SQL)); err != nil {
+			return fmt.Errorf("apply %s: %w", m.Name, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO `+s.versions+` (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
-			return fmt.Errorf("record %s: %w", m.name, err)
+		if _, err := tx.Exec(ctx, `INSERT INTO `+s.versions+` (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+			return fmt.Errorf("record %s: %w", m.Name, err)
 		}
 	}
 	return nil

@@ -23,10 +23,10 @@ func TestMigrationsNumbered(t *testing.T) {
 	s, err := New(&pgxpool.Pool{}, WithSchema("s"))
 	require.NoError(t, err)
 	for i, m := range ms {
-		require.Equal(t, i+1, m.version, m.name)
-		sql := s.replacer().Replace(m.sql)
-		require.NotContains(t, sql, "{{", "%s: unknown placeholder", m.name)
-		require.NotContains(t, sql, "}}", "%s: unknown placeholder", m.name)
+		require.Equal(t, i+1, m.Version, m.Name)
+		sql := s.replacer().Replace(m.SQL)
+		require.NotContains(t, sql, "{{", "%s: unknown placeholder", m.Name)
+		require.NotContains(t, sql, "}}", "%s: unknown placeholder", m.Name)
 	}
 }
 

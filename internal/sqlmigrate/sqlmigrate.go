@@ -1,0 +1,50 @@
+// Package sqlmigrate loads the versioned SQL migrations that the SQL backends embed. Applying
+// them (locking, recording versions) is each backend's own business; reading and ordering
+// the files is the same for all of them.
+package sqlmigrate
+
+import (
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Migration is one migration file, numbered by the digits its name starts with
+// ("0001_init.sql" is version 1).
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// Load returns the files of dir in fsys as migrations in version order. Versions must run
+// 1, 2, 3, ... without gaps or repeats; anything else is an error naming the file.
+func Load(fsys fs.FS, dir string) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	for _, e := range entries {
+		digits, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(digits)
+		if !ok || err != nil || v < 1 {
+			return nil, fmt.Errorf("migration file %q does not start with a version number", e.Name())
+		}
+		data, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Version: v, Name: e.Name(), SQL: string(data)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	for i, m := range out {
+		if m.Version != i+1 {
+			return nil, fmt.Errorf("migration %q: want version %d", m.Name, i+1)
+		}
+	}
+	return out, nil
+}
