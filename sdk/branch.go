@@ -251,6 +251,9 @@ func SpawnEach[T any](b *BranchScope, name string, source Source[T], fn func(ite
 	if source == nil || fn == nil {
 		return r.halt(haltFail, fmt.Errorf("%w: spawn %q needs a source and a function", ErrInvalid, name))
 	}
+	if c, ok := source.(interface{ close() }); ok {
+		defer c.close() // a run that stops mid-source must not leave an iterator running
+	}
 	var meta spawnMeta
 	if len(rec.Meta) > 0 {
 		if err := json.Unmarshal(rec.Meta, &meta); err != nil {
@@ -368,15 +371,20 @@ type seqSource[T any] struct {
 	pos  int
 }
 
+func (s *seqSource[T]) close() {
+	if s.stop != nil {
+		s.stop()
+		s.next, s.stop = nil, nil
+	}
+}
+
 func (s *seqSource[T]) Page(ctx context.Context, cursor []byte, limit int) ([]Item[T], []byte, error) {
 	off, err := offsetOf(cursor)
 	if err != nil {
 		return nil, nil, err
 	}
 	if s.next == nil || s.pos != off {
-		if s.stop != nil {
-			s.stop()
-		}
+		s.close()
 		s.next, s.stop = iter.Pull(s.seq)
 		s.pos = 0
 		for s.pos < off {
@@ -390,7 +398,7 @@ func (s *seqSource[T]) Page(ctx context.Context, cursor []byte, limit int) ([]It
 	for len(page) < limit {
 		v, ok := s.next()
 		if !ok {
-			s.stop()
+			s.close()
 			break
 		}
 		s.pos++
@@ -402,7 +410,9 @@ func (s *seqSource[T]) Page(ctx context.Context, cursor []byte, limit int) ([]It
 // KeysetSource enumerates a keyed collection, typically a table read with
 // "WHERE key > $after ORDER BY key LIMIT $limit". fetch receives the key of the last item
 // of the previous page ("" at the start); key returns an item's stable key, which becomes part
-// of the child's key (so it must be a valid, '$'-free key fragment).
+// of the child's key (so it must be a valid, '$'-free key fragment). Keys must increase in
+// byte order (in SQL, order with a binary collation such as COLLATE "C"); a page that breaks
+// the order fails the run rather than skip or repeat items.
 func KeysetSource[T any](fetch func(ctx context.Context, after string, limit int) ([]T, error), key func(T) string) Source[T] {
 	return keysetSource[T]{fetch: fetch, key: key}
 }

@@ -387,3 +387,37 @@ func TestCancelWithChildren(t *testing.T) {
 	}
 	require.Equal(t, storage.StateCancelled, e.state(h.ID()).State)
 }
+
+func TestSeqSourceIsStoppedWhenARunEndsMidSource(t *testing.T) {
+	t.Parallel()
+	// goleak (TestMain) fails the package if an iterator goroutine is left running.
+	stopped := make(chan struct{}, 10)
+	parent := sdk.New("seq.abort", func(c *sdk.Context, _ int) (int, error) {
+		seq := func(yield func(int) bool) {
+			defer func() { stopped <- struct{}{} }()
+			for i := 0; ; i++ {
+				if !yield(i) {
+					return
+				}
+			}
+		}
+		err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error {
+			return sdk.SpawnEach(b, "inf", sdk.SeqSource(seq), func(i int) (sdk.Child, error) {
+				if i == 5 {
+					return sdk.Child{}, errors.New("bad item")
+				}
+				return sdk.NewChild(double, i), nil
+			}, sdk.BatchSize(4))
+		})
+		return 0, err
+	})
+	e := newEnv(t, sdk.WithWorkflows(parent, double))
+	_, err := parent.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.drain()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the iterator was not stopped")
+	}
+}
