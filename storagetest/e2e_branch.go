@@ -21,6 +21,7 @@ func branchCases() []storageCase {
 		{"BranchSpawnCostAndSealedSource", testE2EBranchSpawnCost},
 		{"BranchParentReplaysBounded", testE2EBranchReplaysBounded},
 		{"BranchStalledChildParksParent", testE2EBranchStalledChild},
+		{"ChaosFailuresLoseNothing", testE2EChaos},
 	}
 }
 
