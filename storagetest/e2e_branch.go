@@ -188,13 +188,14 @@ func testE2EBranchStalledChild(t *testing.T, factory Factory) {
 		stuck, err = store.FindWorkflow(ctx, "e2e.child.flaky", "p$b$each_2")
 		return err == nil && stuck.State == storage.StateStalled
 	}, e2eTimeout, 2*time.Millisecond)
-	// Several probes later the parent still waits on its merge.
-	w, err := eng.Get(ctx, h.ID())
-	require.NoError(t, err)
-	require.Equal(t, "merge", w.Wait.Kind)
+	// The parent waits on its merge; several probes later it still does.
+	require.Eventually(t, func() bool {
+		w, err := eng.Get(ctx, h.ID())
+		return err == nil && w.Wait.Kind == "merge"
+	}, e2eTimeout, time.Millisecond)
 	probes := store.probes.Load()
 	require.Eventually(t, func() bool { return store.probes.Load() >= probes+3 }, e2eTimeout, time.Millisecond)
-	w, err = eng.Get(ctx, h.ID())
+	w, err := eng.Get(ctx, h.ID())
 	require.NoError(t, err)
 	require.NotEqual(t, storage.StateCompleted, w.State, "a stalled child keeps the parent waiting")
 

@@ -153,8 +153,8 @@ func (s *Store) readClaimed(ctx context.Context, r storage.ClaimRequest, until t
 
 // pause sleeps before attempt+1 of a transient failure, or returns ctx's error.
 func pause(ctx context.Context, attempt int) error {
-	d := firstBackoff << (attempt - 1)
-	d += rand.N(d)
+	d := firstBackoff << min(attempt-1, 5)
+	d = min(d+rand.N(d), maxBackoff)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -43,6 +43,11 @@ const (
 const (
 	maxAttempts  = 5
 	firstBackoff = 5 * time.Millisecond
+	// maxDeadlockAttempts is larger: a deadlock proves the server rolled the unit back, and
+	// under many concurrent claimers and finishers InnoDB picks victims often; giving up
+	// would only move the retry to the worker's (slower) backoff.
+	maxDeadlockAttempts = 20
+	maxBackoff          = 100 * time.Millisecond
 )
 
 // retry runs fn until it succeeds, fails for good, or the attempts are spent. Transactions
@@ -51,13 +56,23 @@ const (
 func (s *Store) retry(ctx context.Context, safe safety, fn func(ctx context.Context) error) error {
 	for attempt := 1; ; attempt++ {
 		err := fn(ctx)
-		if err == nil || attempt >= maxAttempts || ctx.Err() != nil || !transient(err, safe) {
+		limit := maxAttempts
+		if isDeadlock(err) {
+			limit = maxDeadlockAttempts
+		}
+		if err == nil || attempt >= limit || ctx.Err() != nil || !transient(err, safe) {
 			return err
 		}
 		if pause(ctx, attempt) != nil {
 			return err
 		}
 	}
+}
+
+// isDeadlock reports whether err is InnoDB's deadlock error (the transaction was rolled back).
+func isDeadlock(err error) bool {
+	var my *gomysql.MySQLError
+	return errors.As(err, &my) && my.Number == erLockDeadlock
 }
 
 // errVanished: a row one statement found was gone by the next (deleted by cleanup); the unit
