@@ -21,6 +21,7 @@ func branchCases() []storageCase {
 		{"BranchSpawnCostAndSealedSource", testE2EBranchSpawnCost},
 		{"BranchParentReplaysBounded", testE2EBranchReplaysBounded},
 		{"BranchStalledChildParksParent", testE2EBranchStalledChild},
+		{"BranchCursorResume", testE2EBranchCursorResume},
 		{"ChaosFailuresLoseNothing", testE2EChaos},
 	}
 }
@@ -204,4 +205,59 @@ func testE2EBranchStalledChild(t *testing.T, factory Factory) {
 	out, err := h.Result(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "merged", out)
+}
+
+// testE2EBranchCursorResume fails the source once at each page boundary in turn: the run
+// fails, the workflow retries it, and SpawnEach resumes from the stored cursor. Every item is
+// read once and becomes exactly one child.
+func testE2EBranchCursorResume(t *testing.T, factory Factory) {
+	const n, batch = 120, 16
+	pages := (n + batch - 1) / batch
+	for failAt := 1; failAt <= pages; failAt += 3 {
+		var mu sync.Mutex
+		fetches, reads := 0, map[int]int{}
+		rows := sdk.KeysetSource(func(_ context.Context, after string, limit int) ([]int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			fetches++
+			if fetches == failAt {
+				return nil, errors.New("source went away")
+			}
+			var out []int
+			for i := 0; i < n && len(out) < limit; i++ {
+				if fmt.Sprintf("%04d", i) > after {
+					out = append(out, i)
+					reads[i]++
+				}
+			}
+			return out, nil
+		}, func(i int) string { return fmt.Sprintf("%04d", i) })
+		parent := sdk.New("e2e.fan.resume", func(c *sdk.Context, _ int) (int, error) {
+			if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error {
+				return sdk.SpawnEach(b, "rows", rows, func(i int) (sdk.Child, error) { return sdk.NewChild(e2eSquare, i), nil }, sdk.BatchSize(batch))
+			}, sdk.ProbeInterval(2*time.Millisecond, 20*time.Millisecond)); err != nil {
+				return 0, err
+			}
+			return n, sdk.Merge(c, "b")
+		})
+		store := factory(t)
+		eng, err := sdk.NewEngine(store, sdk.WithWorkflows(parent, e2eSquare),
+			sdk.WithWorkflowRetry(sdk.Policy{MaxAttempts: 5, Base: time.Millisecond, Cap: time.Millisecond}))
+		require.NoError(t, err)
+		startWorkers(t, eng, 1, dispatch8()...)
+		ctx := resultCtx(t)
+		h, err := parent.Start(ctx, eng, "p", 0)
+		require.NoError(t, err)
+		_, err = h.Result(ctx)
+		require.NoError(t, err, "failAt=%d", failAt)
+		kids, err := store.ListWorkflows(ctx, storage.ListFilter{Name: "e2e.square", Limit: 1000})
+		require.NoError(t, err)
+		require.Len(t, kids, n, "failAt=%d: exactly one child per item", failAt)
+		mu.Lock()
+		require.Len(t, reads, n, "failAt=%d: every item read", failAt)
+		for i, c := range reads {
+			require.Equal(t, 1, c, "failAt=%d: item %d read %d times: the resume did not start at the cursor", failAt, i, c)
+		}
+		mu.Unlock()
+	}
 }
