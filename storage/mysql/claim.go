@@ -36,9 +36,6 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 	}
 	now := micro(r.Now)
 	until := micro(now.Add(r.TTL))
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}

@@ -16,9 +16,6 @@ func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (i
 	if err := storage.ValidateCleanup(r); err != nil {
 		return 0, err
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}

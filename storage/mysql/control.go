@@ -18,9 +18,6 @@ func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) 
 	if err := storage.ValidateWake(at); err != nil {
 		return false, err
 	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}
@@ -65,9 +62,6 @@ func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (st
 	if err := storage.ValidateRetry(r); err != nil {
 		return storage.Workflow{}, err
 	}
-	if err := ctx.Err(); err != nil {
-		return storage.Workflow{}, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return storage.Workflow{}, err
 	}
@@ -109,9 +103,6 @@ func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (st
 // only when the UPDATE changed nothing.
 func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
 	if err := storage.ValidateCancel(now); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {

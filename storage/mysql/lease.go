@@ -67,9 +67,6 @@ func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.
 	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
@@ -95,9 +92,6 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 		return err
 	}
 	if err := storage.ValidateCommit(c); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -130,9 +124,6 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 		return err
 	}
 	if err := storage.ValidateFinish(f); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -176,9 +167,6 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 // unchanged. LeaseUntil is cleared; owner and token stay, as in FinishRun.
 func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) error {
 	if err := storage.ValidateRelease(l, now); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {

@@ -192,9 +192,13 @@ func getLock(ctx context.Context, conn *sql.Conn, key string) error {
 	}
 }
 
-// ready checks, once per store, that the tables are at this build's version, so a missing or
-// mismatched schema gives a clear error instead of a confusing one from some statement.
+// ready returns ctx's error if it is done, and checks, once per store, that the tables are at
+// this build's version, so a missing or mismatched schema gives a clear error instead of a
+// confusing one from some statement.
 func (s *Store) ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if s.closed.Load() {
 		return errClosed
 	}

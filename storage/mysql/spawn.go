@@ -31,9 +31,6 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	if err := storage.ValidateSpawn(r); err != nil {
 		return storage.SpawnResult{}, err
 	}
-	if err := ctx.Err(); err != nil {
-		return storage.SpawnResult{}, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return storage.SpawnResult{}, err
 	}
@@ -119,9 +116,6 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 // Repeated step IDs or states count once.
 func (s *Store) CountChildren(ctx context.Context, q storage.ChildQuery) (int, error) {
 	if err := storage.ValidateChildQuery(q); err != nil {
-		return 0, err
-	}
-	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	if err := s.ready(ctx); err != nil {

@@ -21,9 +21,6 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	if err := storage.ValidateNew(w); err != nil {
 		return storage.Workflow{}, false, err
 	}
-	if err := ctx.Err(); err != nil {
-		return storage.Workflow{}, false, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return storage.Workflow{}, false, err
 	}
@@ -81,9 +78,6 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 // GetWorkflow returns the workflow with the given id, or an error wrapping
 // storage.ErrNotFound.
 func (s *Store) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, error) {
-	if err := ctx.Err(); err != nil {
-		return storage.Workflow{}, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return storage.Workflow{}, err
 	}
@@ -106,9 +100,6 @@ func (s *Store) FindWorkflow(ctx context.Context, name, key string) (storage.Wor
 		return storage.Workflow{}, err
 	}
 	if err := storage.ValidateKey(key); err != nil {
-		return storage.Workflow{}, err
-	}
-	if err := ctx.Err(); err != nil {
 		return storage.Workflow{}, err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -147,9 +138,6 @@ func (s *Store) queryWorkflow(ctx context.Context, q queryer, query string, args
 
 // Load returns the workflow and all its step records, ordered by step ID, from one query.
 func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
-	if err := ctx.Err(); err != nil {
-		return storage.Workflow{}, nil, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return storage.Workflow{}, nil, err
 	}
@@ -200,9 +188,6 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 // one query.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if err := storage.ValidateList(f); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -265,9 +250,6 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 // 100), with one query. It returns an error wrapping storage.ErrNotFound for an unknown
 // workflow.
 func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]storage.ErrorRecord, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
