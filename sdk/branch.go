@@ -69,6 +69,9 @@ func Branch(c *Context, name string, body func(b *BranchScope) error, opts ...Br
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if err := cfg.merge.validate(name); err != nil {
+		return r.halt(haltFail, fmt.Errorf("workflow %q: %w", r.wf.Name, err))
+	}
 	ob := &openBranch{name: name, opts: cfg}
 	if r.branches == nil {
 		r.branches = map[string]*openBranch{}

@@ -3,7 +3,6 @@ package sdk
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -53,6 +52,10 @@ type run struct {
 
 	branches map[string]*openBranch // branches opened in this run, by name
 	inBranch bool                   // a branch body is running (branches do not nest)
+
+	// inside names the step (or wait) whose function is running; SDK calls that record
+	// steps are a programming error there.
+	inside string
 }
 
 // check returns the sticky halt, or turns a cancelled run context into one.
@@ -82,8 +85,14 @@ func (r *run) suspend(runAt time.Time, wait storage.Wait) error {
 	return r.stopped
 }
 
-// use claims a record name for this run: it validates the user name and rejects a second use.
+// use claims a record name for this run: it validates the user name and rejects a second use
+// and a call made from inside a step's function.
 func (r *run) use(what, name, record string) error {
+	if r.inside != "" {
+		return r.halt(haltFail, fmt.Errorf("%w: workflow %q key %q: %s %q called inside the function of %s; "+
+			"call SDK functions from the workflow function, not from a step or a wait condition",
+			ErrInvalid, r.wf.Name, r.wf.Key, what, name, r.inside))
+	}
 	if err := validateUserName(what, name); err != nil {
 		return r.halt(haltFail, fmt.Errorf("workflow %q key %q: %w", r.wf.Name, r.wf.Key, err))
 	}
@@ -135,27 +144,35 @@ func (r *run) flush() error {
 	return r.commit()
 }
 
-// recordError queues an error record for the step (empty for the workflow function).
+// recordError queues an error record for the step (empty for the workflow function). err is
+// the error as the user's code returned it: its Go type and message are what is recorded,
+// while the step and attempt have fields of their own.
 func (r *run) recordError(step string, attempt int, err error) {
 	r.errs = append(r.errs, storage.ErrorRecord{
 		WorkflowID: r.wf.ID,
 		Step:       step,
 		Attempt:    attempt,
 		Type:       storage.Truncate(errorType(err), storage.MaxErrorName),
-		Message:    storage.Truncate(err.Error(), 4<<10),
-		Values:     r.snapshot(4 << 10),
+		Message:    storage.Truncate(err.Error(), maxErrorMessage),
+		Values:     r.snapshot(maxSnapshot),
 		CreatedAt:  r.eng.clock.Now(),
 	})
 }
 
+// Bounds of an error record's message and of its snapshot of the durable values.
+const (
+	maxErrorMessage = 4 << 10
+	maxSnapshot     = 64 << 10
+)
+
+// errorType names the Go type of err, looking through Permanent, which only marks an error.
 func errorType(err error) string {
 	for {
-		var p *permanentError
-		if errors.As(err, &p) && err == error(p) {
-			err = p.err
-			continue
+		p, ok := err.(*permanentError)
+		if !ok {
+			return reflect.TypeOf(err).String()
 		}
-		return reflect.TypeOf(err).String()
+		err = p.err
 	}
 }
 
@@ -171,7 +188,11 @@ func (r *run) encodeValues() []byte {
 	return data
 }
 
-// snapshot returns the durable values as JSON, keeping whole entries up to about limit bytes.
+// snapshot returns the durable values as a JSON object of at most limit bytes. Every key is
+// present; a value that does not fit is replaced by the marker {"$omitted_bytes": n}, n being
+// its encoded size, smallest values kept first so as many as possible stay whole. Only when
+// the markers alone overflow (thousands of keys) are the last keys, in key order, left out,
+// and "$omitted_keys" says how many.
 func (r *run) snapshot(limit int) []byte {
 	if len(r.values) == 0 {
 		return nil
@@ -181,15 +202,35 @@ func (r *run) snapshot(limit int) []byte {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	out := map[string]json.RawMessage{}
+	marker := func(n int) json.RawMessage { return json.RawMessage(fmt.Sprintf(`{"$omitted_bytes":%d}`, n)) }
+	// Entry sizes as encoded: "key":value plus a comma; keys need no escaping beyond what
+	// json.Marshal adds, so measure them that way.
+	entry := func(k string, v json.RawMessage) int { kb, _ := json.Marshal(k); return len(kb) + 1 + len(v) + 1 }
 	size := 2
+	out := make(map[string]json.RawMessage, len(keys))
+	kept := 0
 	for _, k := range keys {
-		n := len(k) + len(r.values[k]) + 4
-		if size+n > limit {
-			continue
+		m := marker(len(r.values[k]))
+		if size+entry(k, m) > limit-64 { // room for "$omitted_keys"
+			break
+		}
+		out[k] = m
+		size += entry(k, m)
+		kept++
+	}
+	if kept < len(keys) {
+		out["$omitted_keys"] = json.RawMessage(fmt.Sprint(len(keys) - kept))
+	}
+	// Upgrade markers to whole values, smallest first, while they fit.
+	order := append([]string(nil), keys[:kept]...)
+	sort.SliceStable(order, func(i, j int) bool { return len(r.values[order[i]]) < len(r.values[order[j]]) })
+	for _, k := range order {
+		grow := len(r.values[k]) - len(out[k])
+		if grow > 0 && size+grow > limit {
+			break
 		}
 		out[k] = r.values[k]
-		size += n
+		size += grow
 	}
 	data, _ := json.Marshal(out)
 	return data

@@ -155,8 +155,12 @@ func (e *Engine) checkRegistered(d *definition) error {
 	if d.err != nil {
 		return d.err
 	}
-	if e.defs[d.name] != d {
+	switch held := e.defs[d.name]; {
+	case held == nil:
 		return fmt.Errorf("%w: %q (add it with sdk.WithWorkflows)", ErrUnregistered, d.name)
+	case held != d:
+		return fmt.Errorf("%w: %q: another definition is registered under that name "+
+			"(two sdk.New calls with one name?); use the definition passed to sdk.WithWorkflows", ErrUnregistered, d.name)
 	}
 	return nil
 }
@@ -181,10 +185,19 @@ func (e *Engine) Get(ctx context.Context, id int64) (storage.Workflow, error) {
 // Signal wakes the workflow with the given id so that its current wait is evaluated now: a
 // ContinueIf or WaitUntil condition is checked again, a Sleep re-suspends for the time that
 // remains. A signal that arrives while the workflow runs is kept for when the run ends.
-// Signalling a final or stalled workflow does nothing.
+// A completed, failed, cancelled or stalled workflow is not woken: Signal then returns an
+// error matching ErrWrongState that names the state (use Retry for a stalled one).
 func (e *Engine) Signal(ctx context.Context, id int64) error {
-	if _, err := e.store.Wake(ctx, id, e.clock.Now()); err != nil {
+	woken, err := e.store.Wake(ctx, id, e.clock.Now())
+	if err != nil {
 		return fmt.Errorf("signal workflow %d: %w", id, err)
+	}
+	if !woken {
+		wf, err := e.store.GetWorkflow(ctx, id)
+		if err != nil {
+			return fmt.Errorf("signal workflow %d: not woken: %w", id, err)
+		}
+		return fmt.Errorf("signal workflow %q key %q: %w: it is %s; only idle or running workflows can be signalled", wf.Name, wf.Key, ErrWrongState, wf.State)
 	}
 	e.notify()
 	return nil

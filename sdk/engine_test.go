@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -139,4 +140,46 @@ func TestResultHonoursItsContext(t *testing.T) {
 	cancel()
 	_, err = h.Result(c)
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestAnotherDefinitionUnderARegisteredNameIsNamedAsSuch(t *testing.T) {
+	t.Parallel()
+	registered, other := echo("greet"), echo("greet")
+	e := newEnv(t, sdk.WithWorkflows(registered))
+	_, err := other.Start(ctx, e.eng, "k", "hi")
+	require.ErrorIs(t, err, sdk.ErrUnregistered)
+	require.ErrorContains(t, err, "another definition is registered under that name")
+	_, err = echo("stranger").Start(ctx, e.eng, "k", "hi")
+	require.ErrorContains(t, err, "add it with sdk.WithWorkflows", "a name nobody registered keeps its hint")
+}
+
+func TestSignalReportsAWorkflowItDidNotWake(t *testing.T) {
+	t.Parallel()
+	done := echo("signal.done")
+	stalls := sdk.New("signal.stalls", func(c *sdk.Context, _ string) (string, error) {
+		return sdk.Step(c, "no", func(context.Context) (string, error) { return "", sdk.Permanent(errors.New("no")) })
+	})
+	waits := sdk.New("signal.waits", func(c *sdk.Context, _ string) (string, error) {
+		return "", sdk.ContinueIf(c, "go", func(context.Context) (bool, error) { return false, nil })
+	})
+	e := newEnv(t, sdk.WithWorkflows(done, stalls, waits))
+	hd, err := done.Start(ctx, e.eng, "k", "x")
+	require.NoError(t, err)
+	hs, err := stalls.Start(ctx, e.eng, "k", "x")
+	require.NoError(t, err)
+	hw, err := waits.Start(ctx, e.eng, "k", "x")
+	require.NoError(t, err)
+	hc, err := waits.Start(ctx, e.eng, "cancelled", "x")
+	require.NoError(t, err)
+	e.drain()
+	require.NoError(t, hc.Cancel(ctx))
+
+	require.NoError(t, hw.Signal(ctx), "a waiting workflow is woken")
+	for want, h := range map[storage.State]interface{ Signal(context.Context) error }{
+		storage.StateCompleted: hd, storage.StateStalled: hs, storage.StateCancelled: hc,
+	} {
+		err := h.Signal(ctx)
+		require.ErrorIs(t, err, sdk.ErrWrongState, "signal of a %s workflow", want)
+		require.ErrorContains(t, err, "it is "+string(want))
+	}
 }

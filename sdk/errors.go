@@ -20,6 +20,9 @@ var (
 	ErrTooLarge = storage.ErrTooLarge
 	// ErrNotFound is storage.ErrNotFound: no such workflow.
 	ErrNotFound = storage.ErrNotFound
+	// ErrWrongState is storage.ErrWrongState: the workflow's state does not allow the
+	// operation (a Signal of a finished workflow, a Retry of a running one).
+	ErrWrongState = storage.ErrWrongState
 	// ErrUnregistered: the workflow is not registered with the engine.
 	ErrUnregistered = errors.New("chronoforge: workflow not registered")
 	// ErrDuplicateStep: a step name was used twice in one run of a workflow.
@@ -99,6 +102,8 @@ type haltError struct {
 	runAt time.Time
 	wait  storage.Wait
 	cause error
+	// recorded: the cause has its error record already, so the run's end adds none.
+	recorded bool
 }
 
 func (h *haltError) Error() string {

@@ -118,7 +118,9 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 			r.log.Warn("workflow stalled", "error", h.cause)
 		case haltFail:
 			f.State = storage.StateFailed
-			r.recordError("", r.wf.Attempt+1, h.cause)
+			if !h.recorded {
+				r.recordError("", r.wf.Attempt+1, h.cause)
+			}
 			r.log.Error("workflow failed", "error", h.cause)
 		}
 	} else if fnErr == nil {
@@ -130,7 +132,14 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 		if policy == nil {
 			policy = e.workflowPolicy
 		}
-		_, delay, again := policy.decide(fnErr, map[string]int{policyKey(policy, fnErr): r.wf.Attempt})
+		// Each named policy keeps its own budget, in the run-budget record; Workflow.Attempt
+		// counts all failed runs.
+		rec, meta := r.budgets(policy, fnErr)
+		key, delay, again := policy.decide(fnErr, meta.Used)
+		meta.Used[key]++
+		rec.Meta = meta.bytes()
+		rec.Attempts = f.Attempt
+		r.queue(rec)
 		if again {
 			f.State, f.RunAt, f.Wait = storage.StateIdle, e.clock.Now().Add(delay), storage.Wait{Kind: "retry"}
 			r.log.Info("workflow run failed; will retry", "attempt", f.Attempt, "delay", delay, "error", fnErr)
@@ -153,9 +162,22 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 	return nil
 }
 
-// policyKey returns the budget key a policy charges for err, so the workflow's attempt
-// count can stand in for it (workflow runs keep one counter, Workflow.Attempt).
-func policyKey(p RetryPolicy, err error) string {
-	k, _, _ := p.decide(err, map[string]int{})
-	return k
+// budgetRecord is the step record keeping the workflow-level retry budgets, one count per
+// named policy, like a step's. Retry resets it with the workflow's attempt count.
+const budgetRecord = "$workflow"
+
+// budgets returns the budget record and its counts. A workflow whose runs failed before the
+// record existed kept one shared counter, Workflow.Attempt: it is charged to the policy that
+// decides err, as it was then.
+func (r *run) budgets(p RetryPolicy, err error) (storage.Step, stepMeta) {
+	rec, stored := r.record(budgetRecord)
+	meta := readMeta(rec)
+	if meta.Used == nil {
+		meta.Used = map[string]int{}
+		if !stored && r.wf.Attempt > 0 {
+			k, _, _ := p.decide(err, map[string]int{})
+			meta.Used[k] = r.wf.Attempt
+		}
+	}
+	return rec, meta
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -15,7 +16,8 @@ import (
 // children, so a probe costs the same at 100 children or 1,000,000.
 const MergeCap = 5000
 
-// ErrBranchFailed: a child of a FailFast branch failed, stalled or was cancelled.
+// ErrBranchFailed: a child of a FailFast branch failed, stalled or was cancelled; the error
+// names the child.
 var ErrBranchFailed = errors.New("chronoforge: branch child failed")
 
 // ErrMergeTimeout: a branch's children did not all complete within its merge timeout.
@@ -24,11 +26,12 @@ var ErrMergeTimeout = errors.New("chronoforge: merge timed out")
 // ErrUnmergedBranch: the workflow returned with a branch neither merged nor auto-merged.
 var ErrUnmergedBranch = errors.New("chronoforge: branch never merged")
 
-// incomplete are the child states a merge waits on: everything but completed. Failed,
-// stalled and cancelled children keep the parent waiting (an operator may retry them)
-// unless the branch is FailFast.
+// incomplete are the child states a merge waits on. Failed and stalled children keep the
+// parent waiting (an operator may retry them); a cancelled child is final and cannot be
+// retried, so it does not: the merge completes and BranchResults reports it cancelled.
+// A FailFast branch fails the parent on any broken child, cancelled ones included.
 var (
-	incomplete = []storage.State{storage.StateIdle, storage.StateRunning, storage.StateFailed, storage.StateStalled, storage.StateCancelled}
+	incomplete = []storage.State{storage.StateIdle, storage.StateRunning, storage.StateFailed, storage.StateStalled}
 	broken     = []storage.State{storage.StateFailed, storage.StateStalled, storage.StateCancelled}
 )
 
@@ -42,8 +45,9 @@ func defaultMerge() mergeConfig {
 	return mergeConfig{min: 500 * time.Millisecond, max: 30 * time.Second}
 }
 
-// FailFast makes a merge of the branch fail the workflow (ErrBranchFailed) as soon as one of
-// its children is failed, stalled or cancelled, instead of waiting for an operator.
+// FailFast makes a merge of the branch fail the workflow (ErrBranchFailed, naming the child)
+// as soon as one of its children is failed, stalled or cancelled, instead of waiting for an
+// operator or, for a cancelled child, completing without it.
 func FailFast() BranchOption { return func(c *branchConfig) { c.merge.failFast = true } }
 
 // MergeTimeout stalls the workflow (ErrMergeTimeout) if the branch's children have not all
@@ -53,9 +57,21 @@ func MergeTimeout(d time.Duration) BranchOption {
 }
 
 // ProbeInterval bounds how often a waiting merge is probed (default 500 ms to 30 s). Between
-// the bounds the next probe is scheduled from the measured drain rate of the children.
+// the bounds the next probe is scheduled from the measured drain rate of the children. Both
+// must be positive and min at most max, or Branch fails the workflow with ErrInvalid.
 func ProbeInterval(min, max time.Duration) BranchOption {
 	return func(c *branchConfig) { c.merge.min, c.merge.max = min, max }
+}
+
+// validate checks the merge options of branch name.
+func (m mergeConfig) validate(name string) error {
+	if m.min <= 0 || m.max <= 0 || m.min > m.max {
+		return fmt.Errorf("%w: branch %q: ProbeInterval(%v, %v): both must be positive and the minimum at most the maximum", ErrInvalid, name, m.min, m.max)
+	}
+	if m.timeout < 0 {
+		return fmt.Errorf("%w: branch %q: MergeTimeout(%v) is negative", ErrInvalid, name, m.timeout)
+	}
+	return nil
 }
 
 // mergeWait is kept in Wait.Data while a merge waits, so a worker can probe it without
@@ -73,9 +89,11 @@ type mergeWait struct {
 }
 
 // Merge waits until every named branch (all open ones when names is empty) is sealed and
-// has no child outside completed. While children run, the workflow is suspended and a
-// worker probes the merge with a capped count, without replaying the workflow; the workflow
-// runs again once the probe finds the children done. Merging a name never opened is an error.
+// all its children finished: completed, or cancelled (see FailFast for stricter joins).
+// While children run, the workflow is suspended and a worker probes the merge with a capped
+// count, without replaying the workflow; the workflow runs again once the probe finds the
+// children done. A name given twice counts once, and a branch an earlier Merge of this run
+// joined is done already. Merging a name never opened is an error.
 func Merge(c *Context, names ...string) error {
 	r := c.run
 	if err := r.check(); err != nil {
@@ -87,10 +105,16 @@ func Merge(c *Context, names ...string) error {
 				names = append(names, n)
 			}
 		}
-		sortStrings(names)
+	} else {
+		names = slices.Clone(names)
 	}
+	sortStrings(names)
+	names = slices.Compact(names)
 	var bs []*openBranch
 	for _, n := range names {
+		if b := r.branches[n]; b != nil && b.merged && r.seen[mergeRecord(n)] {
+			continue // joined by an earlier Merge of this run
+		}
 		if err := r.use("merge", n, mergeRecord(n)); err != nil {
 			return err
 		}
@@ -136,7 +160,7 @@ func (r *run) merge(bs []*openBranch) error {
 			w.Deadline = storage.Earliest(w.Deadline, d)
 		}
 	}
-	res, err := r.eng.probe(r.ctx, &w, now)
+	res, culprit, err := r.eng.probe(r.ctx, &w, now)
 	if err != nil {
 		return r.halt(haltAbort, err)
 	}
@@ -150,9 +174,15 @@ func (r *run) merge(bs []*openBranch) error {
 		}
 		return nil
 	case probeFailed:
-		err := fmt.Errorf("%w: workflow %q branches %v: a child failed, stalled or was cancelled", ErrBranchFailed, r.wf.Name, w.Branches)
+		err := fmt.Errorf("%w: workflow %q key %q: child %q (workflow %q, id %d) of branch %q is %s",
+			ErrBranchFailed, r.wf.Name, r.wf.Key, culprit.Key, culprit.Name, culprit.ID, w.branchOf(culprit.ParentStepID), culprit.State)
+		if culprit.LastError != "" {
+			err = fmt.Errorf("%w: %s", err, culprit.LastError)
+		}
 		r.recordError(mergeRecord(pending[0].name), 1, err)
-		return r.halt(haltFail, err)
+		r.halt(haltFail, err)
+		r.stopped.recorded = true // one error record, on the merge, not another for the run
+		return r.stopped
 	case probeTimeout:
 		err := fmt.Errorf("%w: workflow %q branches %v: children still running at %s", ErrMergeTimeout, r.wf.Name, w.Branches, w.Deadline.Format(time.RFC3339))
 		r.recordError(first.Name, 1, err)
@@ -180,28 +210,48 @@ const (
 	probeTimeout
 )
 
+// branchOf names the branch whose step ID is id.
+func (w *mergeWait) branchOf(id int64) string {
+	for i, s := range w.StepIDs {
+		if s == id && i < len(w.Branches) {
+			return w.Branches[i]
+		}
+	}
+	return fmt.Sprint(id)
+}
+
 // probe answers a merge wait with capped counts and, while waiting, schedules the next probe
 // from the drain rate (children finished per second since the last probe), clamped to
-// [Min, Max]. It updates w in place.
-func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeResult, error) {
-	n, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: incomplete, Cap: MergeCap})
-	if err != nil {
-		return 0, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
-	}
-	if n == 0 {
-		return probeDone, nil
-	}
+// [Min, Max]. It updates w in place. For probeFailed it returns the broken child.
+func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeResult, storage.Workflow, error) {
 	if w.FailFast {
+		// Before the count of unfinished children: a cancelled child is not unfinished.
 		bad, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: broken, Cap: 1})
 		if err != nil {
-			return 0, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
+			return 0, storage.Workflow{}, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
 		}
 		if bad > 0 {
-			return probeFailed, nil
+			// Only now, once: find the child to name (one short listing per branch at most).
+			for _, id := range w.StepIDs {
+				page, err := e.store.ListWorkflows(ctx, storage.ListFilter{ParentStepID: id, States: broken, Limit: 1})
+				if err != nil {
+					return 0, storage.Workflow{}, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
+				}
+				if len(page) > 0 {
+					return probeFailed, page[0], nil
+				}
+			}
 		}
 	}
+	n, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: incomplete, Cap: MergeCap})
+	if err != nil {
+		return 0, storage.Workflow{}, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
+	}
+	if n == 0 {
+		return probeDone, storage.Workflow{}, nil
+	}
 	if !w.Deadline.IsZero() && !now.Before(w.Deadline) {
-		return probeTimeout, nil
+		return probeTimeout, storage.Workflow{}, nil
 	}
 	minI, maxI := time.Duration(w.Min), time.Duration(w.Max)
 	next := time.Duration(w.Interval)
@@ -220,7 +270,7 @@ func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeR
 		next = w.Deadline.Sub(now)
 	}
 	w.LastCount, w.LastAt, w.Interval = n, now, int64(next)
-	return probeWaiting, nil
+	return probeWaiting, storage.Workflow{}, nil
 }
 
 // probeClaimed handles a claimed workflow that waits on a merge without replaying it: while
@@ -232,7 +282,7 @@ func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, e
 		return true, nil // unreadable: let the replay rebuild the wait
 	}
 	now := e.clock.Now()
-	res, err := e.probe(ctx, &w, now)
+	res, _, err := e.probe(ctx, &w, now)
 	if err != nil || res != probeWaiting {
 		return true, err
 	}
@@ -266,7 +316,8 @@ func (r *run) gate() error {
 		case b.opts.autoMerge:
 			auto = append(auto, b)
 		default:
-			return r.halt(haltFail, fmt.Errorf("%w: workflow %q completed with branch %q neither merged nor auto-merged", ErrUnmergedBranch, r.wf.Name, n))
+			return r.halt(haltFail, fmt.Errorf("%w: workflow %q returned with branch %q neither merged nor auto-merged: "+
+				"call sdk.Merge(c, %q) before returning, or open the branch with sdk.AutoMerge()", ErrUnmergedBranch, r.wf.Name, n, n))
 		}
 	}
 	if len(auto) == 0 {
@@ -288,7 +339,9 @@ type ChildResult[Out any] struct {
 	State storage.State
 	// Output is the decoded output of a completed child.
 	Output Out
-	// Err is the child's last error for a child that did not complete, or a decode error.
+	// Err is, for a child that did not complete, a *WorkflowError carrying its state and last
+	// error (errors.Is(err, ErrCancelled) for a cancelled child); for a completed child whose
+	// output does not decode, an error matching ErrDecode.
 	Err error
 }
 
@@ -323,8 +376,10 @@ func BranchResults[Out any](c *Context, branch string, pageSize int) iter.Seq2[C
 					if err := r.eng.codec.Unmarshal(w.Output, &res.Output); err != nil {
 						res.Err = fmt.Errorf("%w: child %q output into %s: %v", ErrDecode, w.Key, typeName[Out](), err)
 					}
-				case w.LastError != "":
-					res.Err = errors.New(w.LastError)
+				default:
+					// Cancelled (a merge completes over those), or failed or stalled when
+					// read before the merge.
+					res.Err = &WorkflowError{ID: w.ID, Name: w.Name, Key: w.Key, State: w.State, Message: w.LastError}
 				}
 				if !yield(res, nil) {
 					return

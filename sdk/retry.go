@@ -21,14 +21,14 @@ type retryRecord struct {
 // Retry moves a stalled or failed workflow back to work: its failed steps (and timed-out
 // waits) get a fresh attempt budget, its workflow-level attempts restart, and the retry is
 // recorded as its own step record. Retrying a workflow in any other state returns an error
-// wrapping storage.ErrWrongState and changes nothing.
+// matching ErrWrongState and changes nothing.
 func (e *Engine) Retry(ctx context.Context, id int64) error {
 	wf, steps, err := e.store.Load(ctx, id)
 	if err != nil {
 		return fmt.Errorf("retry workflow %d: %w", id, err)
 	}
 	if wf.State != storage.StateStalled && wf.State != storage.StateFailed {
-		return fmt.Errorf("retry workflow %q key %q: %w: it is %s; only stalled or failed workflows can be retried", wf.Name, wf.Key, storage.ErrWrongState, wf.State)
+		return fmt.Errorf("retry workflow %q key %q: %w: it is %s; only stalled or failed workflows can be retried", wf.Name, wf.Key, ErrWrongState, wf.State)
 	}
 	now := e.clock.Now()
 	var writes []storage.Step
@@ -37,6 +37,11 @@ func (e *Engine) Retry(ctx context.Context, id int64) error {
 	for _, s := range steps {
 		if strings.HasPrefix(s.Name, retryPrefix) {
 			n++
+			continue
+		}
+		if s.Name == budgetRecord && len(s.Meta) > 0 {
+			s.Meta = nil // the workflow's own budgets restart with its attempt count
+			writes = append(writes, s)
 			continue
 		}
 		if s.State == storage.StepFailed {

@@ -104,7 +104,10 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	if err := r.flush(); err != nil {
 		return zero, err
 	}
-	v, err := callStep(r.ctx, fn)
+	v, err := callStep(r, "step "+quote(name), fn)
+	if r.stopped != nil {
+		return zero, r.stopped // the function misused the SDK (see run.use); nothing is recorded
+	}
 	rec.Attempts++
 	now = r.eng.clock.Now()
 	if err == nil {
@@ -124,9 +127,10 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 		// Cancelled, lease lost or shutting down: nothing is recorded; the step runs again.
 		return zero, r.halt(haltAbort, context.Cause(r.ctx))
 	}
-	err = fmt.Errorf("step %q attempt %d: %w", name, rec.Attempts, err)
+	// The record and the policy get the user's error as returned; the step and attempt have
+	// fields of their own, and only the halt's message adds them.
 	r.recordError(name, rec.Attempts, err)
-	rec.LastError = storage.Truncate(err.Error(), 4<<10)
+	rec.LastError = storage.Truncate(err.Error(), maxErrorMessage)
 	if meta.Used == nil {
 		meta.Used = map[string]int{}
 	}
@@ -136,7 +140,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 		rec.State = storage.StepFailed
 		rec.Meta = meta.bytes()
 		r.queue(rec)
-		return zero, r.halt(haltStall, err)
+		return zero, r.halt(haltStall, fmt.Errorf("step %q attempt %d: %w", name, rec.Attempts, err))
 	}
 	meta.NextAt = now.Add(delay)
 	rec.Meta = meta.bytes()
@@ -144,12 +148,28 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	return zero, r.suspend(meta.NextAt, storage.Wait{Kind: "retry", Step: name})
 }
 
-// callStep runs fn, turning a panic into an error.
-func callStep[T any](ctx context.Context, fn func(context.Context) (T, error)) (v T, err error) {
+// callStep runs fn, the function of the step or wait condition named what, with the run's
+// context, turning a panic into a *PanicError. While it runs, SDK calls that record steps
+// are refused (run.use).
+func callStep[T any](r *run, what string, fn func(context.Context) (T, error)) (v T, err error) {
+	r.inside = what
 	defer func() {
+		r.inside = ""
 		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+			err = &PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
-	return fn(ctx)
+	return fn(r.ctx)
 }
+
+// PanicError is the error recorded when a step's function or a wait condition panics.
+type PanicError struct {
+	// Value is what was passed to panic.
+	Value any
+	// Stack is the goroutine's stack at the panic.
+	Stack []byte
+}
+
+func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v\n%s", p.Value, p.Stack) }
+
+func quote(s string) string { return fmt.Sprintf("%q", s) }

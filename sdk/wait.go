@@ -95,7 +95,10 @@ func WaitUntil(c *Context, name string, cond func(ctx context.Context) (bool, er
 	if err := r.flush(); err != nil {
 		return err
 	}
-	ok, err := callStep(r.ctx, func(ctx context.Context) (bool, error) { return cond(ctx) })
+	ok, err := callStep(r, "wait "+quote(name), cond)
+	if r.stopped != nil {
+		return r.stopped // the condition misused the SDK (see run.use)
+	}
 	rec.Attempts++
 	rec.Meta = meta.bytes()
 	now = r.eng.clock.Now()
@@ -103,7 +106,11 @@ func WaitUntil(c *Context, name string, cond func(ctx context.Context) (bool, er
 	case err != nil && r.ctx.Err() != nil:
 		return r.halt(haltAbort, context.Cause(r.ctx))
 	case err != nil:
-		err = fmt.Errorf("wait %q check %d: %w", name, rec.Attempts, err)
+		// The record keeps the condition's own error; the halt says which wait and check.
+		r.recordError(recName, rec.Attempts, err)
+		rec.State, rec.LastError = storage.StepFailed, storage.Truncate(err.Error(), maxErrorMessage)
+		r.queue(rec)
+		return r.halt(haltStall, fmt.Errorf("wait %q check %d: %w", name, rec.Attempts, err))
 	case ok:
 		rec.State, rec.CompletedAt = storage.StepCompleted, now
 		r.queue(rec)
@@ -119,7 +126,7 @@ func WaitUntil(c *Context, name string, cond func(ctx context.Context) (bool, er
 		return r.suspend(next, storage.Wait{Kind: "until", Step: recName})
 	}
 	r.recordError(recName, rec.Attempts, err)
-	rec.State, rec.LastError = storage.StepFailed, storage.Truncate(err.Error(), 4<<10)
+	rec.State, rec.LastError = storage.StepFailed, storage.Truncate(err.Error(), maxErrorMessage)
 	r.queue(rec)
 	return r.halt(haltStall, err)
 }
@@ -146,18 +153,20 @@ func ContinueIf(c *Context, name string, cond func(ctx context.Context) (bool, e
 	if err := r.flush(); err != nil {
 		return err
 	}
-	ok, err := callStep(r.ctx, func(ctx context.Context) (bool, error) { return cond(ctx) })
+	ok, err := callStep(r, "wait "+quote(name), cond)
+	if r.stopped != nil {
+		return r.stopped // the condition misused the SDK (see run.use)
+	}
 	rec.Attempts++
 	now := r.eng.clock.Now()
 	switch {
 	case err != nil && r.ctx.Err() != nil:
 		return r.halt(haltAbort, context.Cause(r.ctx))
 	case err != nil:
-		err = fmt.Errorf("wait %q check %d: %w", name, rec.Attempts, err)
 		r.recordError(recName, rec.Attempts, err)
-		rec.State, rec.LastError = storage.StepFailed, storage.Truncate(err.Error(), 4<<10)
+		rec.State, rec.LastError = storage.StepFailed, storage.Truncate(err.Error(), maxErrorMessage)
 		r.queue(rec)
-		return r.halt(haltStall, err)
+		return r.halt(haltStall, fmt.Errorf("wait %q check %d: %w", name, rec.Attempts, err))
 	case ok:
 		rec.State, rec.CompletedAt = storage.StepCompleted, now
 		r.queue(rec)

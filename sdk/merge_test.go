@@ -1,0 +1,199 @@
+package sdk_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/chronoforge/chronoforge/sdk"
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// parked is a child that waits for a signal forever, so a test can cancel it while it waits.
+var parked = sdk.New("child.parked", func(c *sdk.Context, in int) (int, error) {
+	return in, sdk.ContinueIf(c, "never", func(context.Context) (bool, error) { return false, nil })
+})
+
+// twoChildren spawns a "parked" child and a "double" child in branch "b" and merges it,
+// reporting the children's states and errors as BranchResults sees them.
+func twoChildren(name string, seen map[string]error, opts ...sdk.BranchOption) *sdk.Workflow[int, int] {
+	return sdk.New(name, func(c *sdk.Context, _ int) (int, error) {
+		err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error {
+			if err := sdk.Spawn(b, "parked", parked, 1); err != nil {
+				return err
+			}
+			return sdk.Spawn(b, "double", double, 2)
+		}, opts...)
+		if err != nil {
+			return 0, err
+		}
+		if err := sdk.Merge(c, "b"); err != nil {
+			return 0, err
+		}
+		done := 0
+		for res, err := range sdk.BranchResults[int](c, "b", 0) {
+			if err != nil {
+				return 0, err
+			}
+			seen[string(res.State)] = res.Err
+			if res.State == storage.StateCompleted {
+				done++
+			}
+		}
+		return done, nil
+	})
+}
+
+func TestCancelledChildDoesNotStrandItsParent(t *testing.T) {
+	t.Parallel()
+	seen := map[string]error{}
+	parent := twoChildren("cancel.parent", seen)
+	e := newEnv(t, sdk.WithWorkflows(parent, parked, double))
+	h, err := parent.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.drain()
+	require.Equal(t, "merge", e.state(h.ID()).Wait.Kind, "the parent waits on its children")
+
+	child, err := parked.Lookup(ctx, e.eng, "p$b$parked")
+	require.NoError(t, err)
+	require.NoError(t, child.Cancel(ctx))
+	require.ErrorIs(t, child.Retry(ctx), sdk.ErrWrongState, "a cancelled child is final: it cannot be retried")
+
+	e.settle(h.ID(), time.Second)
+	out, err := h.Result(ctx)
+	require.NoError(t, err, "a cancelled child is final and does not block the merge")
+	require.Equal(t, 1, out)
+	require.NoError(t, seen["completed"])
+	require.ErrorIs(t, seen["cancelled"], sdk.ErrCancelled, "BranchResults shows the child as cancelled")
+}
+
+func TestCancelledChildFailsAFailFastParentNamingIt(t *testing.T) {
+	t.Parallel()
+	parent := twoChildren("cancel.ff", map[string]error{}, sdk.FailFast())
+	e := newEnv(t, sdk.WithWorkflows(parent, parked, double))
+	h, err := parent.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.drain()
+	child, err := parked.Lookup(ctx, e.eng, "p$b$parked")
+	require.NoError(t, err)
+	require.NoError(t, child.Cancel(ctx))
+
+	e.settle(h.ID(), time.Second)
+	_, err = h.Result(ctx)
+	require.ErrorIs(t, err, sdk.ErrFailed)
+	require.ErrorContains(t, err, `child "p$b$parked"`, "the error names the child")
+	require.ErrorContains(t, err, "cancelled")
+	recs := e.errors(h.ID())
+	require.Len(t, recs, 1, "the fail-fast error is stored once")
+	require.Equal(t, "merge$b", recs[0].Step)
+}
+
+func TestFailFastErrorNamesTheFailedChildAndIsStoredOnce(t *testing.T) {
+	t.Parallel()
+	failing := sdk.New("child.no", func(c *sdk.Context, in int) (int, error) {
+		return 0, sdk.Permanent(errors.New("card declined"))
+	})
+	parent := sdk.New("ff.parent", func(c *sdk.Context, _ int) (int, error) {
+		if err := sdk.Branch(c, "pay", func(b *sdk.BranchScope) error { return sdk.Spawn(b, "charge", failing, 1) }, sdk.FailFast()); err != nil {
+			return 0, err
+		}
+		return 0, sdk.Merge(c, "pay")
+	})
+	e := newEnv(t, sdk.WithWorkflows(parent, failing))
+	h, err := parent.Start(ctx, e.eng, "order-1", 0)
+	require.NoError(t, err)
+	e.settle(h.ID(), time.Second)
+	_, err = h.Result(ctx)
+	require.ErrorIs(t, err, sdk.ErrFailed)
+	for _, want := range []string{`child "order-1$pay$charge"`, `"child.no"`, `branch "pay"`, "card declined"} {
+		require.ErrorContains(t, err, want)
+	}
+	require.Len(t, e.errors(h.ID()), 1, "one error record, not one per layer")
+}
+
+func TestMergeNamesCollapseAndAJoinedBranchIsDone(t *testing.T) {
+	t.Parallel()
+	mk := func(name string, merges func(c *sdk.Context) error) *sdk.Workflow[int, int] {
+		return sdk.New(name, func(c *sdk.Context, _ int) (int, error) {
+			for _, br := range []string{"a", "b"} {
+				if err := sdk.Branch(c, br, func(b *sdk.BranchScope) error { return sdk.Spawn(b, "one", double, 1) }); err != nil {
+					return 0, err
+				}
+			}
+			if err := merges(c); err != nil {
+				return 0, err
+			}
+			return 1, nil
+		})
+	}
+	dup := mk("merge.dup", func(c *sdk.Context) error { return sdk.Merge(c, "a", "a", "b") })
+	again := mk("merge.again", func(c *sdk.Context) error {
+		if err := sdk.Merge(c, "a"); err != nil {
+			return err
+		}
+		if err := sdk.Merge(c, "a", "b"); err != nil {
+			return err
+		}
+		return sdk.Merge(c) // all: nothing left
+	})
+	e := newEnv(t, sdk.WithWorkflows(dup, again, double))
+	for _, wf := range []*sdk.Workflow[int, int]{dup, again} {
+		h, err := wf.Start(ctx, e.eng, "p", 0)
+		require.NoError(t, err)
+		e.settle(h.ID(), time.Second)
+		out, err := h.Result(ctx)
+		require.NoError(t, err, wf.Name())
+		require.Equal(t, 1, out)
+	}
+}
+
+func TestInvalidProbeIntervalIsRejectedNamingTheOption(t *testing.T) {
+	t.Parallel()
+	for name, opt := range map[string]sdk.BranchOption{
+		"probe.inverted": sdk.ProbeInterval(10*time.Second, 5*time.Second),
+		"probe.zero":     sdk.ProbeInterval(0, time.Second),
+		"probe.timeout":  sdk.MergeTimeout(-time.Second),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			wf := sdk.New(name, func(c *sdk.Context, _ int) (int, error) {
+				if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error { return sdk.Spawn(b, "one", double, 1) }, opt); err != nil {
+					return 0, err
+				}
+				return 1, sdk.Merge(c, "b")
+			})
+			e := newEnv(t, sdk.WithWorkflows(wf, double))
+			h, err := wf.Start(ctx, e.eng, "p", 0)
+			require.NoError(t, err)
+			require.Equal(t, 1, e.drain(), "fails in its first run, spawning nothing")
+			w, steps, err := e.store.Load(ctx, h.ID())
+			require.NoError(t, err)
+			require.Equal(t, storage.StateFailed, w.State)
+			require.Contains(t, w.LastError, "invalid input")
+			if name == "probe.timeout" {
+				require.Contains(t, w.LastError, "MergeTimeout")
+			} else {
+				require.Contains(t, w.LastError, "ProbeInterval")
+			}
+			require.Empty(t, steps, "nothing was spawned")
+		})
+	}
+}
+
+func TestUnmergedBranchErrorSaysHowToFixIt(t *testing.T) {
+	t.Parallel()
+	wf := sdk.New("unmerged.msg", func(c *sdk.Context, _ int) (int, error) {
+		return 1, sdk.Branch(c, "thumbs", func(b *sdk.BranchScope) error { return sdk.Spawn(b, "one", double, 1) })
+	})
+	e := newEnv(t, sdk.WithWorkflows(wf, double))
+	h, err := wf.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.settle(h.ID(), time.Second)
+	_, err = h.Result(ctx)
+	require.ErrorIs(t, err, sdk.ErrFailed)
+	require.ErrorContains(t, err, `sdk.Merge(c, "thumbs")`)
+	require.ErrorContains(t, err, "sdk.AutoMerge()")
+}
