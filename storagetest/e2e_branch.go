@@ -21,6 +21,7 @@ func branchCases() []storageCase {
 		{"BranchSpawnCostAndSealedSource", testE2EBranchSpawnCost},
 		{"BranchParentReplaysBounded", testE2EBranchReplaysBounded},
 		{"BranchStalledChildParksParent", testE2EBranchStalledChild},
+		{"BranchCancelledChildIsFinal", testE2EBranchCancelledChild},
 		{"BranchCursorResume", testE2EBranchCursorResume},
 		{"ChaosFailuresLoseNothing", testE2EChaos},
 	}
