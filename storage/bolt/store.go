@@ -119,11 +119,18 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// clock is the store's own clock, by which leases expire (see storage.Storage): the file
+// lock keeps the store to one process, so that process's clock is the only one to agree
+// with. Requests' times decide only when a workflow is due.
+func clock() time.Time { return time.Now().UTC() }
+
 // recoverLeases makes every workflow left running by an earlier process runnable at once.
 // The file lock proves that process is gone, so its leases can never be renewed; waiting for
-// them to expire would only delay the restart. A lease's expiry is moved back to the moment
-// it was last taken (UpdatedAt), which every later "now" has passed; the token still fences.
+// them to expire would only delay the restart. A lease's expiry is moved back to now by the
+// process clock, and RunAt to the moment of the run's last write (UpdatedAt, by its caller's
+// clock), which every later claim's Now has passed; the token still fences.
 func recoverLeases(t *txn) error {
+	now := clock()
 	prefix := stateKey(storage.StateRunning, 0)[:len(storage.StateRunning)+1]
 	for _, k := range prefixKeys(t.states, prefix) {
 		old, err := t.get(int64(beUint(k[len(prefix):])))
@@ -131,8 +138,8 @@ func recoverLeases(t *txn) error {
 			return err
 		}
 		w := *old
-		w.LeaseUntil = storage.Earliest(old.UpdatedAt, old.LeaseUntil)
-		w.RunAt = w.LeaseUntil
+		w.LeaseUntil = storage.Earliest(now, old.LeaseUntil)
+		w.RunAt = storage.Earliest(old.UpdatedAt, old.RunAt)
 		if err := t.put(old, &w); err != nil {
 			return err
 		}
