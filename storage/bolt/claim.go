@@ -33,7 +33,7 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 	err := s.update(func(t *txn) error {
 		// Read in the transaction, so every expiry check and new expiry of this claim is
 		// against the moment it holds the write lock.
-		storeNow := clock()
+		storeNow := s.clock()
 		var olds []*record
 		limitKey := timeIDKey(now, 1<<63-1)
 		examined, maxExamined := 0, 10*r.Limit+1000

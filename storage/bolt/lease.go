@@ -13,15 +13,15 @@ import (
 // lease's expiry is checked against the process clock read in that transaction, never the
 // request's time.
 
-// fence returns the workflow if l is its current lease, live by the process clock, and it is
-// running; otherwise the error storage.Fence gives. A missing workflow yields an error
-// wrapping both storage.ErrNotFound and storage.ErrLeaseLost.
-func (t *txn) fence(l storage.Lease) (*record, error) {
+// fence returns the workflow if l is its current lease, live at now (the store's clock, read
+// in the transaction), and it is running; otherwise the error storage.Fence gives. A missing
+// workflow yields an error wrapping both storage.ErrNotFound and storage.ErrLeaseLost.
+func (t *txn) fence(l storage.Lease, now time.Time) (*record, error) {
 	r, err := t.get(l.WorkflowID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, storage.ErrLeaseLost)
 	}
-	if err := storage.Fence(l, r.Workflow, clock()); err != nil {
+	if err := storage.Fence(l, r.Workflow, now); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -36,12 +36,13 @@ func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duratio
 		return err
 	}
 	err := s.update(func(t *txn) error {
-		old, err := t.fence(l)
+		storeNow := s.clock()
+		old, err := t.fence(l, storeNow)
 		if err != nil {
 			return err
 		}
 		w := *old
-		w.LeaseUntil = clock().Add(ttl)
+		w.LeaseUntil = storeNow.Add(ttl)
 		w.RunAt = now.UTC().Add(ttl)
 		return t.put(old, &w)
 	})
@@ -64,7 +65,7 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 		return err
 	}
 	err := s.batch(func(t *txn) error {
-		old, err := t.fence(l)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}
@@ -96,7 +97,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 		return err
 	}
 	err := s.batch(func(t *txn) error {
-		old, err := t.fence(l)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}
@@ -137,7 +138,7 @@ func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) err
 		return err
 	}
 	err := s.update(func(t *txn) error {
-		old, err := t.fence(l)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}

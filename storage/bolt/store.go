@@ -36,7 +36,15 @@ var _ storage.Storage = (*Store)(nil)
 type Store struct {
 	db   *bbolt.DB
 	path string
+	// clock is the store's own clock, by which leases expire (see storage.Storage): the file
+	// lock keeps the store to one process, so that process's clock is the only one to agree
+	// with. Requests' times decide only when a workflow is due. Tests may replace it before
+	// use.
+	clock func() time.Time
 }
+
+// systemClock is the process clock in UTC, without a monotonic reading (what is stored).
+func systemClock() time.Time { return time.Now().UTC() }
 
 // schemaVersion is written to the meta bucket. Open upgrades a file of an earlier version
 // (see migrate) and refuses one of a later version, which this build could not keep
@@ -111,26 +119,20 @@ func Open(path string, opts ...Option) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path}
-	if err := s.update(recoverLeases); err != nil {
+	s := &Store{db: db, path: path, clock: systemClock}
+	if err := s.update(func(t *txn) error { return recoverLeases(t, s.clock()) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("bolt: open %s: recover leases: %w", path, err)
 	}
 	return s, nil
 }
 
-// clock is the store's own clock, by which leases expire (see storage.Storage): the file
-// lock keeps the store to one process, so that process's clock is the only one to agree
-// with. Requests' times decide only when a workflow is due.
-func clock() time.Time { return time.Now().UTC() }
-
 // recoverLeases makes every workflow left running by an earlier process runnable at once.
 // The file lock proves that process is gone, so its leases can never be renewed; waiting for
-// them to expire would only delay the restart. A lease's expiry is moved back to now by the
-// process clock, and RunAt to the moment of the run's last write (UpdatedAt, by its caller's
+// them to expire would only delay the restart. A lease's expiry is moved back to now, the
+// store's clock, and RunAt to the moment of the run's last write (UpdatedAt, by its caller's
 // clock), which every later claim's Now has passed; the token still fences.
-func recoverLeases(t *txn) error {
-	now := clock()
+func recoverLeases(t *txn, now time.Time) error {
 	prefix := stateKey(storage.StateRunning, 0)[:len(storage.StateRunning)+1]
 	for _, k := range prefixKeys(t.states, prefix) {
 		old, err := t.get(int64(beUint(k[len(prefix):])))
