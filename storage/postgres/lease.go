@@ -217,7 +217,7 @@ func (s *Store) refuse(ctx context.Context, l storage.Lease) error {
 		found        = true
 	)
 	err := retry(ctx, idempotent, func(ctx context.Context) error {
-		err := s.pool.QueryRow(ctx, s.q.leaseState, pgx.StrictNamedArgs{"id": l.WorkflowID}).Scan(&state, &owner, &cur.LeaseToken, &until, &now)
+		err := s.pool.QueryRow(ctx, s.q.fenceState, pgx.StrictNamedArgs{"id": l.WorkflowID}).Scan(&state, &owner, &cur.LeaseToken, &until, &now)
 		if errors.Is(err, pgx.ErrNoRows) {
 			found = false
 			return nil

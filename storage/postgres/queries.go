@@ -95,6 +95,7 @@ type queries struct {
 	create, get, find, load                 string
 	claim, heartbeat, saveSteps, finishRun  string
 	release, leaseState                     string
+	fenceState                              string
 	wake, retry, cancel                     string
 	spawn, countChildren                    string
 	listErrors, deleteFinished, listColumns string
@@ -211,8 +212,10 @@ WITH f AS (
 )
 SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM n)`,
 
-		// Read after a fenced write matched no row, to say why, with the database's clock.
-		leaseState: `SELECT state, lease_owner, lease_token, lease_until, now() FROM {{workflows}} WHERE id = @id`,
+		// Read after a fenced write matched no row, to say why.
+		leaseState: `SELECT state, lease_token, lease_until FROM {{workflows}} WHERE id = @id`,
+		// The same with the lease's owner and the database's clock, for storage.Fence.
+		fenceState: `SELECT state, lease_owner, lease_token, lease_until, now() FROM {{workflows}} WHERE id = @id`,
 
 		wake: `
 WITH u AS (
@@ -328,7 +331,7 @@ DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
 	}
 	for _, p := range []*string{
 		&q.create, &q.get, &q.find, &q.load, &q.claim, &q.heartbeat, &q.saveSteps, &q.finishRun,
-		&q.release, &q.leaseState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.countChildren,
+		&q.release, &q.leaseState, &q.fenceState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.countChildren,
 		&q.listErrors, &q.deleteFinished, &q.listColumns,
 	} {
 		*p = r.Replace(*p)
