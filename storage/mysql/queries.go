@@ -67,8 +67,8 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
     lease_until = NULL, updated_at = ` + ts + ` WHERE id = ?`),
 
 		// An idle row's run_at moves earlier, a running row remembers the earliest wake for its
-		// finish (run_at must stay the lease expiry). wake_count changes on every match, so
-		// the affected-row count is the match count whatever the client flags.
+		// finish (run_at stays where the claim or heartbeat put it). wake_count changes on
+		// every match, so the affected-row count is the match count whatever the client flags.
 		wake: r.Replace(`UPDATE {{workflows}} SET
     run_at = IF(state = 'idle' AND (run_at IS NULL OR run_at > ` + ts + `), ` + ts + `, run_at),
     wake_at = IF(state = 'running' AND (wake_at IS NULL OR wake_at > ` + ts + `), ` + ts + `, wake_at),
