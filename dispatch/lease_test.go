@@ -169,7 +169,7 @@ func TestExpiredLeaseOfADeadWorkerIsTakenOver(t *testing.T) {
 func TestHeartbeatsKeepALongStepsLease(t *testing.T) {
 	t.Parallel()
 	// Real time: the lease expires by the store's clock, and heartbeats keep it.
-	const ttl, beat = 200 * time.Millisecond, 20 * time.Millisecond
+	const ttl, beat = 300 * time.Millisecond, 15 * time.Millisecond
 	base := openStore(t)
 	store := &faultyStore{Storage: base}
 	s := newThreeSteps("order")
@@ -177,17 +177,17 @@ func TestHeartbeatsKeepALongStepsLease(t *testing.T) {
 	w1 := newWorker(t, eng1, LeaseTTL(ttl), HeartbeatEvery(beat), Owner("holder"))
 	run(t, w1)
 
+	h, err := s.wf.Start(bg, eng1, "o1", "x")
+	require.NoError(t, err)
+	s.waitEntered(t)
+	require.Equal(t, "holder", stored(t, base, h.ID()).LeaseOwner)
+
 	// A second process that would take the workflow the moment its lease lapsed: its clock
 	// runs an hour ahead, so the leased row always looks due to it, and it polls often.
 	claims := &flakyStore{Storage: base}
 	eng2 := newEngine(t, claims, skewedClock{time.Hour}, s.wf)
 	w2 := newWorker(t, eng2, LeaseTTL(ttl), HeartbeatEvery(beat), PollInterval(time.Millisecond, time.Millisecond), Owner("rival"))
 	run(t, w2)
-
-	h, err := s.wf.Start(bg, eng1, "o1", "x")
-	require.NoError(t, err)
-	s.waitEntered(t)
-	require.Equal(t, "holder", stored(t, base, h.ID()).LeaseOwner)
 
 	// Step b runs for more than twice the TTL: every beat extends the lease, and the rival,
 	// claiming all along, never gets it.

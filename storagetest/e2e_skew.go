@@ -30,10 +30,10 @@ func (c skewedClock) After(d time.Duration) <-chan time.Time { return time.After
 func testE2ESkewedClocks(t *testing.T, factory Factory) {
 	const (
 		workflows = 24
-		steps     = 8
-		stepTime  = 40 * time.Millisecond // steps*stepTime is longer than the lease
-		leaseTTL  = 300 * time.Millisecond
-		beat      = 30 * time.Millisecond
+		steps     = 12
+		stepTime  = 60 * time.Millisecond // the run after the sleep is longer than the lease
+		leaseTTL  = 500 * time.Millisecond
+		beat      = 25 * time.Millisecond
 	)
 	var (
 		inFlight sync.Map // workflow key -> *atomic.Int32
@@ -53,7 +53,7 @@ func testE2ESkewedClocks(t *testing.T, factory Factory) {
 	}
 	wf := sdk.New("e2e.skew", func(c *sdk.Context, in int) (int, error) {
 		for i := range steps {
-			if i == steps/2 {
+			if i == 2 {
 				if err := sdk.Sleep(c, "pause", 10*time.Millisecond); err != nil {
 					return 0, err
 				}
