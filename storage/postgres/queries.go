@@ -212,9 +212,10 @@ WITH f AS (
 )
 SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM n)`,
 
-		// Read after a fenced write matched no row, to say why.
+		// Read after a write matched no row, to say why.
 		leaseState: `SELECT state, lease_token, lease_until FROM {{workflows}} WHERE id = @id`,
-		// The same with the lease's owner and the database's clock, for storage.Fence.
+		// Read after a fenced write matched no row, with the lease's owner and the database's
+		// clock, for storage.Fence to say why.
 		fenceState: `SELECT state, lease_owner, lease_token, lease_until, now() FROM {{workflows}} WHERE id = @id`,
 
 		wake: `
