@@ -11,9 +11,9 @@
 //     runnable workflows whose names the engine knows, in one storage.Claim. Each claimed
 //     workflow is leased to the worker for LeaseTTL.
 //  2. Each claimed workflow runs in its own goroutine. A heartbeat extends its lease every
-//     HeartbeatEvery. If the store says the lease was lost (it expired and another worker took
-//     the workflow) or the workflow was cancelled, the run's context is cancelled with that
-//     error as its cause and the run stops without writing anything more.
+//     HeartbeatEvery of real time. If the store says the lease was lost (it expired and
+//     another worker took the workflow) or the workflow was cancelled, the run's context is
+//     cancelled with that error as its cause and the run stops without writing anything more.
 //  3. A claim that filled its batch is followed at once by another. A claim that found nothing
 //     waits for the idle backoff (PollInterval, doubling while idle and reset when work is
 //     found), a slot to free, or a change in the engine (a Start, Signal or finished run in
@@ -28,10 +28,12 @@
 //
 // No goroutine Run starts (runs, heartbeats, the unknown-name reporter) outlives it.
 //
-// A worker that dies without shutting down holds its leases until they expire (LeaseTTL);
-// then any worker claims those workflows again and they carry on from their last committed
-// step. Two workers never run one workflow at the same time while both hold valid leases, and
-// every write a run makes is fenced by its lease.
+// A worker that dies without shutting down holds its leases until they expire (LeaseTTL
+// after its last heartbeat, by the store's clock); then any worker claims those workflows
+// again and they carry on from their last committed step. Two workers never run one workflow
+// at the same time while both hold valid leases, and every write a run makes is fenced by its
+// lease. Leases expire by the store's clock, so this holds whatever the workers' clocks say:
+// a worker whose clock runs ahead sees a leased workflow due early but cannot claim it.
 //
 // # Unknown names
 //

@@ -208,10 +208,12 @@ func (g *maxGauge) inc() {
 func (g *maxGauge) dec() { g.cur.Add(-1) }
 
 // faultyStore fails the next failFinish FinishRun calls and failBeat Heartbeat calls with an
-// error that is neither a lost lease nor a cancellation: a database blip.
+// error that is neither a lost lease nor a cancellation: a database blip. It counts the
+// Heartbeat calls that reached the store and succeeded.
 type faultyStore struct {
 	storage.Storage
 	failFinish, failBeat atomic.Int64
+	beats                atomic.Int64
 }
 
 func (s *faultyStore) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
@@ -221,9 +223,20 @@ func (s *faultyStore) FinishRun(ctx context.Context, l storage.Lease, f storage.
 	return s.Storage.FinishRun(ctx, l, f)
 }
 
-func (s *faultyStore) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
+func (s *faultyStore) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duration, now time.Time) error {
 	if s.failBeat.Add(-1) >= 0 {
 		return errDatabaseDown
 	}
-	return s.Storage.Heartbeat(ctx, l, until, now)
+	err := s.Storage.Heartbeat(ctx, l, ttl, now)
+	if err == nil {
+		s.beats.Add(1)
+	}
+	return err
 }
+
+// skewedClock is the real clock shifted by skew: a host whose clock is wrong. Its timers
+// run in real time.
+type skewedClock struct{ skew time.Duration }
+
+func (c skewedClock) Now() time.Time                         { return time.Now().Add(c.skew) }
+func (c skewedClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -141,13 +141,23 @@ func TestExpiredLeaseOfADeadWorkerIsTakenOver(t *testing.T) {
 	require.Equal(t, "dead-worker", stored(t, store, h.ID()).LeaseOwner)
 
 	eng := newEngine(t, store, clock, s.wf)
-	w := newWorker(t, eng, LeaseTTL(30*time.Second), PollInterval(time.Second, time.Second))
+	w := newWorker(t, eng, PollInterval(time.Second, time.Second))
 	run(t, w)
-	// The worker has claimed (and found nothing) once it parks on its poll wait.
+	// The worker has claimed (and found nothing) once it parks on its poll wait. Its clock
+	// then reads an hour later, long past the dead lease's RunAt: the lease is still live by
+	// the store's clock, so the poll that fires finds nothing either.
 	eventually(t, func() bool { return clock.count(time.Second) >= 1 }, "worker polls")
-	require.Zero(t, w.Stats().Claimed, "a live lease is not taken")
+	clock.Advance(time.Hour)
+	eventually(t, func() bool { return clock.count(time.Second) >= 2 }, "worker polled an hour later")
+	require.Zero(t, w.Stats().Claimed, "a live lease is not taken, whatever the worker's clock says")
 
-	clock.Advance(31 * time.Second) // the dead worker's lease expires; the poll wait fires
+	// Had the dead worker's last heartbeat been a short one, its lease would run out soon
+	// (real time): shorten it so, rather than wait out the 30 seconds.
+	require.NoError(t, store.Heartbeat(bg, claimed[0].Lease(), 100*time.Millisecond, clock.Now()))
+	eventually(t, func() bool {
+		clock.Advance(time.Second) // fires the poll wait, wherever the loop is
+		return stored(t, store, h.ID()).State == storage.StateCompleted
+	}, "taken over after the lease expired")
 	require.Equal(t, "x-a-b-c", result(t, h))
 	require.Equal(t, [3]int64{1, 2, 1}, s.counts(), "step a is not run again")
 	got := stored(t, store, h.ID())
@@ -158,37 +168,35 @@ func TestExpiredLeaseOfADeadWorkerIsTakenOver(t *testing.T) {
 
 func TestHeartbeatsKeepALongStepsLease(t *testing.T) {
 	t.Parallel()
-	const ttl, beat = 30 * time.Second, 10 * time.Second
-	store := openStore(t)
-	clock := newClock()
+	// Real time: the lease expires by the store's clock, and heartbeats keep it.
+	const ttl, beat = 300 * time.Millisecond, 15 * time.Millisecond
+	base := openStore(t)
+	store := &faultyStore{Storage: base}
 	s := newThreeSteps("order")
-	eng1 := newEngine(t, store, clock, s.wf)
-	w1 := newWorker(t, eng1, LeaseTTL(ttl), HeartbeatEvery(beat), PollInterval(time.Second, time.Second), Owner("holder"))
+	eng1 := newEngine(t, store, sdk.SystemClock{}, s.wf)
+	w1 := newWorker(t, eng1, LeaseTTL(ttl), HeartbeatEvery(beat), Owner("holder"))
 	run(t, w1)
 
-	// A second process that would take the workflow if its lease ever lapsed. Its poll wait
-	// has its own length, so the test can see when it has claimed and parked again.
-	const rivalPoll = 2 * time.Second
-	eng2 := newEngine(t, store, clock, s.wf)
-	w2 := newWorker(t, eng2, LeaseTTL(ttl), HeartbeatEvery(beat), PollInterval(rivalPoll, rivalPoll), Owner("rival"))
-	run(t, w2)
-
-	// The rival has made its first claim and parked before the workflow exists.
-	eventually(t, func() bool { return clock.count(rivalPoll) >= 1 }, "rival parked")
 	h, err := s.wf.Start(bg, eng1, "o1", "x")
 	require.NoError(t, err)
 	s.waitEntered(t)
-	eventually(t, func() bool { return clock.count(beat) >= 1 }, "heartbeat armed")
+	require.Equal(t, "holder", stored(t, base, h.ID()).LeaseOwner)
 
-	for k := 1; k <= 7; k++ { // 70s in all: more than twice the TTL
-		polls := clock.count(rivalPoll)
-		clock.Advance(beat)
-		eventually(t, func() bool { return clock.count(beat) >= k+1 }, "heartbeat %d done and re-armed", k)
-		eventually(t, func() bool { return clock.count(rivalPoll) > polls }, "rival claimed at %d and parked", k)
-		got := stored(t, store, h.ID())
-		require.Equal(t, "holder", got.LeaseOwner)
-		require.True(t, got.LeaseUntil.Equal(clock.Now().Add(ttl)), "lease extended to now+TTL: %v", got.LeaseUntil)
-	}
+	// A second process that would take the workflow the moment its lease lapsed: its clock
+	// runs an hour ahead, so the leased row always looks due to it, and it polls often.
+	claims := &flakyStore{Storage: base}
+	eng2 := newEngine(t, claims, skewedClock{time.Hour}, s.wf)
+	w2 := newWorker(t, eng2, LeaseTTL(ttl), HeartbeatEvery(beat), PollInterval(time.Millisecond, time.Millisecond), Owner("rival"))
+	run(t, w2)
+
+	// Step b runs for more than twice the TTL: every beat extends the lease, and the rival,
+	// claiming all along, never gets it.
+	beats, rivalClaims := store.beats.Load(), claims.claims.Load()
+	eventually(t, func() bool { return store.beats.Load() >= beats+int64(3*ttl/beat) }, "heartbeats over three TTLs")
+	require.Greater(t, claims.claims.Load(), rivalClaims, "the rival kept claiming")
+	got := stored(t, base, h.ID())
+	require.Equal(t, "holder", got.LeaseOwner)
+	require.Equal(t, storage.StateRunning, got.State)
 	require.Zero(t, w2.Stats().Claimed, "the rival never got the workflow")
 
 	close(s.release)
@@ -199,7 +207,7 @@ func TestHeartbeatsKeepALongStepsLease(t *testing.T) {
 
 func TestHeartbeatStopsARunCancelledElsewhere(t *testing.T) {
 	t.Parallel()
-	const beat = 10 * time.Second
+	const beat = 10 * time.Millisecond
 	store := openStore(t)
 	clock := newClock()
 	s := newThreeSteps("order")
@@ -210,12 +218,10 @@ func TestHeartbeatStopsARunCancelledElsewhere(t *testing.T) {
 	h, err := s.wf.Start(bg, eng, "o1", "x")
 	require.NoError(t, err)
 	s.waitEntered(t)
-	eventually(t, func() bool { return clock.count(beat) >= 1 }, "heartbeat armed")
 
 	// Cancelled by another process (an operator's CLI): only the heartbeat can tell this one.
 	operator := newEngine(t, store, clock, s.wf)
 	require.NoError(t, operator.Cancel(bg, h.ID()))
-	clock.Advance(beat)
 
 	eventually(t, func() bool { return w.Stats().Finished == 1 }, "run stopped")
 	require.ErrorIs(t, s.cause.Load().(error), storage.ErrCancelled)

@@ -67,20 +67,21 @@ func BatchSize(n int) Option {
 	}
 }
 
-// LeaseTTL sets how long a claim or heartbeat holds a workflow (default 30s). A worker that
-// dies lets its workflows go after at most this long.
+// LeaseTTL sets how long a claim or heartbeat holds a workflow (default 30s, at most
+// storage.MaxLeaseTTL), by the store's clock: real time, whatever clock the engine has. A
+// worker that dies lets its workflows go once this has passed since its last heartbeat.
 func LeaseTTL(d time.Duration) Option {
 	return func(c *config) error {
-		if d <= 0 {
-			return invalid("LeaseTTL", "%v must be positive", d)
+		if d <= 0 || d > storage.MaxLeaseTTL {
+			return invalid("LeaseTTL", "%v must be positive and at most %v", d, storage.MaxLeaseTTL)
 		}
 		c.ttl = d
 		return nil
 	}
 }
 
-// HeartbeatEvery sets how often a running workflow's lease is extended (default LeaseTTL/3).
-// It must be shorter than the lease TTL.
+// HeartbeatEvery sets how often (real time, like the lease TTL) a running workflow's lease is
+// extended (default LeaseTTL/3). It must be shorter than the lease TTL.
 func HeartbeatEvery(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {

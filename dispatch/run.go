@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/chronoforge/chronoforge/sdk"
 	"github.com/chronoforge/chronoforge/storage"
@@ -48,24 +49,27 @@ func (w *Worker) release(ctx context.Context, wf storage.Workflow) {
 	}
 }
 
-// heartbeat extends wf's lease every HeartbeatEvery until ctx is done. When the store reports
-// the lease lost or the workflow cancelled it cancels the run with that error as the cause
-// and stops. Other errors (a database blip) are logged and tried again at the next beat: the
-// lease may well outlive them, and if it does not, the next beat says so.
+// heartbeat extends wf's lease every HeartbeatEvery of real time until ctx is done. When the
+// store reports the lease lost or the workflow cancelled it cancels the run with that error
+// as the cause and stops. Other errors (a database blip) are logged and tried again at the
+// next beat: the lease may well outlive them, and if it does not, the next beat says so.
+//
+// The beat is paced by real time, not the engine's clock: a lease expires by the store's
+// clock, which a fake or skewed engine clock does not move. The engine's time only sets the
+// RunAt the heartbeat stores (when the row is due again if the lease lapses).
 func (w *Worker) heartbeat(ctx context.Context, wf storage.Workflow, cancelRun context.CancelCauseFunc) {
 	lease := wf.Lease()
+	tick := time.NewTicker(w.cfg.heartbeat)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.clock.After(w.cfg.heartbeat):
+		case <-tick.C:
 		}
-		now := w.clock.Now()
-		until := now.Add(w.cfg.ttl)
-		err := w.store.Heartbeat(ctx, lease, until, now)
+		err := w.store.Heartbeat(ctx, lease, w.cfg.ttl, w.clock.Now())
 		switch {
 		case err == nil:
-			lease.Until = until
 		case errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled):
 			if ctx.Err() != nil {
 				return // the run already ended; its final write is what moved the lease on

@@ -7,7 +7,9 @@ import (
 )
 
 // Clock is the engine's source of time. Everything time-dependent (step retry delays, sleep
-// and wait deadlines, lease expiry, dispatcher backoff) reads it, so tests can move time.
+// and wait deadlines, when a workflow is due, dispatcher backoff) reads it, so tests can move
+// time. Leases are the exception: they expire by the store's own clock, and workers
+// heartbeat them in real time, so a wrong clock cannot break a lease.
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time

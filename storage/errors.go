@@ -11,8 +11,9 @@ var (
 	ErrInvalid = errors.New("storage: invalid input")
 	// ErrTooLarge: a payload exceeded its limit. Nothing was written.
 	ErrTooLarge = errors.New("storage: payload too large")
-	// ErrLeaseLost: the lease is no longer the workflow's current, unexpired lease, so the
-	// write was refused (fencing). Nothing was written.
+	// ErrLeaseLost: the lease is no longer the workflow's current lease, live by the store's
+	// clock, so the write was refused (fencing). Nothing was written. The message says why
+	// (see Fence): superseded, naming the current holder, released, or expired.
 	ErrLeaseLost = errors.New("storage: lease lost")
 	// ErrCancelled: the workflow was cancelled; the write was refused.
 	ErrCancelled = errors.New("storage: workflow cancelled")

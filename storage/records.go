@@ -79,13 +79,16 @@ type Workflow struct {
 	State  State
 	// Values is the JSON object of durable values, or nil when none were set.
 	Values []byte
-	// RunAt is when the workflow becomes runnable; zero means never by itself (it waits for
-	// a wake, is final or stalled). While leased it equals LeaseUntil, so a claimed row leaves
-	// the runnable range and returns by itself when its lease expires.
+	// RunAt is when the workflow becomes runnable, by the caller's clock; zero means never by
+	// itself (it waits for a wake, is final or stalled). While leased it is the Now of the
+	// claim or last heartbeat plus its TTL, so a claimed row leaves the runnable range and
+	// returns by itself. It is not LeaseUntil, which the store's clock keeps: a leased row
+	// that is due again is claimable only once its lease has expired too.
 	RunAt time.Time
 	Wait  Wait
 	// LeaseOwner, LeaseUntil and LeaseToken describe the last lease taken on the workflow.
-	// LeaseToken grows by one with every claim, which is what fences stale writers.
+	// LeaseUntil is by the store's clock (see the package doc) and zero once the lease was
+	// released. LeaseToken grows by one with every claim, which is what fences stale writers.
 	LeaseOwner string
 	LeaseUntil time.Time
 	LeaseToken int64
@@ -110,13 +113,16 @@ func (w *Workflow) Lease() Lease {
 
 // Lease is a worker's exclusive, expiring right to run one workflow. Every write made under a
 // lease succeeds only while the stored token still equals Token, the stored lease has not
-// expired (the request's now is before the stored LeaseUntil, which heartbeats move) and the
-// workflow is still running. At now == LeaseUntil the lease is expired and claimable.
+// expired by the store's clock (it is before the stored LeaseUntil, which heartbeats move)
+// and the workflow is still running. From the instant the store's clock reaches LeaseUntil
+// the lease is expired and the workflow claimable. The Now of a request plays no part.
 type Lease struct {
 	WorkflowID int64
 	Owner      string
 	Token      int64
-	Until      time.Time
+	// Until is the expiry the store gave the lease when it was claimed, by the store's clock.
+	// It is informational: heartbeats move the stored expiry, and only the stored one counts.
+	Until time.Time
 }
 
 // Step is one step record of a workflow, found by its name.
@@ -176,8 +182,11 @@ type ClaimRequest struct {
 	Limit int
 	// Names restricts the claim to workflows with these names; empty claims any name.
 	Names []string
-	// TTL is the lease length; the lease expires at Now+TTL.
+	// TTL is the lease length, at most MaxLeaseTTL: the lease expires TTL after the claim by
+	// the store's clock, and the claimed row is due again at Now+TTL by the caller's.
 	TTL time.Duration
+	// Now is the caller's time: a workflow is due when RunAt <= Now. It does not decide
+	// whether a lease has expired; the store's clock does.
 	Now time.Time
 }
 

@@ -5,8 +5,17 @@
 // on the methods below. Each method is one unit of work: one round trip to a database server
 // (or one transaction in an embedded store). No package under storage/ imports the SDK.
 //
-// Times are passed in by the caller (the engine's clock) rather than read from the database,
-// so tests can move time and every worker agrees on what "now" means for a request.
+// # Two clocks
+//
+// Times are passed in by the caller (the engine's clock), so tests can move time: a
+// request's Now decides when a workflow is due (RunAt <= Now) and is what the store records
+// as created, updated and finished times. Leases are the exception. A lease's expiry is set
+// and checked by the store's own clock (the database server's on the SQL backends, the
+// process's in an embedded store), inside the statement or transaction that claims,
+// heartbeats or writes under it, never by a time the caller passes. So a worker whose clock
+// runs ahead cannot take a live lease, and one whose clock runs behind cannot write under an
+// expired one: clock skew between workers shifts when timers fire and how soon an
+// abandoned workflow is taken over, never who may run it.
 package storage
 
 import (
@@ -21,6 +30,10 @@ import (
 // returns an error wrapping ErrInvalid (or ErrTooLarge) and writes nothing. The checks are
 // the Validate functions of this package, so every backend refuses the same input: among
 // them, a time passed in must be zero where zero means "none", or within MinTime..MaxTime.
+//
+// "The store's clock" below is the clock a lease's expiry is kept by (see the package doc):
+// a lease is live while the store's clock is before its LeaseUntil and expired from that
+// instant on, whatever Now a request carries.
 type Storage interface {
 	// CreateWorkflow stores a new idle workflow runnable at w.RunAt, or, if a workflow with
 	// the same name and key exists, returns that one unchanged with created == false (the
@@ -38,21 +51,29 @@ type Storage interface {
 	Load(ctx context.Context, id int64) (Workflow, []Step, error)
 
 	// Claim takes up to r.Limit runnable workflows and returns them leased to r.Owner.
-	// A workflow is runnable when it is idle or running (a running one's lease has expired),
-	// its RunAt is set and RunAt <= r.Now. Claimed rows are returned in RunAt order with state
-	// running, a lease until r.Now+r.TTL, RunAt equal to the lease expiry and a LeaseToken
-	// greater than any before it. It is one statement or transaction per call, and concurrent
-	// claims never return the same workflow twice while its lease is valid.
+	// A workflow is runnable when it is idle, or running with a lease expired by the store's
+	// clock (LeaseUntil at or before it), and its RunAt is set and RunAt <= r.Now (due by the
+	// caller's clock). Claimed rows are returned in RunAt order with state running, a lease
+	// until the store's clock plus r.TTL, RunAt = r.Now+r.TTL (so the row leaves the runnable
+	// range for the caller's clock and comes back by itself) and a LeaseToken greater than
+	// any before it. It is one statement or transaction per call, reading the store's clock
+	// inside it, and concurrent claims never return the same workflow twice while its lease
+	// is live, whatever Now they carry.
 	Claim(ctx context.Context, r ClaimRequest) ([]Workflow, error)
 
-	// Heartbeat extends a held lease to until (and RunAt with it). It returns ErrLeaseLost if
-	// the token no longer matches or the lease expired at or before now, and ErrCancelled if the
+	// Heartbeat extends a held lease: LeaseUntil becomes the store's clock plus ttl (a
+	// shorter ttl than the lease has left shortens it) and RunAt becomes now+ttl, in one
+	// statement or transaction fenced like SaveSteps. It returns ErrLeaseLost if the token no
+	// longer matches or the lease has expired by the store's clock, and ErrCancelled if the
 	// workflow was cancelled meanwhile.
-	Heartbeat(ctx context.Context, l Lease, until, now time.Time) error
+	Heartbeat(ctx context.Context, l Lease, ttl time.Duration, now time.Time) error
 
 	// SaveSteps writes c (step records, durable values, error records) in one transaction,
 	// fenced by the lease: it returns ErrLeaseLost or ErrCancelled and writes nothing unless
-	// the lease is still the workflow's current, unexpired lease and the workflow is running.
+	// the lease is still the workflow's current lease, live by the store's clock (c.Now plays
+	// no part in the fence), and the workflow is running. Every fenced write (Heartbeat,
+	// SaveSteps, FinishRun, Release, SpawnBatch) refuses with the error Fence returns, so the
+	// message says why: a superseded lease names the current holder, an expired one says so.
 	SaveSteps(ctx context.Context, l Lease, c Commit) error
 
 	// FinishRun ends a run in one transaction, fenced like SaveSteps: it writes the commit,

@@ -30,6 +30,10 @@ const (
 	MaxErrorName = 2 * MaxNameLen
 	// MaxOwnerLen is the longest lease owner, in bytes.
 	MaxOwnerLen = 128
+	// MaxLeaseTTL is the longest lease a Claim or Heartbeat may ask for. A lease's expiry is
+	// the store's clock plus the TTL, which validation cannot see, so the bound is on the TTL:
+	// a year is far beyond any sensible lease and keeps every expiry within MaxTime.
+	MaxLeaseTTL = 366 * 24 * time.Hour
 	// MaxClaim is the most workflows one Claim may take.
 	MaxClaim = 1000
 	// MaxSpawnBatch is the most children one SpawnBatch may insert.
@@ -158,8 +162,8 @@ func ValidateNew(w NewWorkflow) error {
 	return nil
 }
 
-// ValidateClaim checks the input of Claim, including that the lease it would grant,
-// Now+TTL, ends within MinTime..MaxTime.
+// ValidateClaim checks the input of Claim: the owner, the limit, a TTL of 1ns..MaxLeaseTTL,
+// and Now given and such that the RunAt the claim stores, Now+TTL, is within MinTime..MaxTime.
 func ValidateClaim(r ClaimRequest) error {
 	if r.Owner == "" || len(r.Owner) > MaxOwnerLen {
 		return fmt.Errorf("%w: lease owner %q must be 1..%d bytes", ErrInvalid, r.Owner, MaxOwnerLen)
@@ -167,32 +171,29 @@ func ValidateClaim(r ClaimRequest) error {
 	if r.Limit < 1 || r.Limit > MaxClaim {
 		return fmt.Errorf("%w: claim limit %d must be 1..%d", ErrInvalid, r.Limit, MaxClaim)
 	}
-	if r.TTL <= 0 {
-		return fmt.Errorf("%w: lease TTL %v must be positive", ErrInvalid, r.TTL)
-	}
-	if err := validateNow("now", r.Now); err != nil {
-		return err
-	}
-	if until := r.Now.Add(r.TTL); until.Before(r.Now) || ValidateTime("lease expiry", until) != nil {
-		return fmt.Errorf("%w: lease TTL %v from %v ends after %v", ErrInvalid, r.TTL, r.Now, MaxTime)
-	}
-	return nil
+	return validateTTL(r.TTL, r.Now)
 }
 
-// ValidateHeartbeat checks the input of Heartbeat: a lease naming a workflow, and now and
-// until given, in range and in order (until may equal now).
-func ValidateHeartbeat(l Lease, until, now time.Time) error {
+// ValidateHeartbeat checks the input of Heartbeat: a lease naming a workflow, a TTL of
+// 1ns..MaxLeaseTTL, and now given and such that the RunAt the heartbeat stores, now+ttl, is
+// within MinTime..MaxTime.
+func ValidateHeartbeat(l Lease, ttl time.Duration, now time.Time) error {
 	if err := ValidateLease(l); err != nil {
 		return err
+	}
+	return validateTTL(ttl, now)
+}
+
+// validateTTL checks the TTL of a claim or heartbeat made at now.
+func validateTTL(ttl time.Duration, now time.Time) error {
+	if ttl <= 0 || ttl > MaxLeaseTTL {
+		return fmt.Errorf("%w: lease TTL %v must be positive and at most %v", ErrInvalid, ttl, MaxLeaseTTL)
 	}
 	if err := validateNow("now", now); err != nil {
 		return err
 	}
-	if err := validateNow("lease expiry", until); err != nil {
-		return err
-	}
-	if until.Before(now) {
-		return fmt.Errorf("%w: heartbeat to %v is before now %v", ErrInvalid, until, now)
+	if runAt := now.Add(ttl); ValidateTime("run time", runAt) != nil {
+		return fmt.Errorf("%w: lease TTL %v from %v ends after %v", ErrInvalid, ttl, now, MaxTime)
 	}
 	return nil
 }

@@ -66,8 +66,10 @@ func testClaimNames(t *testing.T, factory Factory) {
 	require.ElementsMatch(t, byName["beta"], ids(f.claim("w", at(0), 10)), "an unfiltered claim takes the rest")
 }
 
-// testClaimSetsLease: a claimed workflow comes back running, leased to the owner until
-// Now+TTL with RunAt equal to the lease expiry, and its token grows with every claim.
+// testClaimSetsLease: a claimed workflow comes back running, leased to the owner with RunAt
+// at Now+TTL by the caller's clock and a lease expiry by the store's, and its token grows
+// with every claim. A lease taken for a short TTL expires by itself and the workflow is
+// taken over.
 func testClaimSetsLease(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	w := f.create("job", "k", at(0))
@@ -78,8 +80,8 @@ func testClaimSetsLease(t *testing.T, factory Factory) {
 	require.Equal(t, w.ID, c.ID)
 	require.Equal(t, storage.StateRunning, c.State)
 	require.Equal(t, "worker-a", c.LeaseOwner)
-	requireTime(t, now.Add(ttl), c.LeaseUntil, "lease until")
-	requireTime(t, c.LeaseUntil, c.RunAt, "run at of a leased workflow")
+	require.False(t, c.LeaseUntil.IsZero(), "a claimed workflow has a lease expiry")
+	requireTime(t, now.Add(ttl), c.RunAt, "run at of a leased workflow (the claim's Now plus the TTL)")
 	require.Greater(t, c.LeaseToken, w.LeaseToken, "a claim raises the token")
 	requireBytes(t, w.Input, c.Input, "input of the claimed workflow")
 	require.Equal(t, w.Name, c.Name)
@@ -90,15 +92,59 @@ func testClaimSetsLease(t *testing.T, factory Factory) {
 	require.Equal(t, "worker-a", stored.LeaseOwner)
 	require.Equal(t, c.LeaseToken, stored.LeaseToken)
 	requireTime(t, c.LeaseUntil, stored.LeaseUntil, "stored lease until")
-	requireTime(t, c.LeaseUntil, stored.RunAt, "stored run at")
+	requireTime(t, c.RunAt, stored.RunAt, "stored run at")
 
-	// A release and a takeover after expiry each raise the token again.
+	// A release and a new claim raise the token again; so does a takeover once a lease of a
+	// short TTL has expired by the store's clock.
 	require.NoError(t, f.s.Release(f.ctx, c.Lease(), now.Add(time.Second)))
-	l2 := f.claimOne(w, "worker-b", now.Add(time.Second))
+	got, err := f.s.Claim(f.ctx, storage.ClaimRequest{Owner: "worker-b", Limit: 1, TTL: shortTTL, Now: now.Add(time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, []int64{w.ID}, ids(got), "a released workflow is claimable at once")
+	l2 := got[0].Lease()
 	require.Greater(t, l2.Token, c.LeaseToken, "token after a release and a new claim")
-	l3 := f.claimOne(w, "worker-c", l2.Until.Add(time.Second))
+	requireTime(t, now.Add(time.Second+shortTTL), got[0].RunAt, "run at of a short lease")
+	l3 := f.takeOver(w, "worker-c", now.Add(time.Second+shortTTL))
 	require.Greater(t, l3.Token, l2.Token, "token after a takeover")
 	require.Equal(t, "worker-c", l3.Owner)
+	require.ErrorIs(t, f.s.SaveSteps(f.ctx, l2, storage.Commit{Now: now.Add(2 * time.Second)}), storage.ErrLeaseLost, "the expired lease after the takeover")
+}
+
+// testClaimSkewedClockAhead: a claim whose Now runs far ahead of the store sees a leased
+// workflow as due, but does not take it while its lease is live by the store's clock; one
+// whose Now runs behind does not even see it due. The expiry a claim gives does not follow its
+// Now, and once the lease has expired by the store's clock the caller ahead takes it.
+func testClaimSkewedClockAhead(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	w := f.create("skew", "k", at(0))
+	l := f.claimOne(w, "worker-a", at(0))
+	before := f.get(w.ID)
+	for _, d := range []time.Duration{ttl, time.Hour, 24 * time.Hour, 365 * 24 * time.Hour} {
+		f.requireNoClaim(at(d), fmt.Sprintf("a caller %v ahead must not take a live lease", d))
+	}
+	f.requireNoClaim(at(-time.Hour), "a caller an hour behind: not due")
+	requireLeaseUnchanged(t, before, f.get(w.ID))
+	require.NoError(t, f.s.SaveSteps(f.ctx, l, storage.Commit{Steps: []storage.Step{step("mine", nil)}, Now: at(time.Second)}), "the holder still writes")
+
+	// Two claims whose Now are an hour apart get RunAt an hour apart, and leases that expire
+	// by the store's clock: about together, not an hour apart.
+	x := f.create("skew.x", "k", at(0))
+	y := f.create("skew.y", "k", at(0))
+	cx := f.claim("worker-x", at(0), 1, x.Name)
+	cy := f.claim("worker-y", at(time.Hour), 1, y.Name)
+	require.Len(t, cx, 1)
+	require.Len(t, cy, 1)
+	requireTime(t, at(ttl), cx[0].RunAt, "run at of a claim at 0")
+	requireTime(t, at(time.Hour+ttl), cy[0].RunAt, "run at of a claim an hour ahead")
+	gap := cy[0].LeaseUntil.Sub(cx[0].LeaseUntil)
+	require.Less(t, gap.Abs(), 10*time.Minute, "lease expiries follow the store's clock, not the claims' Now: %v and %v", cx[0].LeaseUntil, cy[0].LeaseUntil)
+
+	// Expired by the store's clock: the caller behind still finds it not due (its RunAt is by
+	// the holder's clock), the caller ahead takes it.
+	f.lapse(l, at(2*time.Second))
+	f.requireNoClaim(at(-time.Hour), "a caller an hour behind: still not due", w.Name)
+	lb := f.claimOne(w, "worker-b", at(time.Hour))
+	require.Greater(t, lb.Token, l.Token)
+	require.ErrorIs(t, f.s.SaveSteps(f.ctx, l, storage.Commit{Now: at(3 * time.Second)}), storage.ErrLeaseLost, "the old holder after the takeover")
 }
 
 // testClaimHeldNotReclaimed: a leased workflow is not claimed again while its lease is valid.

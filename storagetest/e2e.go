@@ -23,6 +23,7 @@ func runEndToEnd(t *testing.T, factory Factory) {
 		cases := []storageCase{
 			{"CompletesWorkflows", testE2ECompletes},
 			{"ExclusiveAcrossWorkers", testE2EExclusive},
+			{"SkewedClocksExclusive", testE2ESkewedClocks},
 			{"ShutdownMidRunResumes", testE2EShutdownResumes},
 			{"ExpiredLeaseTakenOver", testE2EExpiredLease},
 			{"OneLoadPerRun", testE2EOneLoadPerRun},

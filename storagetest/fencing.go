@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func staleWrites(f *fixture, l storage.Lease, now time.Time, want error) {
 		fin := storage.Finish{Commit: c, State: state, Output: []byte(`"stale"`), RunAt: now, Attempt: 9}
 		require.ErrorIs(f.t, f.s.FinishRun(f.ctx, l, fin), want, "FinishRun(%s)", state)
 	}
-	require.ErrorIs(f.t, f.s.Heartbeat(f.ctx, l, now.Add(time.Hour), now), want, "Heartbeat")
+	require.ErrorIs(f.t, f.s.Heartbeat(f.ctx, l, time.Hour, now), want, "Heartbeat")
 	require.ErrorIs(f.t, f.s.Release(f.ctx, l, now), want, "Release")
 }
 
@@ -63,19 +64,96 @@ func testFenceWrongToken(t *testing.T, factory Factory) {
 	require.Len(t, steps, 1, "the right token still writes")
 }
 
-// testFenceExpired: once its lease has expired a run can write nothing, even when nobody
-// took the workflow over, and the workflow is claimable by others.
+// testFenceExpired: once its lease has expired by the store's clock a run can write nothing,
+// even when nobody took the workflow over and whatever time its requests carry, and the
+// workflow is claimable by others.
 func testFenceExpired(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	w, l := f.start("fence-expired")
+	f.lapse(l, at(time.Second))
 	before := f.get(w.ID)
-	late := l.Until.Add(time.Second)
-	staleWrites(f, l, late, storage.ErrLeaseLost)
+	for _, now := range []time.Time{at(-time.Hour), at(2 * time.Second), at(time.Hour)} {
+		staleWrites(f, l, now, storage.ErrLeaseLost)
+	}
 	requireNoStaleWrite(f, w.ID)
 	requireLeaseUnchanged(t, before, f.get(w.ID))
 
-	lb := f.claimOne(w, "worker-b", late)
+	lb := f.claimOne(w, "worker-b", at(2*time.Second))
 	require.Greater(t, lb.Token, l.Token)
+}
+
+// testFenceSkewedClock: a run whose requests carry a time far ahead of or behind the store's
+// clock still writes while its lease is live by the store's clock (Now only stamps the
+// records), and writes nothing once the lease has expired by it.
+func testFenceSkewedClock(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	skews := []time.Duration{-24 * time.Hour, -time.Hour, time.Hour, 24 * time.Hour}
+	w, l := f.start("fence-skew")
+	for i, skew := range skews {
+		now := at(skew)
+		f.save(l, storage.Commit{Steps: []storage.Step{step(fmt.Sprint("s", i), nil)}, Now: now})
+		_, err := f.s.SpawnBatch(f.ctx, l, storage.SpawnRequest{
+			Branch:   "branch$b",
+			Steps:    []storage.Step{branchStep("branch$b")},
+			Children: kids("fence-skew.child", fmt.Sprint("k", i), 0, 2),
+			Now:      now,
+		})
+		require.NoError(t, err, "SpawnBatch under a live lease at %v", now)
+		require.Equal(t, storage.StateRunning, f.get(w.ID).State)
+	}
+	_, steps := f.load(w.ID)
+	require.Len(t, steps, len(skews)+1, "every write under the live lease landed")
+
+	// FinishRun and Release under live leases, at times far off the store's.
+	for i, skew := range skews {
+		now := at(skew)
+		fw, fl := f.start(fmt.Sprint("fence-skew.finish", i))
+		f.finish(fl, storage.Finish{Commit: storage.Commit{Now: now}, State: storage.StateCompleted, Output: []byte(`"ok"`)})
+		require.Equal(t, storage.StateCompleted, f.get(fw.ID).State, "FinishRun at %v", now)
+		rw, rl := f.start(fmt.Sprint("fence-skew.release", i))
+		require.NoError(t, f.s.Release(f.ctx, rl, now), "Release at %v", now)
+		require.Equal(t, storage.StateIdle, f.get(rw.ID).State, "Release at %v", now)
+	}
+
+	// Expired by the store's clock: no time the run claims to be at helps.
+	e, le := f.start("fence-skew.expired")
+	f.lapse(le, at(time.Second))
+	before := f.get(e.ID)
+	for _, skew := range skews {
+		staleWrites(f, le, at(skew), storage.ErrLeaseLost)
+	}
+	requireNoStaleWrite(f, e.ID)
+	requireLeaseUnchanged(t, before, f.get(e.ID))
+}
+
+// testFenceMessages: a refused write says why. A superseded lease's error names the
+// workflow's current holder and token; an expired one's says that it expired; both still
+// match ErrLeaseLost.
+func testFenceMessages(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	w, la := f.start("fence-message")
+	f.lapse(la, at(time.Second))
+	expired := f.s.SaveSteps(f.ctx, la, storage.Commit{Now: at(2 * time.Second)})
+	require.ErrorIs(t, expired, storage.ErrLeaseLost)
+	require.Contains(t, expired.Error(), fmt.Sprintf("workflow %d", w.ID), "the error names the workflow")
+	require.Contains(t, expired.Error(), "expired", "the error of an expired lease says so")
+
+	lb := f.claimOne(w, "worker-b", at(2*time.Second))
+	holder := fmt.Sprintf("workflow %d is now leased by %q (token %d)", w.ID, "worker-b", lb.Token)
+	for what, err := range map[string]error{
+		"SaveSteps": f.s.SaveSteps(f.ctx, la, storage.Commit{Now: at(3 * time.Second)}),
+		"FinishRun": f.s.FinishRun(f.ctx, la, storage.Finish{Commit: storage.Commit{Now: at(3 * time.Second)}, State: storage.StateCompleted}),
+		"Heartbeat": f.s.Heartbeat(f.ctx, la, ttl, at(3*time.Second)),
+		"Release":   f.s.Release(f.ctx, la, at(3*time.Second)),
+		"SpawnBatch": func() error {
+			_, err := f.s.SpawnBatch(f.ctx, la, storage.SpawnRequest{Branch: "branch$b", Steps: []storage.Step{branchStep("branch$b")}, Now: at(3 * time.Second)})
+			return err
+		}(),
+	} {
+		require.ErrorIs(t, err, storage.ErrLeaseLost, what)
+		require.Contains(t, err.Error(), holder, "%s under a superseded lease names the current holder", what)
+	}
+	require.Equal(t, "worker-b", f.get(w.ID).LeaseOwner)
 }
 
 // testFenceCancelled: a run whose workflow was cancelled can write nothing and gets

@@ -73,7 +73,7 @@ func testFinishIdleLater(t *testing.T, factory Factory) {
 	require.Equal(t, wait, got.Wait)
 	require.Equal(t, 1, got.Attempt)
 	requireTime(t, time.Time{}, got.FinishedAt, "finished at of a suspended workflow")
-	f.requireNoClaim(l.Until.Add(time.Second), "the finish moved RunAt past the old lease")
+	f.requireNoClaim(at(ttl+time.Second), "the finish moved RunAt past the claim's")
 	f.requireNoClaim(wake.Add(-time.Millisecond), "not due yet")
 	lb := f.claimOne(w, "worker-b", wake)
 	require.Greater(t, lb.Token, l.Token)

@@ -12,11 +12,23 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// ttl is the lease length the cases claim with unless they say otherwise.
+// ttl is the lease length the cases claim with unless they say otherwise: real time by the
+// store's clock, long enough that a lease a case relies on never runs out under it, however
+// slow the machine.
 const ttl = 30 * time.Second
 
+// shortTTL is the real lease length of the cases that need a lease to expire. Leases expire
+// by the store's clock, which no request can move, so those cases wait for it (see lapse).
+const shortTTL = 200 * time.Millisecond
+
+// expiryTimeout bounds a wait for the store's clock to pass a lease; a deadline, not a
+// measurement.
+const expiryTimeout = 30 * time.Second
+
 // at returns the suite's fixed base time plus d. Every request carries a time made here, so
-// no case depends on the machine's clock. Whole milliseconds survive every backend's precision.
+// no case depends on the machine's clock for when workflows are due. Whole milliseconds
+// survive every backend's precision. (Lease expiry is the store's business and real time:
+// see lapse.)
 func at(d time.Duration) time.Time {
 	return time.Date(2030, time.January, 2, 3, 4, 0, 0, time.UTC).Add(d)
 }
@@ -26,7 +38,13 @@ type fixture struct {
 	t   *testing.T
 	s   storage.Storage
 	ctx context.Context
+	// witness is the workflow awaitStoreClock leases to watch the store's clock (0: none
+	// yet). Between waits it is idle without a RunAt, so no claim of a case ever takes it.
+	witness int64
 }
+
+// witnessName names the witness workflow; no case uses it for anything else.
+const witnessName = "storagetest.clock-witness"
 
 func newFixture(t *testing.T, factory Factory) *fixture {
 	t.Helper()
@@ -73,6 +91,62 @@ func (f *fixture) start(name string) (storage.Workflow, storage.Lease) {
 	f.t.Helper()
 	w := f.create(name, "k", at(0))
 	return w, f.claimOne(w, "worker-a", at(0))
+}
+
+// lapse makes the lease l run out by the store's clock, as when its worker stops
+// heartbeating: a last heartbeat at now leaves it shortTTL, and lapse returns once the
+// store's clock has passed that. The workflow is due again from now+shortTTL by the caller's
+// clock, and claimable then.
+func (f *fixture) lapse(l storage.Lease, now time.Time) {
+	f.t.Helper()
+	require.NoError(f.t, f.s.Heartbeat(f.ctx, l, shortTTL, now), "last heartbeat of the lease %+v", l)
+	f.awaitStoreClock(shortTTL)
+}
+
+// awaitStoreClock returns once the store's clock has moved at least d past the moment it is
+// called, so that every lease given d or less before the call has expired. It never reads
+// the machine's clock, which may disagree with the store's: it leases a witness workflow for
+// d and polls until a claim (by a caller whose Now is past the witness's RunAt, so only the
+// store's clock decides) can take it again.
+func (f *fixture) awaitStoreClock(d time.Duration) {
+	f.t.Helper()
+	if f.witness == 0 {
+		f.witness = f.create(witnessName, "k", at(0)).ID
+	} else {
+		f.wake(f.witness, at(0))
+	}
+	claim := func(now time.Time, ttl time.Duration) []storage.Workflow {
+		got, err := f.s.Claim(f.ctx, storage.ClaimRequest{Owner: "witness", Limit: 1, Names: []string{witnessName}, TTL: ttl, Now: now})
+		require.NoError(f.t, err, "Claim of the clock witness")
+		return got
+	}
+	got := claim(at(0), d)
+	require.Equal(f.t, []int64{f.witness}, ids(got), "the clock witness is claimable")
+	deadline := time.Now().Add(expiryTimeout)
+	for {
+		if again := claim(at(d), ttl); len(again) > 0 {
+			require.Equal(f.t, f.witness, again[0].ID, "Claim of the clock witness")
+			f.finish(again[0].Lease(), storage.Finish{Commit: storage.Commit{Now: at(d)}, State: storage.StateIdle})
+			return
+		}
+		require.True(f.t, time.Now().Before(deadline), "a lease of %v did not expire within %v: is the store's clock moving?", d, expiryTimeout)
+		time.Sleep(5 * time.Millisecond) // the poll interval of a wait on a condition
+	}
+}
+
+// takeOver claims w for owner at now once its lease (given d or less ago) has expired by
+// the store's clock, polling until the claim succeeds, and returns the new lease.
+func (f *fixture) takeOver(w storage.Workflow, owner string, now time.Time) storage.Lease {
+	f.t.Helper()
+	deadline := time.Now().Add(expiryTimeout)
+	for {
+		if got := f.claim(owner, now, 1, w.Name); len(got) > 0 {
+			require.Equal(f.t, w.ID, got[0].ID, "Claim returned the wrong workflow")
+			return got[0].Lease()
+		}
+		require.True(f.t, time.Now().Before(deadline), "workflow %d was not claimable at %v within %v", w.ID, now, expiryTimeout)
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // requireNoClaim requires that a claim at now (restricted to names, if any) takes nothing.

@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,27 +10,28 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// testLeaseTakeover: once a lease expires another worker takes the workflow with a greater
-// token, and from then on every write of the old lease is refused and changes nothing, even
-// when the old worker's clock says its lease is still valid.
+// testLeaseTakeover: once a lease expires by the store's clock another worker takes the
+// workflow with a greater token, and from then on every write of the old lease is refused and
+// changes nothing, whatever time the old worker's requests carry.
 func testLeaseTakeover(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	w, la := f.start("takeover")
 	f.save(la, storage.Commit{Steps: []storage.Step{step("one", []byte("1"))}, Values: []byte(`{"by":"a"}`), Now: at(10 * time.Second)})
 
-	takeover := la.Until.Add(time.Second)
+	f.lapse(la, at(10*time.Second))
+	takeover := at(40 * time.Second)
 	lb := f.claimOne(w, "worker-b", takeover)
 	require.Greater(t, lb.Token, la.Token, "the new lease has a greater token")
 	require.Equal(t, "worker-b", lb.Owner)
-	requireTime(t, takeover.Add(ttl), lb.Until, "new lease until")
 	before, stepsBefore := f.load(w.ID)
+	requireTime(t, takeover.Add(ttl), before.RunAt, "run at of the new lease")
 
-	// The old worker believes it is at 20s (a paused process) and then at 40s.
-	for _, now := range []time.Time{at(20 * time.Second), takeover.Add(time.Second)} {
+	// The old worker believes it is at 20s (a paused process), at 41s, and a day later.
+	for _, now := range []time.Time{at(20 * time.Second), takeover.Add(time.Second), at(24 * time.Hour)} {
 		c := storage.Commit{Steps: []storage.Step{step("two", []byte("2"))}, Values: []byte(`{"by":"stale"}`), Errors: []storage.ErrorRecord{{Message: "stale"}}, Now: now}
 		require.ErrorIs(t, f.s.SaveSteps(f.ctx, la, c), storage.ErrLeaseLost, "SaveSteps of the old lease at %v", now)
 		require.ErrorIs(t, f.s.FinishRun(f.ctx, la, storage.Finish{Commit: c, State: storage.StateCompleted, Output: []byte(`"stale"`)}), storage.ErrLeaseLost, "FinishRun of the old lease at %v", now)
-		require.ErrorIs(t, f.s.Heartbeat(f.ctx, la, now.Add(time.Hour), now), storage.ErrLeaseLost, "Heartbeat of the old lease at %v", now)
+		require.ErrorIs(t, f.s.Heartbeat(f.ctx, la, time.Hour, now), storage.ErrLeaseLost, "Heartbeat of the old lease at %v", now)
 		require.ErrorIs(t, f.s.Release(f.ctx, la, now), storage.ErrLeaseLost, "Release of the old lease at %v", now)
 	}
 
@@ -53,39 +55,76 @@ func testLeaseTakeover(t *testing.T, factory Factory) {
 	require.Len(t, steps, 2)
 }
 
-// testHeartbeatExtends: a heartbeat moves the lease (and RunAt) to the new expiry, so a claim
-// at the old expiry does not take the workflow and the run may still write.
+// testHeartbeatExtends: a heartbeat moves the lease's expiry to the store's clock plus its
+// TTL and RunAt to its now plus the TTL, keeping the token, so the run may still write; a
+// heartbeat with a short TTL shortens the lease, which then expires.
 func testHeartbeatExtends(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	w, l := f.start("heartbeat")
-	extended := at(60 * time.Second)
-	require.NoError(t, f.s.Heartbeat(f.ctx, l, extended, at(20*time.Second)))
+	require.NoError(t, f.s.Heartbeat(f.ctx, l, time.Hour, at(20*time.Second)))
 
-	got := f.get(w.ID)
-	requireTime(t, extended, got.LeaseUntil, "lease until after the heartbeat")
-	requireTime(t, extended, got.RunAt, "run at after the heartbeat")
-	require.Equal(t, l.Token, got.LeaseToken, "a heartbeat keeps the token")
-	require.Equal(t, storage.StateRunning, got.State)
+	hb := f.get(w.ID)
+	require.GreaterOrEqual(t, hb.LeaseUntil.Sub(l.Until), time.Hour-ttl-time.Second,
+		"a heartbeat of an hour moves the expiry about an hour past the claim's of %v: %v, claimed until %v", ttl, hb.LeaseUntil, l.Until)
+	requireTime(t, at(20*time.Second+time.Hour), hb.RunAt, "run at after the heartbeat (its now plus the TTL)")
+	require.Equal(t, l.Token, hb.LeaseToken, "a heartbeat keeps the token")
+	require.Equal(t, storage.StateRunning, hb.State)
+	require.Equal(t, "worker-a", hb.LeaseOwner)
 
-	f.requireNoClaim(l.Until.Add(time.Second), "the heartbeat extended the lease")
+	f.requireNoClaim(at(2*time.Hour), "the heartbeat extended the lease")
 	// The store's lease decides, not the Until the worker remembers.
 	f.save(l, storage.Commit{Steps: []storage.Step{step("late", nil)}, Now: at(45 * time.Second)})
-	require.NoError(t, f.s.Heartbeat(f.ctx, l, at(90*time.Second), at(50*time.Second)), "a second heartbeat")
+	require.NoError(t, f.s.Heartbeat(f.ctx, l, time.Hour, at(50*time.Second)), "a second heartbeat")
 
-	lb := f.claimOne(w, "worker-b", at(91*time.Second))
+	// A last heartbeat with a short TTL shortens the lease; it then expires.
+	f.lapse(l, at(60*time.Second))
+	requireTime(t, at(60*time.Second+shortTTL), f.get(w.ID).RunAt, "run at after a short heartbeat")
+	lb := f.claimOne(w, "worker-b", at(61*time.Second))
 	require.Greater(t, lb.Token, l.Token)
 }
 
-// testHeartbeatAfterExpiry: a lease that expired cannot be revived by a heartbeat, even when
-// nobody took the workflow over.
+// testHeartbeatAfterExpiry: a lease that expired by the store's clock cannot be revived by a
+// heartbeat, even when nobody took the workflow over and whatever now the heartbeat carries.
 func testHeartbeatAfterExpiry(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	w, l := f.start("late-heartbeat")
+	f.lapse(l, at(time.Second))
 	before := f.get(w.ID)
-	late := l.Until.Add(time.Second)
-	require.ErrorIs(t, f.s.Heartbeat(f.ctx, l, late.Add(time.Minute), late), storage.ErrLeaseLost)
+	for _, now := range []time.Time{at(-time.Hour), at(2 * time.Second), at(time.Hour)} {
+		require.ErrorIs(t, f.s.Heartbeat(f.ctx, l, time.Hour, now), storage.ErrLeaseLost, "Heartbeat of an expired lease at %v", now)
+	}
 	requireLeaseUnchanged(t, before, f.get(w.ID))
-	lb := f.claimOne(w, "worker-b", late)
+	lb := f.claimOne(w, "worker-b", at(2*time.Second))
+	require.Greater(t, lb.Token, l.Token)
+}
+
+// testHeartbeatSkewedClock: the holder of a live lease heartbeats whatever its clock says,
+// far ahead or far behind the store's: the store's clock sets the expiry, the heartbeat's now
+// only RunAt. A heartbeat that left RunAt in the past (a holder behind) does not make the
+// workflow claimable while the lease is live; once it expired by the store's clock, no now
+// revives it.
+func testHeartbeatSkewedClock(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	w, l := f.start("skewed-heartbeat")
+	for _, skew := range []time.Duration{24 * time.Hour, -24 * time.Hour, time.Hour, -time.Hour} {
+		now := at(skew)
+		require.NoError(t, f.s.Heartbeat(f.ctx, l, ttl, now), "Heartbeat of a live lease at %v", now)
+		got := f.get(w.ID)
+		requireTime(t, now.Add(ttl), got.RunAt, fmt.Sprintf("run at after a heartbeat at %v", now))
+		require.Less(t, got.LeaseUntil.Sub(l.Until).Abs(), 10*time.Minute, "the lease's expiry follows the store's clock, not the heartbeat's now %v: %v, claimed until %v", now, got.LeaseUntil, l.Until)
+	}
+	// The last heartbeat, an hour behind, left RunAt long past for everyone else.
+	f.requireNoClaim(at(0), "the lease is live, though RunAt is past")
+	f.requireNoClaim(at(24*time.Hour), "the lease is live, though RunAt is past")
+	f.save(l, storage.Commit{Steps: []storage.Step{step("still-mine", nil)}, Now: at(time.Second)})
+
+	f.lapse(l, at(-time.Hour))
+	before := f.get(w.ID)
+	for _, now := range []time.Time{at(-24 * time.Hour), at(0), at(24 * time.Hour)} {
+		require.ErrorIs(t, f.s.Heartbeat(f.ctx, l, ttl, now), storage.ErrLeaseLost, "Heartbeat of an expired lease at %v", now)
+	}
+	requireLeaseUnchanged(t, before, f.get(w.ID))
+	lb := f.claimOne(w, "worker-b", at(0))
 	require.Greater(t, lb.Token, l.Token)
 }
 

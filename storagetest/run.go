@@ -17,8 +17,11 @@
 // suite with -race.
 //
 // Every case passes explicit times (a fixed base time plus offsets) in its requests, as the
-// contract asks, so nothing sleeps and results do not depend on the machine's clock. A failing
-// case names the promise of the storage.Storage contract that the backend broke.
+// contract asks, so when workflows are due does not depend on the machine's clock. Leases
+// expire by the store's own clock, which no request moves: the cases that need a lease to
+// expire give it a short real TTL and wait, polling the store with a deadline, until the
+// store's clock has passed it. A failing case names the promise of the storage.Storage
+// contract that the backend broke.
 package storagetest
 
 import (
@@ -73,15 +76,19 @@ func storageCases() []storageCase {
 		{"ClaimNames", testClaimNames},
 		{"ClaimSetsLease", testClaimSetsLease},
 		{"ClaimHeldNotReclaimed", testClaimHeldNotReclaimed},
+		{"ClaimSkewedClockAhead", testClaimSkewedClockAhead},
 		{"ClaimExclusiveConcurrent", testClaimExclusiveConcurrent},
 
 		{"LeaseTakeover", testLeaseTakeover},
 		{"HeartbeatExtends", testHeartbeatExtends},
 		{"HeartbeatAfterExpiry", testHeartbeatAfterExpiry},
+		{"HeartbeatSkewedClock", testHeartbeatSkewedClock},
 		{"Release", testRelease},
 
 		{"FenceWrongToken", testFenceWrongToken},
 		{"FenceExpired", testFenceExpired},
+		{"FenceSkewedClock", testFenceSkewedClock},
+		{"FenceMessages", testFenceMessages},
 		{"FenceCancelled", testFenceCancelled},
 		{"FenceFinished", testFenceFinished},
 

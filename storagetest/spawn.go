@@ -223,8 +223,10 @@ func testSpawnCursorResume(t *testing.T, factory Factory) {
 				src.read(next, min(next+b, n)) // read, never committed
 			}
 
-			// The resumer takes the lease over once the dead one expires, and reads the cursor.
-			t1 := la.Until.Add(time.Second)
+			// The resumer takes the lease over once the dead one expires (its last heartbeat
+			// left it a short TTL), and reads the cursor.
+			f.lapse(la, t0.Add(2*time.Second))
+			t1 := t0.Add(time.Minute)
 			lb := f.claimOne(w, "worker-b", t1)
 			cursor := src.cursor(w.ID)
 			require.Equal(t, next, cursor, "%s: the cursor is the offset after the last committed batch", desc)
@@ -408,19 +410,21 @@ func testSpawnFenced(t *testing.T, factory Factory) {
 		refuse("with "+tc.name, l, r, tc.want)
 	}
 
-	// The lease expires at l.Until: at that instant and later it cannot spawn.
+	// Once the lease has expired by the store's clock it cannot spawn, whatever time the batch
+	// carries.
+	f.lapse(l, at(3*time.Second))
 	before := f.get(w.ID)
-	refuse("at lease expiry", l, batch(l.Until), storage.ErrLeaseLost)
-	refuse("after lease expiry", l, batch(l.Until.Add(time.Second)), storage.ErrLeaseLost)
+	refuse("after lease expiry", l, batch(at(3*time.Second)), storage.ErrLeaseLost)
+	refuse("after lease expiry, from a clock an hour behind", l, batch(at(-time.Hour)), storage.ErrLeaseLost)
 	requireLeaseUnchanged(t, before, f.get(w.ID))
 
 	// Taken over by another worker: the old lease is superseded, even in a request that carries
 	// a time it covered (the stored lease is the new one).
-	lb := f.claimOne(w, "worker-b", l.Until.Add(time.Second))
-	refuse("under a superseded lease", l, batch(l.Until.Add(-time.Second)), storage.ErrLeaseLost)
+	lb := f.claimOne(w, "worker-b", at(4*time.Second))
+	refuse("under a superseded lease", l, batch(at(2*time.Second)), storage.ErrLeaseLost)
 	wrong := lb
 	wrong.Token++
-	refuse("under a token never issued", wrong, batch(l.Until.Add(2*time.Second)), storage.ErrLeaseLost)
+	refuse("under a token never issued", wrong, batch(at(5*time.Second)), storage.ErrLeaseLost)
 
 	// Cancelled while running: its lease can spawn nothing.
 	wc, lc := f.start("fenced.cancelled")
@@ -441,7 +445,7 @@ func testSpawnFenced(t *testing.T, factory Factory) {
 	require.Equal(t, storage.StateCancelled, f.get(wc.ID).State)
 
 	// The current lease still spawns the batch.
-	res := f.spawn(lb, batch(l.Until.Add(2*time.Second)))
+	res := f.spawn(lb, batch(at(6*time.Second)))
 	require.Equal(t, storage.SpawnResult{BranchStepID: first.BranchStepID, Inserted: 4}, res)
 	requireChildren(f, first.BranchStepID, childKeys(kids("fenced.child", "k$b$items", 0, 7)))
 }

@@ -115,8 +115,9 @@ func testWakeNotCarriedOver(t *testing.T, factory Factory) {
 	// Woken during run 1, which dies; the run that takes over waits for a signal.
 	u, lu := f.start("crashed")
 	f.wake(u.ID, at(5*time.Second))
-	lu2 := f.claimOne(u, "worker-b", lu.Until.Add(time.Second))
-	f.finish(lu2, storage.Finish{Commit: storage.Commit{Now: lu.Until.Add(2 * time.Second)}, State: storage.StateIdle})
+	f.lapse(lu, at(6*time.Second))
+	lu2 := f.claimOne(u, "worker-b", at(7*time.Second))
+	f.finish(lu2, storage.Finish{Commit: storage.Commit{Now: at(8 * time.Second)}, State: storage.StateIdle})
 	requireTime(t, time.Time{}, f.get(u.ID).RunAt, "run at after the takeover run, which started after the wake was due")
 	f.requireNoClaim(at(365*24*time.Hour), "the wake was used by the takeover run", u.Name)
 

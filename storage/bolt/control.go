@@ -30,7 +30,7 @@ func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) 
 		case storage.StateIdle:
 			w.RunAt = storage.Earliest(old.RunAt, at)
 		case storage.StateRunning:
-			// RunAt must stay equal to the lease expiry while leased.
+			// RunAt stays where the claim or heartbeat put it while leased.
 			w.Wake = storage.Earliest(old.Wake, at)
 		default:
 			return nil

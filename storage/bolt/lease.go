@@ -9,45 +9,41 @@ import (
 )
 
 // Writes made under a lease. Each one loads the row, checks the lease (fence) and writes in
-// the same transaction, so a stale worker can never write after another has taken over.
+// the same transaction, so a stale worker can never write after another has taken over. The
+// lease's expiry is checked against the process clock read in that transaction, never the
+// request's time.
 
-// fence returns the workflow if l is its current, unexpired lease at now and it is running.
-// A missing workflow yields an error wrapping both storage.ErrNotFound and
-// storage.ErrLeaseLost.
+// fence returns the workflow if l is its current lease, live at now (the store's clock, read
+// in the transaction), and it is running; otherwise the error storage.Fence gives. A missing
+// workflow yields an error wrapping both storage.ErrNotFound and storage.ErrLeaseLost.
 func (t *txn) fence(l storage.Lease, now time.Time) (*record, error) {
 	r, err := t.get(l.WorkflowID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, storage.ErrLeaseLost)
 	}
-	switch {
-	case r.State == storage.StateCancelled:
-		return nil, fmt.Errorf("workflow %d: %w", r.ID, storage.ErrCancelled)
-	case r.LeaseToken != l.Token:
-		return nil, fmt.Errorf("workflow %d: lease token %d was superseded by %d: %w", r.ID, l.Token, r.LeaseToken, storage.ErrLeaseLost)
-	case r.State != storage.StateRunning:
-		return nil, fmt.Errorf("workflow %d: lease token %d is released (state %s): %w", r.ID, l.Token, r.State, storage.ErrLeaseLost)
-	case !now.Before(r.LeaseUntil):
-		return nil, fmt.Errorf("workflow %d: lease token %d expired at %v, not after %v: %w", r.ID, l.Token, r.LeaseUntil, now.UTC(), storage.ErrLeaseLost)
+	if err := storage.Fence(l, r.Workflow, now); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
 
-// Heartbeat extends a held lease, and RunAt with it, to until.
-func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
-	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
+// Heartbeat extends a held lease to the process clock plus ttl, and RunAt to now+ttl.
+func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duration, now time.Time) error {
+	if err := storage.ValidateHeartbeat(l, ttl, now); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err := s.update(func(t *txn) error {
-		old, err := t.fence(l, now)
+		storeNow := s.clock()
+		old, err := t.fence(l, storeNow)
 		if err != nil {
 			return err
 		}
 		w := *old
-		w.LeaseUntil = until.UTC()
-		w.RunAt = w.LeaseUntil
+		w.LeaseUntil = storeNow.Add(ttl)
+		w.RunAt = now.UTC().Add(ttl)
 		return t.put(old, &w)
 	})
 	if err != nil {
@@ -69,7 +65,7 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 		return err
 	}
 	err := s.batch(func(t *txn) error {
-		old, err := t.fence(l, c.Now)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}
@@ -101,7 +97,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 		return err
 	}
 	err := s.batch(func(t *txn) error {
-		old, err := t.fence(l, f.Now)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}
@@ -142,7 +138,7 @@ func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) err
 		return err
 	}
 	err := s.update(func(t *txn) error {
-		old, err := t.fence(l, now)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}

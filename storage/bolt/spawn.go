@@ -31,7 +31,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	now := r.Now.UTC()
 	var out storage.SpawnResult
 	err := s.update(func(t *txn) error {
-		old, err := t.fence(l, r.Now)
+		old, err := t.fence(l, s.clock())
 		if err != nil {
 			return err
 		}

@@ -166,7 +166,7 @@ func TestSpawnBatchRefusedWritesNothing(t *testing.T) {
 		lease  storage.Lease
 		modify func(r *storage.SpawnRequest)
 	}{
-		{"expired lease", storage.ErrLeaseLost, l, func(r *storage.SpawnRequest) { r.Now = at(time.Minute) }},
+		{"expired lease", storage.ErrLeaseLost, l, func(*storage.SpawnRequest) { setClock(s, at(time.Minute)) }},
 		{"superseded token", storage.ErrLeaseLost, storage.Lease{WorkflowID: l.WorkflowID, Owner: l.Owner, Token: l.Token + 1, Until: l.Until}, func(*storage.SpawnRequest) {}},
 		{"unknown workflow", storage.ErrLeaseLost, storage.Lease{WorkflowID: 1 << 40, Token: 1}, func(*storage.SpawnRequest) {}},
 		{"cancelled", storage.ErrCancelled, lc, func(*storage.SpawnRequest) {}},
@@ -188,6 +188,7 @@ func TestSpawnBatchRefusedWritesNothing(t *testing.T) {
 		r := good()
 		c.modify(&r)
 		got, err := s.SpawnBatch(ctx, c.lease, r)
+		setClock(s, base)
 		require.ErrorIs(t, err, c.want, c.name)
 		require.Zero(t, got, c.name)
 		require.Equal(t, before, dump(t, s), "%s wrote something", c.name)

@@ -36,7 +36,15 @@ var _ storage.Storage = (*Store)(nil)
 type Store struct {
 	db   *bbolt.DB
 	path string
+	// clock is the store's own clock, by which leases expire (see storage.Storage): the file
+	// lock keeps the store to one process, so that process's clock is the only one to agree
+	// with. Requests' times decide only when a workflow is due. Tests may replace it before
+	// use.
+	clock func() time.Time
 }
+
+// systemClock is the process clock in UTC, without a monotonic reading (what is stored).
+func systemClock() time.Time { return time.Now().UTC() }
 
 // schemaVersion is written to the meta bucket. Open upgrades a file of an earlier version
 // (see migrate) and refuses one of a later version, which this build could not keep
@@ -111,8 +119,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path}
-	if err := s.update(recoverLeases); err != nil {
+	s := &Store{db: db, path: path, clock: systemClock}
+	if err := s.update(func(t *txn) error { return recoverLeases(t, s.clock()) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("bolt: open %s: recover leases: %w", path, err)
 	}
@@ -121,9 +129,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 // recoverLeases makes every workflow left running by an earlier process runnable at once.
 // The file lock proves that process is gone, so its leases can never be renewed; waiting for
-// them to expire would only delay the restart. A lease's expiry is moved back to the moment
-// it was last taken (UpdatedAt), which every later "now" has passed; the token still fences.
-func recoverLeases(t *txn) error {
+// them to expire would only delay the restart. A lease's expiry is moved back to now, the
+// store's clock, and RunAt to the moment of the run's last write (UpdatedAt, by its caller's
+// clock), which every later claim's Now has passed; the token still fences.
+func recoverLeases(t *txn, now time.Time) error {
 	prefix := stateKey(storage.StateRunning, 0)[:len(storage.StateRunning)+1]
 	for _, k := range prefixKeys(t.states, prefix) {
 		old, err := t.get(int64(beUint(k[len(prefix):])))
@@ -131,8 +140,8 @@ func recoverLeases(t *txn) error {
 			return err
 		}
 		w := *old
-		w.LeaseUntil = storage.Earliest(old.UpdatedAt, old.LeaseUntil)
-		w.RunAt = w.LeaseUntil
+		w.LeaseUntil = storage.Earliest(now, old.LeaseUntil)
+		w.RunAt = storage.Earliest(old.UpdatedAt, old.RunAt)
 		if err := t.put(old, &w); err != nil {
 			return err
 		}

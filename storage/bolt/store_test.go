@@ -27,9 +27,15 @@ func openTemp(t testing.TB) (*Store, string) {
 	s, err := Open(path, WithNoSync())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
+	setClock(s, base)
 	return s, path
 }
 
+// setClock stops s's own clock, by which its leases expire, at t: the tests move it as they
+// move their requests' times. Call it only while no other goroutine uses s.
+func setClock(s *Store, t time.Time) { s.clock = func() time.Time { return t } }
+
+// newStore opens a store in a temporary file, its lease clock stopped at base.
 func newStore(t testing.TB) *Store {
 	s, _ := openTemp(t)
 	return s
@@ -218,8 +224,8 @@ func TestClaimOrderLeaseAndNames(t *testing.T) {
 		require.Equal(t, storage.StateRunning, w.State)
 		require.Equal(t, "w1", w.LeaseOwner)
 		require.Equal(t, int64(1), w.LeaseToken)
-		require.Equal(t, at(5*time.Second+time.Minute), w.LeaseUntil)
-		require.Equal(t, w.LeaseUntil, w.RunAt)
+		require.Equal(t, at(time.Minute), w.LeaseUntil, "the store's clock (base) plus the TTL")
+		require.Equal(t, at(5*time.Second+time.Minute), w.RunAt, "the claim's Now plus the TTL")
 		stored, err := s.GetWorkflow(ctx, w.ID)
 		require.NoError(t, err)
 		require.Equal(t, w, stored)
@@ -228,8 +234,14 @@ func TestClaimOrderLeaseAndNames(t *testing.T) {
 	again, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w2", Limit: 10, TTL: time.Minute, Now: at(6 * time.Second)})
 	require.NoError(t, err)
 	require.Empty(t, again, "valid leases are not claimed")
+	again, err = s.Claim(ctx, storage.ClaimRequest{Owner: "w2", Limit: 10, TTL: time.Minute, Now: at(59 * time.Minute)})
+	require.NoError(t, err)
+	require.Empty(t, again, "valid leases are not claimed by a caller whose clock runs ahead")
+	checkIndexes(t, s)
 
-	// After expiry the rows come back by themselves; the name filter selects among them.
+	// After expiry by the store's clock the rows come back by themselves; the name filter
+	// selects among them.
+	setClock(s, at(time.Minute))
 	taken, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w2", Limit: 10, Names: []string{"b"}, TTL: time.Minute, Now: at(2 * time.Minute)})
 	require.NoError(t, err)
 	require.Len(t, taken, 1)
@@ -309,22 +321,30 @@ func TestFencing(t *testing.T) {
 		w := create(t, s, "wf", "k", base)
 		c := claimOne(t, s, base, time.Minute)
 		l := c.Lease()
-		require.NoError(t, s.Heartbeat(ctx, l, at(2*time.Minute), at(30*time.Second)))
+		setClock(s, at(30*time.Second))
+		require.NoError(t, s.Heartbeat(ctx, l, 90*time.Second, at(time.Hour)))
 		hb, err := s.GetWorkflow(ctx, w.ID)
 		require.NoError(t, err)
-		require.Equal(t, at(2*time.Minute), hb.LeaseUntil)
-		require.Equal(t, at(2*time.Minute), hb.RunAt)
+		require.Equal(t, at(2*time.Minute), hb.LeaseUntil, "the store's clock plus the TTL")
+		require.Equal(t, at(time.Hour+90*time.Second), hb.RunAt, "the heartbeat's now plus the TTL")
 
-		late := at(3 * time.Minute)
+		setClock(s, at(3*time.Minute))
 		before := dump(t, s)
-		require.ErrorIs(t, s.Heartbeat(ctx, l, at(4*time.Minute), late), storage.ErrLeaseLost)
-		require.ErrorIs(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: late}), storage.ErrLeaseLost)
-		require.ErrorIs(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: late}, State: storage.StateCompleted}), storage.ErrLeaseLost)
-		require.ErrorIs(t, s.Release(ctx, l, late), storage.ErrLeaseLost)
+		for _, late := range []time.Time{base, at(3 * time.Minute), at(-time.Hour)} {
+			require.ErrorIs(t, s.Heartbeat(ctx, l, time.Minute, late), storage.ErrLeaseLost)
+			require.ErrorIs(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: late}), storage.ErrLeaseLost)
+			require.ErrorIs(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: late}, State: storage.StateCompleted}), storage.ErrLeaseLost)
+			require.ErrorIs(t, s.Release(ctx, l, late), storage.ErrLeaseLost)
+		}
 		require.Equal(t, before, dump(t, s), "nothing written")
-		// At exactly LeaseUntil the lease is expired (and claimable); just before, it holds.
-		require.ErrorIs(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: at(2 * time.Minute)}), storage.ErrLeaseLost)
-		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: at(2*time.Minute - time.Nanosecond)}))
+		// At exactly LeaseUntil by the store's clock the lease is expired (and claimable); just
+		// before, it holds, whatever the request's now.
+		setClock(s, at(2*time.Minute))
+		err = s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: base})
+		require.ErrorIs(t, err, storage.ErrLeaseLost)
+		require.ErrorContains(t, err, "expired")
+		setClock(s, at(2*time.Minute-time.Nanosecond))
+		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: at(24 * time.Hour)}))
 	})
 
 	t.Run("takeover fences the old token", func(t *testing.T) {
@@ -332,13 +352,17 @@ func TestFencing(t *testing.T) {
 		s := newStore(t)
 		create(t, s, "wf", "k", base)
 		first := leaseOf(claimOne(t, s, base, time.Minute))
-		second := claimOne(t, s, at(2*time.Minute), time.Minute)
+		setClock(s, at(time.Minute))
+		claimed, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w2", Limit: 1, TTL: time.Minute, Now: at(2 * time.Minute)})
+		require.NoError(t, err)
+		require.Len(t, claimed, 1)
+		second := claimed[0]
 		require.Greater(t, second.LeaseToken, first.Token)
 
 		now := at(2*time.Minute + time.Second)
-		err := s.SaveSteps(ctx, first, storage.Commit{Steps: []storage.Step{step}, Now: now})
+		err = s.SaveSteps(ctx, first, storage.Commit{Steps: []storage.Step{step}, Now: now})
 		require.ErrorIs(t, err, storage.ErrLeaseLost)
-		require.Contains(t, err.Error(), fmt.Sprint("workflow ", first.WorkflowID))
+		require.ErrorContains(t, err, fmt.Sprintf(`workflow %d is now leased by "w2" (token %d)`, first.WorkflowID, second.LeaseToken))
 		require.NoError(t, s.SaveSteps(ctx, second.Lease(), storage.Commit{Steps: []storage.Step{step}, Now: now}))
 		require.NoError(t, s.FinishRun(ctx, second.Lease(), storage.Finish{Commit: storage.Commit{Now: now}, State: storage.StateCompleted}))
 		// A released lease is not current any more, even before its old expiry.
@@ -354,7 +378,7 @@ func TestFencing(t *testing.T) {
 		require.NoError(t, s.Cancel(ctx, w.ID, at(time.Second)))
 		before := dump(t, s)
 		now := at(2 * time.Second)
-		require.ErrorIs(t, s.Heartbeat(ctx, l, at(time.Minute), now), storage.ErrCancelled)
+		require.ErrorIs(t, s.Heartbeat(ctx, l, time.Minute, now), storage.ErrCancelled)
 		require.ErrorIs(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{step}, Now: now}), storage.ErrCancelled)
 		require.ErrorIs(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: now}, State: storage.StateIdle}), storage.ErrCancelled)
 		require.ErrorIs(t, s.Release(ctx, l, now), storage.ErrCancelled)
@@ -461,7 +485,7 @@ func TestWakeDuringRunCoalescesIntoFinish(t *testing.T) {
 		require.True(t, woken)
 		running, err := s.GetWorkflow(ctx, w.ID)
 		require.NoError(t, err)
-		require.Equal(t, running.LeaseUntil, running.RunAt, "a wake does not move a leased row")
+		require.Equal(t, at(time.Minute), running.RunAt, "a wake does not move a leased row")
 
 		require.NoError(t, s.FinishRun(ctx, l, storage.Finish{
 			Commit: storage.Commit{Now: at(5 * time.Second)},
@@ -803,8 +827,11 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"finish huge output", storage.ErrTooLarge, func() error {
 			return s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: base}, State: storage.StateCompleted, Output: big})
 		}},
-		{"heartbeat backwards", storage.ErrInvalid, func() error {
-			return s.Heartbeat(ctx, l, base, at(time.Second))
+		{"heartbeat zero ttl", storage.ErrInvalid, func() error {
+			return s.Heartbeat(ctx, l, 0, at(time.Second))
+		}},
+		{"heartbeat ttl over MaxLeaseTTL", storage.ErrInvalid, func() error {
+			return s.Heartbeat(ctx, l, storage.MaxLeaseTTL+1, at(time.Second))
 		}},
 		{"release without now", storage.ErrInvalid, func() error {
 			return s.Release(ctx, l, time.Time{})

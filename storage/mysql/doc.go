@@ -21,6 +21,8 @@
 // for byte (case, '$' and trailing spaces are significant, which MySQL 8's PAD SPACE
 // utf8mb4_bin collation would not give) and their lengths are the contract's byte limits.
 // Times are DATETIME(6) in UTC: a time passed in comes back truncated to the microsecond.
+// Leases run by the server's clock: a lease's expiry is UTC_TIMESTAMP(6) plus the TTL, set and
+// checked by the statements that claim, fence and heartbeat, never a time a worker passes.
 // DATETIME holds the years 1000 to 9999; the contract admits only storage.MinTime to
 // storage.MaxTime (1678 to 2261), the same on every backend.
 //
@@ -75,8 +77,10 @@
 // walked past other names' due rows would hide them from their own workers until it ends.
 //
 // Every write made under a lease (Heartbeat, SaveSteps, FinishRun, Release, SpawnBatch)
-// first locks the workflow row with SELECT ... FOR UPDATE and checks the token, the state
-// and the expiry in the same transaction, so a refused write changes nothing.
+// first locks the workflow row with SELECT ... FOR UPDATE, which also reads the server's
+// UTC_TIMESTAMP(6), and checks the token, the state and the expiry by that clock in the same
+// transaction, so a refused write changes nothing. A lock held from the fence to COMMIT keeps
+// claims off the row meanwhile, whatever happens to the clock.
 //
 // # Failures
 //

@@ -49,10 +49,15 @@ func lifeCycle(t *testing.T, s *Store) {
 	require.NoError(t, err)
 	require.Equal(t, w, got, "the created workflow reads back exactly as returned")
 
+	before := time.Now()
 	claimed := claimAll(t, s, odd, 1)
 	require.Len(t, claimed, 1)
 	l := claimed[0].Lease()
-	require.True(t, want.Add(time.Minute).Equal(l.Until), "lease until %v", l.Until)
+	require.True(t, want.Add(time.Minute).Equal(claimed[0].RunAt), "run at %v", claimed[0].RunAt)
+	// The lease runs by the server's clock, UTC whatever loc says; the test server is local,
+	// so it reads about what this process does (a shift by loc's offset would be hours).
+	require.WithinRange(t, l.Until, before.Add(time.Minute-5*time.Minute), time.Now().Add(time.Minute+5*time.Minute), "lease until %v", l.Until)
+	require.Equal(t, time.UTC, l.Until.Location())
 	require.Equal(t, input, claimed[0].Input)
 
 	result := payload(1<<20, 9)

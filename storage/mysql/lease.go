@@ -12,8 +12,9 @@ import (
 )
 
 // Writes made under a lease. Each one is a transaction that first locks the workflow row and
-// checks the lease (SELECT ... FOR UPDATE), then writes, so a stale worker can never write
-// after another has taken over, and a refused write leaves nothing behind.
+// checks the lease (SELECT ... FOR UPDATE, which also reads the server's clock), then writes,
+// so a stale worker can never write after another has taken over, and a refused write leaves
+// nothing behind.
 
 // fenced is what the fence read from the locked workflow row.
 type fenced struct {
@@ -23,22 +24,23 @@ type fenced struct {
 	branchID int64
 }
 
-// fence locks the workflow row in tx and checks that l is its current, unexpired lease at now
-// and that it is running. A missing workflow yields an error wrapping both
+// fence locks the workflow row in tx and checks that l is its current lease, live by the
+// server's clock read in the same statement, and that it is running; otherwise it returns the
+// error storage.Fence gives. A missing workflow yields an error wrapping both
 // storage.ErrNotFound and storage.ErrLeaseLost. With branch set it also reads that step's ID.
-func (s *Store) fence(ctx context.Context, tx *sql.Tx, l storage.Lease, now time.Time, branch string) (fenced, error) {
+func (s *Store) fence(ctx context.Context, tx *sql.Tx, l storage.Lease, branch string) (fenced, error) {
 	var (
-		state    []byte
-		token    int64
-		until    time.Time
-		f        fenced
-		branchID sql.NullInt64
-		err      error
+		state, owner []byte
+		cur          = storage.Workflow{ID: l.WorkflowID}
+		now          time.Time
+		f            fenced
+		branchID     sql.NullInt64
+		err          error
 	)
 	if branch == "" {
-		err = tx.QueryRowContext(ctx, s.q.fence, l.WorkflowID).Scan(&state, &token, nt(&until), nt(&f.wake))
+		err = tx.QueryRowContext(ctx, s.q.fence, l.WorkflowID).Scan(&state, &owner, &cur.LeaseToken, nt(&cur.LeaseUntil), nt(&f.wake), nt(&now))
 	} else {
-		err = tx.QueryRowContext(ctx, s.q.fenceBranch, bstr(branch), l.WorkflowID).Scan(&state, &token, nt(&until), nt(&f.wake), &branchID)
+		err = tx.QueryRowContext(ctx, s.q.fenceBranch, bstr(branch), l.WorkflowID).Scan(&state, &owner, &cur.LeaseToken, nt(&cur.LeaseUntil), nt(&f.wake), nt(&now), &branchID)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return fenced{}, fmt.Errorf("workflow %d: %w: %w", l.WorkflowID, storage.ErrNotFound, storage.ErrLeaseLost)
@@ -47,34 +49,27 @@ func (s *Store) fence(ctx context.Context, tx *sql.Tx, l storage.Lease, now time
 		return fenced{}, err
 	}
 	f.branchID = branchID.Int64
-	now = micro(now)
-	switch st := storage.State(state); {
-	case st == storage.StateCancelled:
-		return fenced{}, fmt.Errorf("workflow %d: %w", l.WorkflowID, storage.ErrCancelled)
-	case token != l.Token:
-		return fenced{}, fmt.Errorf("workflow %d: lease token %d was superseded by %d: %w", l.WorkflowID, l.Token, token, storage.ErrLeaseLost)
-	case st != storage.StateRunning:
-		return fenced{}, fmt.Errorf("workflow %d: lease token %d is released (state %s): %w", l.WorkflowID, l.Token, st, storage.ErrLeaseLost)
-	case !now.Before(until):
-		return fenced{}, fmt.Errorf("workflow %d: lease token %d expired at %v, not after %v: %w", l.WorkflowID, l.Token, until, now, storage.ErrLeaseLost)
+	cur.State, cur.LeaseOwner = storage.State(state), string(owner)
+	if err := storage.Fence(l, cur, now); err != nil {
+		return fenced{}, err
 	}
 	return f, nil
 }
 
-// Heartbeat extends a held lease, and RunAt with it, to until: one transaction of the fence
-// and one UPDATE.
-func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
-	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
+// Heartbeat extends a held lease to the server's clock plus ttl, and RunAt to now+ttl: one
+// transaction of the fence and one UPDATE.
+func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duration, now time.Time) error {
+	if err := storage.ValidateHeartbeat(l, ttl, now); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := s.fence(ctx, tx, l, now, ""); err != nil {
+		if _, err := s.fence(ctx, tx, l, ""); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, s.q.heartbeat, dbTime(until), dbTime(until), l.WorkflowID)
+		_, err := tx.ExecContext(ctx, s.q.heartbeat, micros(ttl), dbTime(now.Add(ttl)), l.WorkflowID)
 		return err
 	})
 	if err != nil {
@@ -98,7 +93,7 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 		return err
 	}
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := s.fence(ctx, tx, l, c.Now, ""); err != nil {
+		if _, err := s.fence(ctx, tx, l, ""); err != nil {
 			return err
 		}
 		set, args, err := s.writeCommit(ctx, tx, l.WorkflowID, c)
@@ -131,7 +126,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	}
 	now := micro(f.Now)
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		fc, err := s.fence(ctx, tx, l, f.Now, "")
+		fc, err := s.fence(ctx, tx, l, "")
 		if err != nil {
 			return err
 		}
@@ -173,7 +168,7 @@ func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) err
 		return err
 	}
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := s.fence(ctx, tx, l, now, ""); err != nil {
+		if _, err := s.fence(ctx, tx, l, ""); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, s.q.release, dbTime(now), dbTime(now), l.WorkflowID)

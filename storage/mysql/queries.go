@@ -46,25 +46,29 @@ UNION ALL
 SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
     FROM {{steps}} WHERE workflow_id = ?`),
 
-		// The rows one Claim took, found by the lease expiry it gave them (the runnable
-		// index) and its nonce, in the run_at order they were claimed in.
+		// The rows one Claim took, found by the run_at it gave them (the caller's now plus the
+		// TTL: the runnable index) and its nonce, in the run_at order they were claimed in.
 		claimed: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}}
     WHERE run_at = ` + ts + ` AND claim_nonce = ? ORDER BY claim_run_at, id`),
 
-		// The fence: lock the workflow row for the rest of the transaction and read its lease.
-		fence: r.Replace(`SELECT state, lease_token, lease_until, wake_at FROM {{workflows}} WHERE id = ? FOR UPDATE`),
+		// The fence: lock the workflow row for the rest of the transaction and read its lease,
+		// with the server's clock (see storeNow) read by the same statement.
+		fence: r.Replace(`SELECT state, lease_owner, lease_token, lease_until, wake_at, ` + storeNow + `
+    FROM {{workflows}} WHERE id = ? FOR UPDATE`),
 		// The fence of SpawnBatch also finds the branch step, if it is recorded.
-		fenceBranch: r.Replace(`SELECT w.state, w.lease_token, w.lease_until, w.wake_at, s.id
+		fenceBranch: r.Replace(`SELECT w.state, w.lease_owner, w.lease_token, w.lease_until, w.wake_at, ` + storeNow + `, s.id
     FROM {{workflows}} AS w LEFT JOIN {{steps}} AS s ON s.workflow_id = w.id AND s.name = ?
     WHERE w.id = ? FOR UPDATE`),
 
-		heartbeat: r.Replace(`UPDATE {{workflows}} SET lease_until = ` + ts + `, run_at = ` + ts + ` WHERE id = ?`),
+		// Run after the fence, which holds the row's lock: the lease runs ttl microseconds
+		// from the server's clock, run_at is the caller's now plus the TTL.
+		heartbeat: r.Replace(`UPDATE {{workflows}} SET lease_until = ` + storeNow + ` + INTERVAL ? MICROSECOND, run_at = ` + ts + ` WHERE id = ?`),
 		release: r.Replace(`UPDATE {{workflows}} SET state = 'idle', run_at = ` + ts + `, wake_at = NULL,
     lease_until = NULL, updated_at = ` + ts + ` WHERE id = ?`),
 
 		// An idle row's run_at moves earlier, a running row remembers the earliest wake for its
-		// finish (run_at must stay the lease expiry). wake_count changes on every match, so
-		// the affected-row count is the match count whatever the client flags.
+		// finish (run_at stays where the claim or heartbeat put it). wake_count changes on
+		// every match, so the affected-row count is the match count whatever the client flags.
 		wake: r.Replace(`UPDATE {{workflows}} SET
     run_at = IF(state = 'idle' AND (run_at IS NULL OR run_at > ` + ts + `), ` + ts + `, run_at),
     wake_at = IF(state = 'running' AND (wake_at IS NULL OR wake_at > ` + ts + `), ` + ts + `, wake_at),
@@ -96,6 +100,11 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
     ORDER BY finished_at, id LIMIT ?`),
 	}
 }
+
+// storeNow is the server's clock, by which leases expire: UTC, to the microsecond the
+// DATETIME(6) columns keep, whatever the session's time_zone. Like NOW(), it is read once
+// when a statement starts, so every use within one statement sees the same instant.
+const storeNow = "UTC_TIMESTAMP(6)"
 
 // nulls is n NULL columns, to pad one side of a UNION.
 func nulls(n int) string {

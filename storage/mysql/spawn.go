@@ -37,7 +37,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	now := micro(r.Now)
 	var out storage.SpawnResult
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		fc, err := s.fence(ctx, tx, l, r.Now, r.Branch)
+		fc, err := s.fence(ctx, tx, l, r.Branch)
 		if err != nil {
 			return err
 		}

@@ -83,7 +83,7 @@ func TestStatementCounts(t *testing.T) {
 	want = tx
 	want.Query, want.Exec = 1, 1
 	measure(t, c, "Heartbeat", want, func() {
-		require.NoError(t, s.Heartbeat(ctx, l, at(time.Minute), at(3*time.Second)))
+		require.NoError(t, s.Heartbeat(ctx, l, time.Minute, at(3*time.Second)))
 	})
 
 	// Load: one query for the workflow and its 302 steps.

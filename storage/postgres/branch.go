@@ -59,7 +59,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 		return err
 	})
 	if err == nil && !matched {
-		err = s.refuse(ctx, l, r.Now)
+		err = s.refuse(ctx, l)
 		if errors.Is(err, errLeaseHolds) {
 			err = fmt.Errorf("%w: branch step %q is neither in the batch nor recorded on workflow %d", storage.ErrInvalid, r.Branch, l.WorkflowID)
 		}

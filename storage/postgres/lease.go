@@ -15,28 +15,29 @@ import (
 )
 
 // Claiming and the writes made under a lease. Each fenced write is one UPDATE whose WHERE
-// clause is the fence (token, state running, lease not expired at the request's now); the
+// clause is the fence (token, state running, lease not expired by the database's now()); the
 // other writes of the unit hang off its RETURNING in CTEs, so when the fence fails nothing is
 // written. Under READ COMMITTED a concurrent change of the row (a takeover, a cancel) makes
 // the UPDATE wait and re-check the fence on the newest row version.
 
 // Claim takes up to r.Limit runnable workflows in one statement: an UPDATE of the rows a
 // subquery picks in run_at order from the runnable index with FOR UPDATE SKIP LOCKED, so
-// concurrent claims never wait for each other nor take the same row. Each claimed row
-// becomes running with a lease until r.Now+r.TTL, RunAt equal to that expiry and the next
-// lease token; a wake due by r.Now is used up. Rows come back in run_at order.
+// concurrent claims never wait for each other nor take the same row. A running row is
+// runnable once its lease has expired by the database's clock. Each claimed row becomes
+// running with a lease until the database's now() plus r.TTL, RunAt of r.Now+r.TTL and the
+// next lease token; a wake due by r.Now is used up. Rows come back in run_at order.
 func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
 	if err := storage.ValidateClaim(r); err != nil {
 		return nil, err
 	}
-	until := r.Now.Add(r.TTL)
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
 	names := make([]string, 0, len(r.Names))
 	names = append(names, r.Names...)
 	args := pgx.StrictNamedArgs{
-		"owner": text(r.Owner), "until": ts(until), "now": ts(r.Now), "names": names, "limit": r.Limit,
+		"owner": text(r.Owner), "ttl": interval(r.TTL), "run_at": ts(r.Now.Add(r.TTL)), "now": ts(r.Now),
+		"names": names, "limit": r.Limit,
 	}
 	type claimed struct {
 		pos int32 // 1-based position in run_at order
@@ -75,17 +76,17 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 	return ws, nil
 }
 
-// Heartbeat extends a held lease, and RunAt with it, to until, in one fenced UPDATE.
-func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, until, now time.Time) error {
-	if err := storage.ValidateHeartbeat(l, until, now); err != nil {
+// Heartbeat extends a held lease to the database's now() plus ttl, and RunAt to now+ttl, in
+// one fenced UPDATE.
+func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duration, now time.Time) error {
+	if err := storage.ValidateHeartbeat(l, ttl, now); err != nil {
 		return err
 	}
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	args := leaseArgs(l, now)
-	args["until"] = ts(until)
-	err := s.fenced(ctx, l, now, func(ctx context.Context) (bool, error) {
+	args := pgx.StrictNamedArgs{"id": l.WorkflowID, "token": l.Token, "ttl": interval(ttl), "run_at": ts(now.Add(ttl))}
+	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
 		tag, err := s.pool.Exec(ctx, s.q.heartbeat, args)
 		return tag.RowsAffected() == 1, err
 	})
@@ -109,7 +110,7 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 		return err
 	}
 	args := commitArgs(l, c)
-	err := s.fenced(ctx, l, c.Now, func(ctx context.Context) (bool, error) {
+	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
 		var n int64
 		err := s.pool.QueryRow(ctx, s.q.saveSteps, args).Scan(&n)
 		return n == 1, err
@@ -145,7 +146,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	args["attempt"] = int32(f.Attempt)
 	args["run_at"] = ts(runAt)
 	args["wait_kind"], args["wait_step"], args["wait_data"] = text(wait.Kind), text(wait.Step), wait.Data
-	err := s.fenced(ctx, l, f.Now, func(ctx context.Context) (bool, error) {
+	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
 		var n, notified int64
 		err := s.pool.QueryRow(ctx, s.q.finishRun, args).Scan(&n, &notified)
 		return n == 1, err
@@ -166,7 +167,7 @@ func (s *Store) Release(ctx context.Context, l storage.Lease, now time.Time) err
 		return err
 	}
 	args := leaseArgs(l, now)
-	err := s.fenced(ctx, l, now, func(ctx context.Context) (bool, error) {
+	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
 		var n, notified int64
 		err := s.pool.QueryRow(ctx, s.q.release, args).Scan(&n, &notified)
 		return n == 1, err
@@ -184,7 +185,7 @@ var errLeaseHolds = errors.New("the lease holds")
 
 // fenced runs a fenced statement (write reports whether its fence matched) and, when the
 // fence did not match, reads the row to say why.
-func (s *Store) fenced(ctx context.Context, l storage.Lease, now time.Time, write func(ctx context.Context) (bool, error)) error {
+func (s *Store) fenced(ctx context.Context, l storage.Lease, write func(ctx context.Context) (bool, error)) error {
 	var ok bool
 	err := retry(ctx, once, func(ctx context.Context) error {
 		var err error
@@ -197,26 +198,26 @@ func (s *Store) fenced(ctx context.Context, l storage.Lease, now time.Time, writ
 	if ok {
 		return nil
 	}
-	err = s.refuse(ctx, l, now)
+	err = s.refuse(ctx, l)
 	if errors.Is(err, errLeaseHolds) {
 		return fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
 	}
 	return err
 }
 
-// refuse explains a fence that did not match, in the order the bolt store checks: a missing
-// workflow (ErrNotFound and ErrLeaseLost), cancelled (ErrCancelled), another token, a
-// released lease or an expired one (ErrLeaseLost). If the lease still holds, it returns
-// errLeaseHolds.
-func (s *Store) refuse(ctx context.Context, l storage.Lease, now time.Time) error {
+// refuse explains a fence that did not match: a missing workflow (ErrNotFound and
+// ErrLeaseLost), or what storage.Fence says of the row and the database's clock, both read
+// now, after the refused write (the clock has only moved on since, so an expired lease is
+// still expired). If the lease still holds, it returns errLeaseHolds.
+func (s *Store) refuse(ctx context.Context, l storage.Lease) error {
 	var (
-		state string
-		token int64
-		until pgtype.Timestamptz
-		found = true
+		state, owner string
+		cur          = storage.Workflow{ID: l.WorkflowID}
+		until, now   pgtype.Timestamptz
+		found        = true
 	)
 	err := retry(ctx, idempotent, func(ctx context.Context) error {
-		err := s.pool.QueryRow(ctx, s.q.leaseState, pgx.StrictNamedArgs{"id": l.WorkflowID}).Scan(&state, &token, &until)
+		err := s.pool.QueryRow(ctx, s.q.fenceState, pgx.StrictNamedArgs{"id": l.WorkflowID}).Scan(&state, &owner, &cur.LeaseToken, &until, &now)
 		if errors.Is(err, pgx.ErrNoRows) {
 			found = false
 			return nil
@@ -228,14 +229,10 @@ func (s *Store) refuse(ctx context.Context, l storage.Lease, now time.Time) erro
 		return fmt.Errorf("workflow %d: read the lease after a refused write: %w", l.WorkflowID, err)
 	case !found:
 		return fmt.Errorf("workflow %d: %w: %w", l.WorkflowID, storage.ErrNotFound, storage.ErrLeaseLost)
-	case storage.State(state) == storage.StateCancelled:
-		return fmt.Errorf("workflow %d: %w", l.WorkflowID, storage.ErrCancelled)
-	case token != l.Token:
-		return fmt.Errorf("workflow %d: lease token %d was superseded by %d: %w", l.WorkflowID, l.Token, token, storage.ErrLeaseLost)
-	case storage.State(state) != storage.StateRunning:
-		return fmt.Errorf("workflow %d: lease token %d is released (state %s): %w", l.WorkflowID, l.Token, state, storage.ErrLeaseLost)
-	case !until.Valid || !now.Before(until.Time):
-		return fmt.Errorf("workflow %d: lease token %d expired at %v, not after %v: %w", l.WorkflowID, l.Token, fromTS(until), now.UTC(), storage.ErrLeaseLost)
+	}
+	cur.State, cur.LeaseOwner, cur.LeaseUntil = storage.State(state), owner, fromTS(until)
+	if err := storage.Fence(l, cur, fromTS(now)); err != nil {
+		return err
 	}
 	return errLeaseHolds
 }

@@ -95,6 +95,8 @@ func literal(t *testing.T, v any) string {
 	switch x := v.(type) {
 	case nil:
 		return "NULL"
+	case pgtype.Interval:
+		return fmt.Sprintf("'%d microseconds'::interval", x.Microseconds)
 	case int:
 		return strconv.Itoa(x)
 	case int32:
@@ -199,8 +201,7 @@ func TestGenericPlansUseIndexes(t *testing.T) {
 	spawn["child_run_at"] = []pgtype.Timestamptz{{}}
 	retryArgs := pgx.StrictNamedArgs{"id": int64(5000), "now": ts(now)}
 	stepArgs(retryArgs, steps)
-	heartbeat := leaseArgs(l, now)
-	heartbeat["until"] = ts(now)
+	heartbeat := pgx.StrictNamedArgs{"id": l.WorkflowID, "token": l.Token, "ttl": interval(time.Minute), "run_at": ts(now)}
 	for _, q := range []struct {
 		name string
 		sql  string
@@ -290,7 +291,7 @@ func TestClaimUsesRunnableIndex(t *testing.T) {
 	s := newStore(t, nil)
 	seedChildren(t, s)
 	for _, names := range [][]string{{}, {"child", "other"}} {
-		args := pgx.StrictNamedArgs{"owner": "w", "until": ts(base(0)), "now": ts(base(0)), "names": names, "limit": 64}
+		args := pgx.StrictNamedArgs{"owner": "w", "ttl": interval(time.Minute), "run_at": ts(base(time.Minute)), "now": ts(base(0)), "names": names, "limit": 64}
 		for kind, plan := range map[string]string{
 			"custom":  explainCustom(t, s, "COSTS OFF", s.q.claim, args),
 			"generic": explainGeneric(t, s, s.q.claim, args),

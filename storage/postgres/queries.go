@@ -38,8 +38,19 @@ func columns(cols []string, alias string) string {
 }
 
 // fence is the condition under which a lease may write: its token is the stored one, the
-// workflow is running and the stored lease has not expired at the request's now.
-const fence = `id = @id AND lease_token = @token AND state = 'running' AND lease_until > @now::timestamptz`
+// workflow is running and the stored lease has not expired by the database's clock.
+//
+// The database's clock is now(), the start of the statement's transaction, which for these
+// single-statement units is the statement's start, rather than clock_timestamp(), which moves
+// while the statement runs. now() is one instant for the whole statement, so the fence, the
+// expiry a claim or heartbeat sets and every row of a batch claim agree on it, and it is
+// stable, so the planner treats it as a constant. It lags real time only while the
+// statement waits for a row lock; a write that waited may then pass the fence of a lease that
+// ran out during the wait, but no claim can have taken the row meanwhile (the writer was
+// queued on its lock, and a claim that got in first changed the token, which the re-check
+// after the wait sees), so exclusivity holds, and the expiry a waiting heartbeat sets is only
+// shorter.
+const fence = `id = @id AND lease_token = @token AND state = 'running' AND lease_until > now()`
 
 // upsertSteps inserts or replaces the step records in the arrays by (workflow, name), for the
 // workflow whose id the CTE "f" returns (no row: nothing is written). A replaced record keeps
@@ -84,6 +95,7 @@ type queries struct {
 	create, get, find, load                 string
 	claim, heartbeat, saveSteps, finishRun  string
 	release, leaseState                     string
+	fenceState                              string
 	wake, retry, cancel                     string
 	spawn, countChildren                    string
 	listErrors, deleteFinished, listColumns string
@@ -123,7 +135,11 @@ SELECT 1, s.id, ` + nulls(len(workflowColumns)) + `, ` + columns(stepColumns, "s
 FROM {{steps}} s WHERE s.workflow_id = @id
 ORDER BY 1, 2`,
 
-		// Claimed rows leave the runnable index (run_at moves to the lease expiry). A wake
+		// A row is claimable when due by the caller's clock (@now) and idle or leased until no
+		// later than the database's clock (now(); see fence). Claimed rows leave the runnable
+		// range for the caller (run_at moves to @run_at, the caller's now plus the TTL) and
+		// their lease expires the TTL after the database's now(). A live lease that is due
+		// by a caller whose clock runs ahead is filtered out without being locked. A wake
 		// due by now is covered by the run starting now; a later one is kept for FinishRun.
 		// The CTE locks the due rows and collects their ids in run_at order into one array,
 		// so the UPDATE finds them by primary key whatever plan the server caches (a join
@@ -134,6 +150,7 @@ WITH c AS (
 	SELECT array_agg(id ORDER BY run_at, id) AS ids FROM (
 		SELECT id, run_at FROM {{workflows}}
 		WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND run_at <= @now::timestamptz
+			AND (state = 'idle' OR lease_until <= now())
 			AND (cardinality(@names::text[]) = 0 OR name = ANY(@names::text[]))
 		ORDER BY run_at, id
 		LIMIT @limit
@@ -142,14 +159,14 @@ WITH c AS (
 )
 UPDATE {{workflows}} AS w SET
 	state = 'running', lease_owner = @owner, lease_token = w.lease_token + 1,
-	lease_until = @until::timestamptz, run_at = @until::timestamptz, updated_at = @now::timestamptz,
+	lease_until = now() + @ttl::interval, run_at = @run_at::timestamptz, updated_at = @now::timestamptz,
 	wake_at = CASE WHEN w.wake_at <= @now::timestamptz THEN NULL ELSE w.wake_at END
 FROM c
 WHERE w.id = ANY(c.ids)
 RETURNING array_position(c.ids, w.id), ` + columns(workflowColumns, "w."),
 
 		heartbeat: `
-UPDATE {{workflows}} SET lease_until = @until::timestamptz, run_at = @until::timestamptz
+UPDATE {{workflows}} SET lease_until = now() + @ttl::interval, run_at = @run_at::timestamptz
 WHERE ` + fence,
 
 		saveSteps: `
@@ -195,8 +212,11 @@ WITH f AS (
 )
 SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM n)`,
 
-		// Read after a fenced write matched no row, to say why.
+		// Read after a write matched no row, to say why.
 		leaseState: `SELECT state, lease_token, lease_until FROM {{workflows}} WHERE id = @id`,
+		// Read after a fenced write matched no row, with the lease's owner and the database's
+		// clock, for storage.Fence to say why.
+		fenceState: `SELECT state, lease_owner, lease_token, lease_until, now() FROM {{workflows}} WHERE id = @id`,
 
 		wake: `
 WITH u AS (
@@ -312,7 +332,7 @@ DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
 	}
 	for _, p := range []*string{
 		&q.create, &q.get, &q.find, &q.load, &q.claim, &q.heartbeat, &q.saveSteps, &q.finishRun,
-		&q.release, &q.leaseState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.countChildren,
+		&q.release, &q.leaseState, &q.fenceState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.countChildren,
 		&q.listErrors, &q.deleteFinished, &q.listColumns,
 	} {
 		*p = r.Replace(*p)

@@ -97,6 +97,12 @@ func ts(t time.Time) pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: t, Valid: true}
 }
 
+// interval is a lease TTL as an interval parameter, rounded up to the microsecond the
+// database keeps, so a lease is never shorter than asked for (nor empty).
+func interval(d time.Duration) pgtype.Interval {
+	return pgtype.Interval{Microseconds: int64((d + time.Microsecond - 1) / time.Microsecond), Valid: true}
+}
+
 // fromTS converts a scanned timestamptz; NULL is the zero time. Times come back in UTC.
 func fromTS(t pgtype.Timestamptz) time.Time {
 	if !t.Valid {

@@ -171,7 +171,7 @@ func TestStatementsStepCommit(t *testing.T) {
 		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: []storage.Step{{Name: "n1-s0", State: storage.StepPending, Attempts: 2}}, Now: base(2 * time.Second)}))
 	})
 	s.requireOne("Heartbeat", func(ctx context.Context) {
-		require.NoError(t, s.Heartbeat(ctx, l, base(time.Hour), base(3*time.Second)))
+		require.NoError(t, s.Heartbeat(ctx, l, time.Hour, base(3*time.Second)))
 	})
 	w, steps, err := s.Load(ctx, l.WorkflowID)
 	require.NoError(t, err)

@@ -18,7 +18,10 @@
 //	<prefix>schema_version  the migrations applied
 //
 // Times are stored as timestamptz, with PostgreSQL's microsecond precision: a time passed in
-// comes back truncated to the microsecond. Text needs a UTF8 database; error messages and
+// comes back truncated to the microsecond. A lease's expiry is the server's now() plus the
+// TTL, set and checked inside the claiming, heartbeating and fenced statements themselves
+// (see the fence condition for why now() and not clock_timestamp()), so leases run by the
+// database's clock and no worker's. Text needs a UTF8 database; error messages and
 // other free text are stored with invalid UTF-8 and NUL bytes replaced.
 package postgres
 

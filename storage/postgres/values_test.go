@@ -38,8 +38,9 @@ func TestFreeTextStored(t *testing.T) {
 	require.Equal(t, "a\uFFFD", errs[0].Step)
 }
 
-// TestMicrosecondTimes: times are kept to the microsecond (timestamptz); finer parts are
-// dropped, never rounded up, so a stored lease never outlives the one the worker computed.
+// TestMicrosecondTimes: times are kept to the microsecond (timestamptz); finer parts of a
+// time passed in are dropped, never rounded up, so a claimed row is never due later than the
+// worker computed. A lease's TTL is rounded up instead: a lease is never shorter than asked.
 func TestMicrosecondTimes(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, nil)
@@ -51,5 +52,6 @@ func TestMicrosecondTimes(t *testing.T) {
 	got, err := s.Claim(t.Context(), storage.ClaimRequest{Owner: "w", Limit: 1, TTL: 999 * time.Nanosecond, Now: now})
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	require.False(t, got[0].LeaseUntil.After(now.Add(999*time.Nanosecond)), "the stored lease ends no later than computed")
+	require.False(t, got[0].RunAt.After(now.Add(999*time.Nanosecond)), "the claimed row is due again no later than computed")
+	require.False(t, got[0].LeaseUntil.IsZero(), "a lease of under a microsecond is a lease")
 }
