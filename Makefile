@@ -4,6 +4,7 @@ GO ?= go
 .PHONY: test lint bench fmt
 
 test:
+	@$(GO) run ./internal/dbtest/report
 	$(GO) test -race -count=1 ./...
 
 lint:

@@ -1,7 +1,10 @@
 package dbtest
 
 import (
+	"context"
+	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +29,33 @@ func TestMissingDatabaseSkipsNamingTheVariable(t *testing.T) {
 	})
 	if !skipped {
 		t.Fatal("without a DSN or a container the test must be skipped")
+	}
+}
+
+func TestServerAtTheDefaultAddressIsUsedWithoutTheVariable(t *testing.T) {
+	k := &Kind{Name: "fake", Env: "CHRONOFORGE_DBTEST_DEFAULT_DSN", Default: "fake://loopback",
+		Ping: func(context.Context, string) error { return nil }}
+	t.Setenv(k.Env, "")
+	if got := DSN(t, k); got != "fake://loopback" {
+		t.Fatalf("DSN = %q, want the default loopback DSN", got)
+	}
+	if got := Report(k); !strings.Contains(got, "using the server at fake://loopback") {
+		t.Fatalf("Report = %q, want it to name the default server", got)
+	}
+}
+
+func TestReportSaysHowToEnableAMissingServer(t *testing.T) {
+	k := &Kind{Name: "fake", Env: "CHRONOFORGE_DBTEST_ABSENT_DSN", Default: "fake://nobody",
+		Ping: func(context.Context, string) error { return errors.New("connection refused") }}
+	t.Setenv(k.Env, "")
+	got := Report(k)
+	for _, want := range []string{"SKIPPED", "fake://nobody", k.Env, RequireEnv} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("Report = %q, want it to mention %q", got, want)
+		}
+	}
+	t.Setenv(k.Env, "fake://set")
+	if got := Report(k); !strings.Contains(got, "using "+k.Env) {
+		t.Fatalf("Report = %q, want it to name the variable in use", got)
 	}
 }
