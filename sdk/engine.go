@@ -28,6 +28,14 @@ type Engine struct {
 	mu      sync.Mutex
 	changed chan struct{}
 	running map[int64]*runEntry
+	watched map[int64]*watch // Result waiters, by workflow
+}
+
+// watch is the wake-up of the Result waiters of one workflow: closed when this engine changes
+// that workflow, and dropped when its last waiter leaves.
+type watch struct {
+	ch      chan struct{}
+	waiters int
 }
 
 // runEntry lets Cancel reach a run in progress in this process.
@@ -110,6 +118,7 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		defs:           map[string]*definition{},
 		changed:        make(chan struct{}),
 		running:        map[int64]*runEntry{},
+		watched:        map[int64]*watch{},
 	}
 	for _, o := range opts {
 		if err := o(e); err != nil {
@@ -136,7 +145,7 @@ func (e *Engine) Logger() *slog.Logger { return e.logger }
 func (e *Engine) Names() []string { return append([]string(nil), e.names...) }
 
 // Changed returns a channel that is closed the next time this engine starts, wakes or
-// finishes a workflow. Workers and Result waiters in the same process use it to react at once
+// finishes a workflow. Workers in the same process use it to react at once
 // instead of waiting for their next poll.
 func (e *Engine) Changed() <-chan struct{} {
 	e.mu.Lock()
@@ -149,6 +158,43 @@ func (e *Engine) notify() {
 	defer e.mu.Unlock()
 	close(e.changed)
 	e.changed = make(chan struct{})
+}
+
+// changedWorkflow wakes the Result waiters of workflow id (and only them): this engine
+// changed its state.
+func (e *Engine) changedWorkflow(id int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w := e.watched[id]; w != nil {
+		close(w.ch)
+		w.ch = make(chan struct{})
+	}
+}
+
+// watch registers a Result waiter of workflow id. The returned function gives the channel
+// to wait on before each read of the workflow; leave ends the registration.
+func (e *Engine) watch(id int64) (next func() <-chan struct{}, leave func()) {
+	e.mu.Lock()
+	w := e.watched[id]
+	if w == nil {
+		w = &watch{ch: make(chan struct{})}
+		e.watched[id] = w
+	}
+	w.waiters++
+	e.mu.Unlock()
+	next = func() <-chan struct{} {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return w.ch
+	}
+	leave = func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if w.waiters--; w.waiters == 0 {
+			delete(e.watched, id)
+		}
+	}
+	return next, leave
 }
 
 func (e *Engine) checkRegistered(d *definition) error {
@@ -200,6 +246,7 @@ func (e *Engine) Signal(ctx context.Context, id int64) error {
 		return fmt.Errorf("signal workflow %q key %q: %w: it is %s; only idle or running workflows can be signalled", wf.Name, wf.Key, ErrWrongState, wf.State)
 	}
 	e.notify()
+	e.changedWorkflow(id)
 	return nil
 }
 
@@ -240,6 +287,7 @@ func (e *Engine) cancel(ctx context.Context, id int64) error {
 	}
 	e.mu.Unlock()
 	e.notify()
+	e.changedWorkflow(id)
 	return nil
 }
 

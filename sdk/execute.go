@@ -87,6 +87,7 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 	}
 	err = e.finish(r, out, fnErr)
 	e.notify()
+	e.changedWorkflow(wf.ID)
 	return err
 }
 

@@ -34,13 +34,17 @@ func (h *Handle[Out]) Workflow(ctx context.Context) (storage.Workflow, error) {
 // Result waits until the workflow completes and returns its typed output. If the workflow
 // ends failed or cancelled, or stalls, it returns a *WorkflowError carrying that state (match
 // it with errors.Is against ErrFailed, ErrCancelled or ErrStalled). It returns ctx's error
-// if ctx ends first. Waiting reacts at once to runs finished by a worker of the same engine
-// and polls the store (from 10 ms up to 1 s apart) for runs in other processes.
+// if ctx ends first. Waiting reacts at once to changes this engine makes to this workflow
+// (a run by one of its workers ends, a signal, retry or cancel), and nothing else wakes it,
+// so many waiters cost one read each per change of their own workflow; for changes made by
+// other processes it polls the store, from 10 ms up to 1 s apart (by the engine's clock).
 func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
 	var zero Out
 	poll := 10 * time.Millisecond
+	next, leave := h.eng.watch(h.id)
+	defer leave()
 	for {
-		changed := h.eng.Changed()
+		changed := next()
 		wf, err := h.eng.store.GetWorkflow(ctx, h.id)
 		if err != nil {
 			return zero, fmt.Errorf("result of workflow %q key %q: %w", h.name, h.key, err)
@@ -55,16 +59,13 @@ func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
 		case storage.StateFailed, storage.StateCancelled, storage.StateStalled:
 			return zero, &WorkflowError{ID: wf.ID, Name: wf.Name, Key: wf.Key, State: wf.State, Message: wf.LastError}
 		}
-		timer := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return zero, ctx.Err()
 		case <-changed:
-		case <-timer.C:
+		case <-h.eng.clock.After(poll):
 			poll = min(2*poll, time.Second)
 		}
-		timer.Stop()
 	}
 }
 

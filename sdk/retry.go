@@ -60,5 +60,6 @@ func (e *Engine) Retry(ctx context.Context, id int64) error {
 		return fmt.Errorf("retry workflow %q key %q: %w", wf.Name, wf.Key, err)
 	}
 	e.notify()
+	e.changedWorkflow(id)
 	return nil
 }
