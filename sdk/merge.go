@@ -348,7 +348,9 @@ type ChildResult[Out any] struct {
 // BranchResults pages through the children of a branch opened in this run, in creation
 // order, pageSize at a time (0 means 500), decoding each completed child's output into Out
 // (use json.RawMessage for mixed child types). Call it after the branch is merged: the
-// results are then final, so reading them outside a step is safe on replay.
+// results are then final, so reading them outside a step is safe on replay. It reads every
+// child again on every replay of the workflow (a later sleep or step retry replays it), so
+// for large branches fold the results once, inside a recorded step, with FoldResults.
 func BranchResults[Out any](c *Context, branch string, pageSize int) iter.Seq2[ChildResult[Out], error] {
 	return func(yield func(ChildResult[Out], error) bool) {
 		r := c.run
@@ -361,10 +363,54 @@ func BranchResults[Out any](c *Context, branch string, pageSize int) iter.Seq2[C
 			yield(ChildResult[Out]{}, fmt.Errorf("%w: branch %q was not opened in this run", ErrInvalid, branch))
 			return
 		}
+		for res, err := range childResults[Out](r.ctx, r.eng, branch, b.stepID, pageSize) {
+			if !yield(res, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// FoldResults folds the results of a merged branch into one value, inside a step named
+// name: fn is called once per child, in creation order, with the accumulator (init for the
+// first child) and the child's result, and the final accumulator is the step's stored
+// result. So the children are read once, ⌈N/pageSize⌉ storage calls (pageSize 0 means 500),
+// however often the workflow replays later, and memory holds one page and the accumulator,
+// whatever N. An error from fn is the step's error, retried by the step's policy (opts).
+// The branch must be merged in this run before; otherwise the workflow fails with ErrInvalid.
+func FoldResults[Out, Acc any](c *Context, name, branch string, init Acc, fn func(acc Acc, res ChildResult[Out]) (Acc, error), pageSize int, opts ...StepOption) (Acc, error) {
+	r := c.run
+	if err := r.check(); err != nil {
+		return init, err
+	}
+	b := r.branches[branch]
+	if b == nil || !b.merged {
+		return init, r.halt(haltFail, fmt.Errorf("%w: workflow %q: FoldResults %q of branch %q, which is not merged in this run; call sdk.Merge first", ErrInvalid, r.wf.Name, name, branch))
+	}
+	if fn == nil {
+		return init, r.halt(haltFail, fmt.Errorf("%w: workflow %q: FoldResults %q has no function", ErrInvalid, r.wf.Name, name))
+	}
+	return Step(c, name, func(ctx context.Context) (Acc, error) {
+		acc := init
+		for res, err := range childResults[Out](ctx, r.eng, branch, b.stepID, pageSize) {
+			if err != nil {
+				return init, err
+			}
+			if acc, err = fn(acc, res); err != nil {
+				return init, err
+			}
+		}
+		return acc, nil
+	}, opts...)
+}
+
+// childResults pages through the children of branch step stepID, in ID order.
+func childResults[Out any](ctx context.Context, e *Engine, branch string, stepID int64, pageSize int) iter.Seq2[ChildResult[Out], error] {
+	return func(yield func(ChildResult[Out], error) bool) {
 		limit := storage.ClampLimit(pageSize, 500, 1000)
 		var after int64
 		for {
-			page, err := r.eng.store.ListWorkflows(r.ctx, storage.ListFilter{ParentStepID: b.stepID, AfterID: after, Limit: limit})
+			page, err := e.store.ListWorkflows(ctx, storage.ListFilter{ParentStepID: stepID, AfterID: after, Limit: limit})
 			if err != nil {
 				yield(ChildResult[Out]{}, fmt.Errorf("branch %q results: %w", branch, err))
 				return
@@ -373,7 +419,7 @@ func BranchResults[Out any](c *Context, branch string, pageSize int) iter.Seq2[C
 				res := ChildResult[Out]{ID: w.ID, Key: w.Key, Name: w.Name, State: w.State}
 				switch {
 				case w.State == storage.StateCompleted:
-					if err := r.eng.codec.Unmarshal(w.Output, &res.Output); err != nil {
+					if err := e.codec.Unmarshal(w.Output, &res.Output); err != nil {
 						res.Err = fmt.Errorf("%w: child %q output into %s: %v", ErrDecode, w.Key, typeName[Out](), err)
 					}
 				default:

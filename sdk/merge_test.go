@@ -3,6 +3,8 @@ package sdk_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,4 +198,83 @@ func TestUnmergedBranchErrorSaysHowToFixIt(t *testing.T) {
 	require.ErrorIs(t, err, sdk.ErrFailed)
 	require.ErrorContains(t, err, `sdk.Merge(c, "thumbs")`)
 	require.ErrorContains(t, err, "sdk.AutoMerge()")
+}
+
+// listCounter counts ListWorkflows calls, the reads of children's results.
+type listCounter struct {
+	storage.Storage
+	lists atomic.Int64
+}
+
+func (c *listCounter) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
+	c.lists.Add(1)
+	return c.Storage.ListWorkflows(ctx, f)
+}
+
+// TestFoldResultsReadsTheChildrenOnceHoweverOftenTheParentReplays: the parent folds its
+// children's outputs and then sleeps three times (three more replays). The children are read
+// ⌈N/page⌉ times (plus the empty last page), once, at 20 and at 200 children.
+func TestFoldResultsReadsTheChildrenOnceHoweverOftenTheParentReplays(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{20, 200} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
+			items := make([]int, n)
+			for i := range items {
+				items[i] = i
+			}
+			parent := sdk.New("fold.parent", func(c *sdk.Context, _ int) (int, error) {
+				if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error {
+					return sdk.SpawnEach(b, "each", sdk.SliceSource(items), func(i int) (sdk.Child, error) { return sdk.NewChild(double, i), nil })
+				}); err != nil {
+					return 0, err
+				}
+				if err := sdk.Merge(c, "b"); err != nil {
+					return 0, err
+				}
+				sum, err := sdk.FoldResults(c, "sum", "b", 0, func(acc int, res sdk.ChildResult[int]) (int, error) {
+					return acc + res.Output, res.Err
+				}, 10)
+				if err != nil {
+					return 0, err
+				}
+				for _, nap := range []string{"one", "two", "three"} {
+					if err := sdk.Sleep(c, nap, time.Minute); err != nil {
+						return 0, err
+					}
+				}
+				return sum, nil
+			})
+			e := newEnv(t, sdk.WithWorkflows(parent, double))
+			lc := &listCounter{Storage: e.count}
+			eng, err := sdk.NewEngine(lc, sdk.WithWorkflows(parent, double), sdk.WithClock(e.clock))
+			require.NoError(t, err)
+			e.eng = eng
+			h, err := parent.Start(ctx, eng, "p", 0)
+			require.NoError(t, err)
+			e.settle(h.ID(), time.Minute)
+			out, err := h.Result(ctx)
+			require.NoError(t, err)
+			require.Equal(t, n*(n-1), out, "twice the sum of 0..n-1")
+			require.GreaterOrEqual(t, e.count.loadsOf(h.ID()), 5, "the parent replayed after the fold")
+			require.Equal(t, int64(n/10+1), lc.lists.Load(), "children read once: ⌈N/page⌉ pages and the empty last one")
+		})
+	}
+}
+
+func TestFoldResultsOfAnUnmergedBranchFails(t *testing.T) {
+	t.Parallel()
+	wf := sdk.New("fold.unmerged", func(c *sdk.Context, _ int) (int, error) {
+		if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error { return sdk.Spawn(b, "one", double, 1) }, sdk.AutoMerge()); err != nil {
+			return 0, err
+		}
+		return sdk.FoldResults(c, "sum", "b", 0, func(acc int, res sdk.ChildResult[int]) (int, error) { return acc + res.Output, nil }, 0)
+	})
+	e := newEnv(t, sdk.WithWorkflows(wf, double))
+	h, err := wf.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.settle(h.ID(), time.Second)
+	_, err = h.Result(ctx)
+	require.ErrorIs(t, err, sdk.ErrFailed)
+	require.ErrorContains(t, err, "call sdk.Merge first")
 }
