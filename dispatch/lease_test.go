@@ -272,3 +272,86 @@ func TestShutdownKeepsTheResultOfAStepThatIgnoresItsContext(t *testing.T) {
 	require.Equal(t, "x", result(t, h))
 	require.EqualValues(t, 101, runs.Load(), "the finished step was saved during shutdown and not run again")
 }
+
+// hangingStore stands for a database that stops answering: once hung, every write blocks
+// until its context ends, as a driver call on a dead connection does.
+type hangingStore struct {
+	storage.Storage
+	hung atomic.Bool
+}
+
+func (h *hangingStore) block(ctx context.Context) error {
+	if !h.hung.Load() {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (h *hangingStore) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit) error {
+	if err := h.block(ctx); err != nil {
+		return err
+	}
+	return h.Storage.SaveSteps(ctx, l, c)
+}
+
+func (h *hangingStore) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+	if err := h.block(ctx); err != nil {
+		return err
+	}
+	return h.Storage.FinishRun(ctx, l, f)
+}
+
+func (h *hangingStore) Release(ctx context.Context, l storage.Lease, now time.Time) error {
+	if err := h.block(ctx); err != nil {
+		return err
+	}
+	return h.Storage.Release(ctx, l, now)
+}
+
+func (h *hangingStore) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duration, now time.Time) error {
+	if err := h.block(ctx); err != nil {
+		return err
+	}
+	return h.Storage.Heartbeat(ctx, l, ttl, now)
+}
+
+// TestShutdownIsBoundedWhenTheStoreHangs: the database stops answering while a run is in
+// flight. The writes that outlive the run's cancellation (its step's result, the final write,
+// the release) are each bounded, so Run still returns; the workflow resumes once the database
+// answers again.
+func TestShutdownIsBoundedWhenTheStoreHangs(t *testing.T) {
+	t.Parallel()
+	store := &hangingStore{Storage: openStore(t)}
+	clock := newClock()
+	entered := make(chan struct{})
+	var runs atomic.Int64
+	wf := sdk.New("hung", func(c *sdk.Context, in string) (string, error) {
+		return sdk.Step(c, "slow", func(ctx context.Context) (string, error) {
+			if runs.Add(1) == 1 {
+				close(entered)
+				<-ctx.Done() // finishes anyway: its result must be saved, and that write hangs
+			}
+			return in, nil
+		})
+	})
+	eng, err := sdk.NewEngine(store, sdk.WithWorkflows(wf), sdk.WithClock(clock), sdk.WithLogger(discard), sdk.WithWriteTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	r := run(t, newWorker(t, eng, ShutdownTimeout(0), LeaseTTL(time.Second)))
+	h, err := wf.Start(bg, eng, "k", "x")
+	require.NoError(t, err)
+	<-entered
+	store.hung.Store(true)
+	r.cancel()
+	require.NoError(t, r.stop(t), "Run returns although every write hangs")
+
+	store.hung.Store(false)
+	run(t, newWorker(t, newEngine(t, store, clock, wf)))
+	// Its lease lapses by the store's clock; moving the engines' clock makes the row due and
+	// wakes the idle worker's poll.
+	eventually(t, func() bool {
+		clock.Advance(time.Second)
+		return stored(t, store, h.ID()).State == storage.StateCompleted
+	}, "the workflow resumes when the database answers again")
+	require.Equal(t, "x", result(t, h))
+}

@@ -42,7 +42,10 @@ func (w *Worker) execute(parent context.Context, wf storage.Workflow) {
 // finds the lease gone (ignored); it matters when the run ended some other way after the
 // cancellation, for example a step that ignored its context and then failed to save.
 func (w *Worker) release(ctx context.Context, wf storage.Workflow) {
-	err := w.store.Release(context.WithoutCancel(ctx), wf.Lease(), w.clock.Now())
+	// Detached from the shut-down context, but bounded: past the TTL the lease is gone anyway.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ttl)
+	defer cancel()
+	err := w.store.Release(rctx, wf.Lease(), w.clock.Now())
 	if err != nil && !errors.Is(err, storage.ErrLeaseLost) && !errors.Is(err, storage.ErrCancelled) {
 		w.log.Warn("release on shutdown failed; the workflow runs again when its lease expires",
 			"workflow", wf.Name, "key", wf.Key, "id", wf.ID, "error", err)
@@ -67,7 +70,10 @@ func (w *Worker) heartbeat(ctx context.Context, wf storage.Workflow, cancelRun c
 			return
 		case <-tick.C:
 		}
-		err := w.store.Heartbeat(ctx, lease, w.cfg.ttl, w.clock.Now())
+		// A beat that outlasts the TTL is pointless: the lease is gone by then.
+		bctx, cancel := context.WithTimeout(ctx, w.cfg.ttl)
+		err := w.store.Heartbeat(bctx, lease, w.cfg.ttl, w.clock.Now())
+		cancel()
 		switch {
 		case err == nil:
 		case errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled):

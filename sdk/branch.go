@@ -121,7 +121,9 @@ func (b *BranchScope) spawn(steps []storage.Step, children []storage.NewWorkflow
 		}
 	}
 	all = append(all, steps...)
-	res, err := r.eng.store.SpawnBatch(context.WithoutCancel(r.ctx), r.lease, storage.SpawnRequest{
+	wctx, cancel := r.eng.detached(r.ctx)
+	defer cancel()
+	res, err := r.eng.store.SpawnBatch(wctx, r.lease, storage.SpawnRequest{
 		Branch: b.record, Steps: all, Children: children, Now: r.eng.clock.Now(),
 	})
 	if err != nil {

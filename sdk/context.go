@@ -128,7 +128,9 @@ func (r *run) commit() error {
 	}
 	// Not r.ctx: a step that finished while the worker shuts down still saves its result.
 	// The lease fences the write, so a stale run cannot commit.
-	if err := r.eng.store.SaveSteps(context.WithoutCancel(r.ctx), r.lease, c); err != nil {
+	wctx, cancel := r.eng.detached(r.ctx)
+	defer cancel()
+	if err := r.eng.store.SaveSteps(wctx, r.lease, c); err != nil {
 		return r.halt(haltAbort, fmt.Errorf("workflow %q key %q: save steps: %w", r.wf.Name, r.wf.Key, err))
 	}
 	r.pending, r.errs, r.valuesDirty = nil, nil, false

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -22,6 +23,7 @@ type Engine struct {
 	logger         *slog.Logger
 	stepPolicy     RetryPolicy
 	workflowPolicy RetryPolicy
+	writeTimeout   time.Duration
 	defs           map[string]*definition
 	names          []string
 
@@ -102,6 +104,32 @@ func WithWorkflowRetry(p RetryPolicy) Option {
 	}
 }
 
+// DefaultWriteTimeout bounds a write that must outlive its run's cancellation; see
+// WithWriteTimeout.
+const DefaultWriteTimeout = 30 * time.Second
+
+// WithWriteTimeout bounds each write a run makes after its context may have been cancelled
+// (saving a finished step, the run's final write, a spawn batch, a probe's reschedule, giving
+// a lease back): such writes ignore the run's cancellation, so that finished work is kept, but
+// a hung database still cannot hold them, and so a worker's shutdown, longer than d (default
+// DefaultWriteTimeout). Past the lease's TTL the store refuses such a write anyway, so d
+// need not exceed it.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(e *Engine) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithWriteTimeout(%v) must be positive", ErrInvalid, d)
+		}
+		e.writeTimeout = d
+		return nil
+	}
+}
+
+// detached returns a context for a write that must outlive ctx's cancellation (keeping its
+// values), bounded by the write timeout.
+func (e *Engine) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), e.writeTimeout)
+}
+
 // NewEngine builds an engine over store. It returns an error for invalid or duplicate
 // workflow names and invalid policies.
 func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
@@ -115,6 +143,7 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		logger:         slog.Default(),
 		stepPolicy:     DefaultStepPolicy,
 		workflowPolicy: DefaultWorkflowPolicy,
+		writeTimeout:   DefaultWriteTimeout,
 		defs:           map[string]*definition{},
 		changed:        make(chan struct{}),
 		running:        map[int64]*runEntry{},

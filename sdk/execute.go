@@ -27,7 +27,9 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 	def := e.defs[claimed.Name]
 	if def == nil {
 		// Claims are filtered by registered names, so this is a caller's mistake; give it back.
-		err := e.store.Release(context.WithoutCancel(ctx), claimed.Lease(), e.clock.Now())
+		wctx, cancel := e.detached(ctx)
+		defer cancel()
+		err := e.store.Release(wctx, claimed.Lease(), e.clock.Now())
 		return errors.Join(fmt.Errorf("%w: %q (workflow %d)", ErrUnregistered, claimed.Name, claimed.ID), err)
 	}
 	if claimed.Wait.Kind == "merge" {
@@ -153,7 +155,9 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 	if r.valuesDirty {
 		f.Values = r.encodeValues()
 	}
-	if err := e.store.FinishRun(context.WithoutCancel(r.ctx), r.lease, f); err != nil {
+	wctx, cancel := e.detached(r.ctx)
+	defer cancel()
+	if err := e.store.FinishRun(wctx, r.lease, f); err != nil {
 		if errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled) {
 			r.log.Debug("run outcome not written", "error", err)
 			return nil

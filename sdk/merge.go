@@ -286,7 +286,9 @@ func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, e
 	if err != nil || res != probeWaiting {
 		return true, err
 	}
-	err = e.store.FinishRun(context.WithoutCancel(ctx), wf.Lease(), storage.Finish{
+	wctx, cancel := e.detached(ctx)
+	defer cancel()
+	err = e.store.FinishRun(wctx, wf.Lease(), storage.Finish{
 		State:   storage.StateIdle,
 		RunAt:   now.Add(time.Duration(w.Interval)),
 		Wait:    storage.Wait{Kind: "merge", Step: wf.Wait.Step, Data: mustJSON(w)},
