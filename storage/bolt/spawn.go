@@ -48,6 +48,9 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			return fmt.Errorf("workflow %d step %q: %w", w.ID, r.Branch, err)
 		}
 		out = storage.SpawnResult{BranchStepID: branch.ID}
+		if err := t.indexBranch(branch.ID, w.ID); err != nil {
+			return err
+		}
 		for _, c := range r.Children {
 			nk := nameKey(c.Name, c.Key)
 			if t.keys.Get(nk) != nil {

@@ -87,6 +87,7 @@ type queries struct {
 	wake, retry, cancel                     string
 	spawn, countChildren                    string
 	listErrors, deleteFinished, listColumns string
+	wakeMergeWaiters                        string
 }
 
 func buildQueries(s *Store) queries {
@@ -317,6 +318,7 @@ DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
 	} {
 		*p = r.Replace(*p)
 	}
+	q.wakeMergeWaiters = r.Replace(wakeMergeWaiters)
 	return q
 }
 
