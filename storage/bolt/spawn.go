@@ -14,7 +14,8 @@ import (
 
 // SpawnBatch writes one batch of a branch's children in one write transaction, fenced by the
 // parent's lease like SaveSteps. It upserts r.Steps, resolves the branch step r.Branch (which
-// must then be recorded on the parent, else the error wraps storage.ErrInvalid), and inserts
+// must then be recorded on the parent, else the error wraps storage.ErrInvalid; the first
+// batch records it in the branches index for WakeMergeWaiters), and inserts
 // every child whose name and key are not stored yet: idle, runnable at its RunAt (r.Now when
 // zero), with ParentStepID set to the branch step's ID. Existing children, including a
 // repeat within the batch, are left as they are. Any error leaves the store unchanged.

@@ -15,15 +15,15 @@ import (
 // state, with equality on both leading columns and LIMIT 1, so a branch of 100,000 completed
 // children costs one index descent per state, not a walk of its children (a single
 // "state = ANY(...)" probe may be planned as a walk of every child of the step, filtered on
-// state). The owners go through a sorted array, so the UPDATE finds them by primary key under
+// state). A step's owner is read by primary key in a scalar subquery, which no plan turns
+// into a scan of the steps table. The owners go through a sorted array, so the UPDATE finds them by primary key under
 // any plan and locks them in ID order: concurrent calls cannot deadlock on them. Like Wake,
 // an idle row's run_at moves earlier and a running row remembers the wake for its finish;
 // listeners hear of an idle row woken.
 const wakeMergeWaiters = `
 WITH o AS (
-	SELECT s.workflow_id AS id
+	SELECT (SELECT s.workflow_id FROM {{steps}} s WHERE s.id = p.id) AS id
 	FROM unnest(@step_ids::bigint[]) AS p(id)
-	JOIN {{steps}} s ON s.id = p.id
 	WHERE NOT EXISTS (
 		SELECT 1
 		FROM unnest(@states::text[]) AS st(state)
@@ -37,7 +37,7 @@ WITH o AS (
 	UPDATE {{workflows}} SET
 		run_at = CASE WHEN state = 'idle' THEN least(run_at, @at::timestamptz) ELSE run_at END,
 		wake_at = CASE WHEN state = 'running' THEN least(wake_at, @at::timestamptz) ELSE wake_at END
-	WHERE id = ANY(ARRAY(SELECT DISTINCT id FROM o ORDER BY id))
+	WHERE id = ANY(ARRAY(SELECT DISTINCT id FROM o WHERE id IS NOT NULL ORDER BY id))
 		AND (state = 'running' OR (state = 'idle' AND wait_kind = @merge::text))
 	RETURNING state
 ), n AS (
