@@ -23,6 +23,7 @@ func branchCases() []storageCase {
 		{"BranchStalledChildParksParent", testE2EBranchStalledChild},
 		{"BranchCursorResume", testE2EBranchCursorResume},
 		{"ChaosFailuresLoseNothing", testE2EChaos},
+		{"BranchMergeWakeWithoutProbe", testE2EMergeWakeNoProbe},
 	}
 }
 
