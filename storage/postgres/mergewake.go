@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -15,7 +16,8 @@ import (
 // state, with equality on both leading columns and LIMIT 1, so a branch of 100,000 completed
 // children costs one index descent per state, not a walk of its children (a single
 // "state = ANY(...)" probe may be planned as a walk of every child of the step, filtered on
-// state). A step's owner is read by primary key in a scalar subquery, which no plan turns
+// state). The probes run in the order of @states and stop at the first child found, newest
+// first (see probeOrder). A step's owner is read by primary key in a scalar subquery, which no plan turns
 // into a scan of the steps table. The owners go through a sorted array, so the UPDATE finds them by primary key under
 // any plan and locks them in ID order: concurrent calls cannot deadlock on them. Like Wake,
 // an idle row's run_at moves earlier and a running row remembers the wake for its finish;
@@ -30,6 +32,7 @@ WITH o AS (
 		CROSS JOIN LATERAL (
 			SELECT 1 FROM {{workflows}} c
 			WHERE c.parent_step_id = p.id AND c.state = st.state
+			ORDER BY c.id DESC
 			LIMIT 1
 		) AS found
 	)
@@ -59,7 +62,7 @@ func (s *Store) WakeMergeWaiters(ctx context.Context, r storage.MergeWakeRequest
 	}
 	args := pgx.StrictNamedArgs{
 		"step_ids": slices.Compact(slices.Sorted(slices.Values(r.StepIDs))),
-		"states":   strs(slices.Compact(slices.Sorted(slices.Values(r.States)))),
+		"states":   strs(probeOrder(r.States)),
 		"at":       ts(r.At),
 		"merge":    storage.WaitMerge,
 	}
@@ -72,4 +75,29 @@ func (s *Store) WakeMergeWaiters(ctx context.Context, r storage.MergeWakeRequest
 		return 0, fmt.Errorf("postgres: wake merge waiters: %w", err)
 	}
 	return int(woken), nil
+}
+
+// probeOrder returns the distinct states, running and idle first. Children pass through idle
+// and running in ID order (claims take them oldest first), so until a branch drains, a live
+// child sits at the top of the running or idle range, and the newest-first probe finds it at
+// once; the entries below it belong to children that moved on, and may still be in the index
+// as dead versions (until vacuum), which a probe from the bottom would have to step over.
+func probeOrder(states []storage.State) []storage.State {
+	rank := func(s storage.State) int {
+		switch s {
+		case storage.StateRunning:
+			return 0
+		case storage.StateIdle:
+			return 1
+		}
+		return 2
+	}
+	out := slices.Clone(states)
+	slices.SortFunc(out, func(a, b storage.State) int {
+		if d := rank(a) - rank(b); d != 0 {
+			return d
+		}
+		return strings.Compare(string(a), string(b))
+	})
+	return slices.Compact(out)
 }
