@@ -104,11 +104,12 @@ type Storage interface {
 	// left alone. It returns how many workflows it woke.
 	//
 	// The check stops at the first child found per step and state (the index on parent step
-	// and state), so the cost grows with the number of step IDs (at most MaxMergeWake), never
-	// with the number of children, and no row is written per child. It is one statement or
-	// transaction per call (on backends without UPDATE ... RETURNING, a fixed number of
-	// statements; an embedded store may read first and write only when it wakes something).
-	// Call it after the children's final writes committed: of children finishing at once, the
+	// and state), so the cost grows with the number of step IDs (at most MaxMergeWake), not
+	// with the number of live children (on MVCC databases, index entries of old child versions
+	// not yet vacuumed may still be stepped over), and no row is written per child. It is one
+	// statement or transaction per call (on backends without UPDATE ... RETURNING, a fixed
+	// number of statements; an embedded store may read first and write only when it wakes
+	// something). Call it after the children's final writes committed: of children finishing at once, the
 	// last to commit then finds no sibling left in r.States. Step IDs should name branch steps
 	// (SpawnResult.BranchStepID): for any other step a backend may do nothing or wake its
 	// workflow as if it were a branch without children, which a merge wait tolerates.
