@@ -14,19 +14,29 @@
 //     HeartbeatEvery of real time. If the store says the lease was lost (it expired and
 //     another worker took the workflow) or the workflow was cancelled, the run's context is
 //     cancelled with that error as its cause and the run stops without writing anything more.
-//  3. A claim that filled its batch is followed at once by another. A claim that found nothing
+//  3. When a run of a branch child ends (its final write committed), the child's branch step
+//     joins a set. A goroutine of Run flushes the set at once if it was idle, then at most
+//     every MergeWakeEvery (real time) while children keep ending, with one
+//     sdk.Engine.WakeMerges call for all of its branches: a parent parked on a merge whose
+//     branch has no unfinished child left becomes runnable now, instead of at its next merge
+//     probe. Of two last children finishing at once on different workers, the one that
+//     commits second finds its sibling done, so one of them wakes the parent. A failed flush
+//     is logged, counted (Stats.MergeWakeErrors) and tried again; a parent no flush reaches
+//     (its worker died) still resumes at its next probe.
+//  4. A claim that filled its batch is followed at once by another. A claim that found nothing
 //     waits for the idle backoff (PollInterval, doubling while idle and reset when work is
 //     found), a slot to free, or a change in the engine (a Start, Signal or finished run in
 //     this process), whichever comes first. Claim errors (a database restart) are logged and
 //     backed off the same way; they never stop Run.
-//  4. When the context is done, Run stops claiming and waits for the runs in flight, up to
+//  5. When the context is done, Run stops claiming and waits for the runs in flight, up to
 //     ShutdownTimeout of real time. Runs still going then are cancelled with cause
 //     sdk.ErrShutdown, so their leases are released and another worker takes them over at
 //     once, earlier completed steps kept. Run waits for them to return (a step that ignores
-//     its context holds Run until it does; its lease keeps being heartbeated meanwhile) and
-//     returns nil.
+//     its context holds Run until it does; its lease keeps being heartbeated meanwhile),
+//     flushes the last merge wake-ups (within a few seconds) and returns nil.
 //
-// No goroutine Run starts (runs, heartbeats, the unknown-name reporter) outlives it.
+// No goroutine Run starts (runs, heartbeats, the merge wake-ups, the unknown-name reporter)
+// outlives it.
 //
 // A worker that dies without shutting down holds its leases until they expire (LeaseTTL
 // after its last heartbeat, by the store's clock); then any worker claims those workflows

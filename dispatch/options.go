@@ -20,6 +20,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultUnknownCheckEvery = time.Minute
 	DefaultClaimWindow       = 2 * time.Millisecond
+	DefaultMergeWakeEvery    = 200 * time.Millisecond
 )
 
 // config is what the options set.
@@ -34,6 +35,7 @@ type config struct {
 	owner           string
 	unknownEvery    time.Duration
 	claimWindow     time.Duration
+	mergeWakeEvery  time.Duration
 }
 
 // Option configures a Worker. An invalid option makes New return an error wrapping
@@ -158,6 +160,22 @@ func ClaimWindow(d time.Duration) Option {
 	}
 }
 
+// MergeWakeEvery sets how often, at most, the worker wakes the parents of branches whose
+// children it finished (default 200 ms, real time). When a child run ends, the worker adds
+// the child's branch to a set; a goroutine of Run flushes the set right away when it was
+// idle, then at most once per d while children keep ending, with one storage call for all
+// the branches (see sdk.Engine.WakeMerges). So a parent resumes within about d of its last
+// child, instead of at its next merge probe, at any number of children.
+func MergeWakeEvery(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("MergeWakeEvery", "%v must be positive", d)
+		}
+		c.mergeWakeEvery = d
+		return nil
+	}
+}
+
 func defaults() config {
 	return config{
 		concurrency:     DefaultConcurrency,
@@ -167,6 +185,7 @@ func defaults() config {
 		shutdownTimeout: DefaultShutdownTimeout,
 		unknownEvery:    DefaultUnknownCheckEvery,
 		claimWindow:     DefaultClaimWindow,
+		mergeWakeEvery:  DefaultMergeWakeEvery,
 	}
 }
 

@@ -22,6 +22,11 @@ type Stats struct {
 	// UnknownWorkflows is the number of due workflows with names the engine does not know,
 	// as found by the latest check (at most one page of 100).
 	UnknownWorkflows int64
+	// MergeWakes counts parents the worker woke because their branches' children were done.
+	MergeWakes int64
+	// MergeWakeErrors counts failed attempts to wake such parents (they are tried again, and
+	// their merge probes resume them meanwhile).
+	MergeWakeErrors int64
 }
 
 // counters are the live, atomically updated values behind Stats.
@@ -33,6 +38,8 @@ type counters struct {
 	claimErrors    atomic.Int64
 	heartbeatsLost atomic.Int64
 	unknown        atomic.Int64
+	mergeWakes     atomic.Int64
+	wakeErrors     atomic.Int64
 }
 
 // Stats returns the worker's counters. It is safe to call at any time, also while Run runs.
@@ -45,5 +52,7 @@ func (w *Worker) Stats() Stats {
 		ClaimErrors:      w.stats.claimErrors.Load(),
 		HeartbeatsLost:   w.stats.heartbeatsLost.Load(),
 		UnknownWorkflows: w.stats.unknown.Load(),
+		MergeWakes:       w.stats.mergeWakes.Load(),
+		MergeWakeErrors:  w.stats.wakeErrors.Load(),
 	}
 }

@@ -89,7 +89,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer wg.Wait()
 	wg.Go(func() { w.watchUnknown(ctx) })
 
-	l := &loop{w: w, wg: &wg, runsCtx: runsCtx, done: make(chan struct{}, w.cfg.concurrency)}
+	// Parents are woken for children that end during the graceful wait too: the flusher
+	// stops after the runs (deferred before wg.Wait, so it runs first).
+	wakeCtx, stopWakes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWakes()
+	wakes := newMergeWakes()
+	wg.Go(func() { w.wakeMerges(wakeCtx, wakes) })
+
+	l := &loop{w: w, wg: &wg, runsCtx: runsCtx, done: make(chan struct{}, w.cfg.concurrency), wakes: wakes}
 	if n, ok := w.store.(storage.Notifier); ok {
 		ch, err := n.Listen(ctx)
 		if err != nil {
@@ -112,6 +119,8 @@ type loop struct {
 	active int
 	// notify receives the store's cross-process wake-ups (nil when it has none).
 	notify <-chan struct{}
+	// wakes collects the branch steps of child runs that ended, for their parents' wake-up.
+	wakes *mergeWakes
 }
 
 // claimLoop claims and starts workflows until ctx is done.
@@ -216,6 +225,11 @@ func (l *loop) start(wf storage.Workflow) {
 		defer func() { l.done <- struct{}{} }()
 		defer l.w.stats.running.Add(-1)
 		l.w.execute(l.runsCtx, wf)
+		if wf.ParentStepID != 0 {
+			// After the run's final write: if it was its branch's last child, no sibling is
+			// left for the flush to find, and the parent is woken.
+			l.wakes.add(wf.ParentStepID)
+		}
 	})
 }
 

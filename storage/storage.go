@@ -116,6 +116,26 @@ type Storage interface {
 	// number of children. A step ID or state given twice counts once.
 	CountChildren(ctx context.Context, q ChildQuery) (int, error)
 
+	// WakeMergeWaiters wakes the parents of drained branches. For each step of r.StepIDs that
+	// has no child in r.States, the workflow owning the step is woken as Wake would wake it at
+	// r.At, if it is idle and waiting on a merge (Wait.Kind WaitMerge) or running: an idle one's
+	// RunAt becomes the earlier of RunAt and r.At; a running one remembers the wake for
+	// FinishRun, so a run that counted the children just before the last one finished still
+	// suspends no later than r.At. Owners in any other state or wait, and unknown steps, are
+	// left alone. It returns how many workflows it woke.
+	//
+	// The check stops at the first child found per step and state (the index on parent step
+	// and state), so the cost grows with the number of step IDs (at most MaxMergeWake), not
+	// with the number of live children (on MVCC databases, index entries of old child versions
+	// not yet vacuumed may still be stepped over), and no row is written per child. It is one
+	// statement or transaction per call (on backends without UPDATE ... RETURNING, a fixed
+	// number of statements; an embedded store may read first and write only when it wakes
+	// something). Call it after the children's final writes committed: of children finishing at once, the
+	// last to commit then finds no sibling left in r.States. Step IDs should name branch steps
+	// (SpawnResult.BranchStepID): for any other step a backend may do nothing or wake its
+	// workflow as if it were a branch without children, which a merge wait tolerates.
+	WakeMergeWaiters(ctx context.Context, r MergeWakeRequest) (woken int, err error)
+
 	// ListWorkflows returns one page of workflows matching f, in ID order.
 	ListWorkflows(ctx context.Context, f ListFilter) ([]Workflow, error)
 

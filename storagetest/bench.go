@@ -23,11 +23,15 @@ type BenchFactory func(b *testing.B) storage.Storage
 // figures: "SpawnDispatch" inserts 10,000 children per op in batches of 1,000 (children/s),
 // and "FanOut/N" runs a parent that spawns N one-step children, merges them and sums their
 // results, through one worker with 8 slots (children/s end to end, plus heap and resident
-// memory after the run). Run it with -benchtime 1x for the large fan-outs.
+// memory after the run). "MergeDelay/N" measures how soon a parent resumes after its N
+// children: see benchMergeDelay. Run it with -benchtime 1x for the large fan-outs.
 func Benchmark(b *testing.B, factory BenchFactory) {
 	b.Run("SpawnDispatch", func(b *testing.B) { benchSpawn(b, factory) })
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("FanOut/%d", n), func(b *testing.B) { benchFanOut(b, factory, n) })
+	}
+	for _, n := range []int{1, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("MergeDelay/%d", n), func(b *testing.B) { benchMergeDelay(b, factory, n) })
 	}
 }
 

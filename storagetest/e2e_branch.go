@@ -24,6 +24,7 @@ func branchCases() []storageCase {
 		{"BranchCancelledChildIsFinal", testE2EBranchCancelledChild},
 		{"BranchCursorResume", testE2EBranchCursorResume},
 		{"ChaosFailuresLoseNothing", testE2EChaos},
+		{"BranchMergeWakeWithoutProbe", testE2EMergeWakeNoProbe},
 	}
 }
 

@@ -132,11 +132,18 @@ func storageCases() []storageCase {
 		{"ChildrenPaging", testChildrenPaging},
 		{"WaitDataRoundTrip", testWaitDataRoundTrip},
 
+		{"MergeWakeDrained", testMergeWakeDrained},
+		{"MergeWakeLastChild", testMergeWakeLastChild},
+		{"MergeWakeOnlyMergeWaiters", testMergeWakeOnlyMergeWaiters},
+		{"MergeWakeManySteps", testMergeWakeManySteps},
+		{"MergeWakeConcurrentFinishes", testMergeWakeConcurrentFinishes},
+
 		{"InvalidCreate", testInvalidCreate},
 		{"InvalidClaim", testInvalidClaim},
 		{"InvalidCommit", testInvalidCommit},
 		{"InvalidFinish", testInvalidFinish},
 		{"InvalidRetry", testInvalidRetry},
 		{"InvalidList", testInvalidList},
+		{"InvalidMergeWake", testInvalidMergeWake},
 	}
 }

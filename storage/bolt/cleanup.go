@@ -59,6 +59,9 @@ func (t *txn) delete(id int64) error {
 	if err := t.workflows.Delete(idKey(id)); err != nil {
 		return err
 	}
+	if err := t.unindexBranches(id); err != nil {
+		return err
+	}
 	for _, b := range []*bbolt.Bucket{t.steps, t.errors} {
 		for _, k := range prefixKeys(b, idKey(id)) {
 			if err := b.Delete(k); err != nil {

@@ -85,6 +85,7 @@ type txn struct {
 	states    *bbolt.Bucket
 	finished  *bbolt.Bucket
 	children  *bbolt.Bucket
+	branches  *bbolt.Bucket
 	steps     *bbolt.Bucket
 	errors    *bbolt.Bucket
 }
@@ -98,6 +99,7 @@ func newTxn(tx *bbolt.Tx) *txn {
 		states:    tx.Bucket(bucketStates),
 		finished:  tx.Bucket(bucketFinished),
 		children:  tx.Bucket(bucketChildren),
+		branches:  tx.Bucket(bucketBranches),
 		steps:     tx.Bucket(bucketSteps),
 		errors:    tx.Bucket(bucketErrors),
 	}

@@ -14,7 +14,8 @@ import (
 
 // SpawnBatch writes one batch of a branch's children in one write transaction, fenced by the
 // parent's lease like SaveSteps. It upserts r.Steps, resolves the branch step r.Branch (which
-// must then be recorded on the parent, else the error wraps storage.ErrInvalid), and inserts
+// must then be recorded on the parent, else the error wraps storage.ErrInvalid; the first
+// batch records it in the branches index for WakeMergeWaiters), and inserts
 // every child whose name and key are not stored yet: idle, runnable at its RunAt (r.Now when
 // zero), with ParentStepID set to the branch step's ID. Existing children, including a
 // repeat within the batch, are left as they are. Any error leaves the store unchanged.
@@ -48,6 +49,9 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			return fmt.Errorf("workflow %d step %q: %w", w.ID, r.Branch, err)
 		}
 		out = storage.SpawnResult{BranchStepID: branch.ID}
+		if err := t.indexBranch(branch.ID, w.ID); err != nil {
+			return err
+		}
 		for _, c := range r.Children {
 			nk := nameKey(c.Name, c.Key)
 			if t.keys.Get(nk) != nil {

@@ -10,6 +10,7 @@
 //	states     state 0x00 id                -> empty
 //	finished   finished_at id               -> empty  (final rows)
 //	children   parent_step_id state 0x00 id -> empty  (branch children: ParentStepID != 0)
+//	branches   branch step id               -> id     (the workflow owning a branch step)
 //	steps      workflow id, step name       -> step record
 //	errors     workflow id, error id        -> error record
 //
@@ -52,7 +53,8 @@ func systemClock() time.Time { return time.Now().UTC() }
 //
 //	1  the first layout
 //	2  the children index; workflow records of codec version 2 (wait data)
-const schemaVersion = 2
+//	3  the branches index
+const schemaVersion = 3
 
 var (
 	bucketMeta      = []byte("meta")
@@ -62,6 +64,7 @@ var (
 	bucketStates    = []byte("states")
 	bucketFinished  = []byte("finished")
 	bucketChildren  = []byte("children")
+	bucketBranches  = []byte("branches")
 	bucketSteps     = []byte("steps")
 	bucketErrors    = []byte("errors")
 
@@ -162,7 +165,7 @@ func initBuckets(tx *bbolt.Tx) error {
 		}
 		version = beUint(v)
 	}
-	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketSteps, bucketErrors} {
+	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketBranches, bucketSteps, bucketErrors} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -195,6 +198,11 @@ func migrate(t *txn, from uint64) error {
 					return err
 				}
 			}
+		}
+	}
+	if from < 3 {
+		if err := indexBranchesFrom(t); err != nil {
+			return fmt.Errorf("branches index: %w", err)
 		}
 	}
 	return nil

@@ -62,6 +62,8 @@
 //	                       INSERT IGNORE of the children, one UPDATE of the parent (+1
 //	                       SELECT of the branch step's ID in the batch that records it)
 //	CountChildren          1 query over the (parent_step_id, state) index, stopped by LIMIT
+//	WakeMergeWaiters       1 query over the (parent_step_id, state) index, one probe per step
+//	                       and state (+1 UPDATE of the parents it found to wake)
 //	Wake, Cancel           1 UPDATE (+1 SELECT when it changed nothing, to say why)
 //	Retry                  1 transaction: SELECT ... FOR UPDATE, the step upsert, one UPDATE
 //	ListWorkflows, ListErrors, DeleteFinished   1 statement

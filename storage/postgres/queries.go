@@ -99,6 +99,7 @@ type queries struct {
 	wake, retry, cancel                     string
 	spawn, countChildren                    string
 	listErrors, deleteFinished, listColumns string
+	wakeMergeWaiters                        string
 }
 
 func buildQueries(s *Store) queries {
@@ -337,6 +338,7 @@ DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
 	} {
 		*p = r.Replace(*p)
 	}
+	q.wakeMergeWaiters = r.Replace(wakeMergeWaiters)
 	return q
 }
 
