@@ -301,7 +301,16 @@ func (e *Engine) Cancel(ctx context.Context, id int64, opts ...CancelOption) err
 		return err
 	}
 	if cfg.children {
-		return e.cancelChildren(ctx, id)
+		if err := e.cancelChildren(ctx, id); err != nil {
+			return err
+		}
+	}
+	// A cancelled child is final: if it was its branch's last unfinished one, its parent's
+	// merge is over now, not at the parent's next probe.
+	if wf, err := e.store.GetWorkflow(ctx, id); err == nil && wf.ParentStepID != 0 {
+		if _, err := e.WakeMerges(ctx, []int64{wf.ParentStepID}); err != nil {
+			e.logger.Warn("cancel: waking the parent's merge failed; it resumes at its next probe", "id", id, "error", err)
+		}
 	}
 	return nil
 }
