@@ -24,6 +24,8 @@ type Engine struct {
 	stepPolicy     RetryPolicy
 	workflowPolicy RetryPolicy
 	writeTimeout   time.Duration
+	pollMin        time.Duration // Result's poll for changes by other processes
+	pollMax        time.Duration
 	defs           map[string]*definition
 	names          []string
 
@@ -124,6 +126,20 @@ func WithWriteTimeout(d time.Duration) Option {
 	}
 }
 
+// WithResultPoll sets how often Handle.Result reads its workflow to notice changes made by
+// other processes (runs by workers of another engine or process): first after min, then
+// doubling up to max, in real time (default 10 ms to 1 s). Changes made through this engine
+// wake its waiters at once whatever the poll. Both must be positive and min at most max.
+func WithResultPoll(min, max time.Duration) Option {
+	return func(e *Engine) error {
+		if min <= 0 || max <= 0 || min > max {
+			return fmt.Errorf("%w: WithResultPoll(%v, %v): both must be positive and the minimum at most the maximum", ErrInvalid, min, max)
+		}
+		e.pollMin, e.pollMax = min, max
+		return nil
+	}
+}
+
 // detached returns a context for a write that must outlive ctx's cancellation (keeping its
 // values), bounded by the write timeout.
 func (e *Engine) detached(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -144,6 +160,8 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		stepPolicy:     DefaultStepPolicy,
 		workflowPolicy: DefaultWorkflowPolicy,
 		writeTimeout:   DefaultWriteTimeout,
+		pollMin:        10 * time.Millisecond,
+		pollMax:        time.Second,
 		defs:           map[string]*definition{},
 		changed:        make(chan struct{}),
 		running:        map[int64]*runEntry{},

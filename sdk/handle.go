@@ -37,10 +37,11 @@ func (h *Handle[Out]) Workflow(ctx context.Context) (storage.Workflow, error) {
 // if ctx ends first. Waiting reacts at once to changes this engine makes to this workflow
 // (a run by one of its workers ends, a signal, retry or cancel), and nothing else wakes it,
 // so many waiters cost one read each per change of their own workflow; for changes made by
-// other processes it polls the store, from 10 ms up to 1 s apart (by the engine's clock).
+// other processes it polls the store, from 10 ms up to 1 s apart by default (real time; see
+// WithResultPoll).
 func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
 	var zero Out
-	poll := 10 * time.Millisecond
+	poll := h.eng.pollMin
 	next, leave := h.eng.watch(h.id)
 	defer leave()
 	for {
@@ -59,13 +60,16 @@ func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
 		case storage.StateFailed, storage.StateCancelled, storage.StateStalled:
 			return zero, &WorkflowError{ID: wf.ID, Name: wf.Name, Key: wf.Key, State: wf.State, Message: wf.LastError}
 		}
+		timer := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return zero, ctx.Err()
 		case <-changed:
-		case <-h.eng.clock.After(poll):
-			poll = min(2*poll, time.Second)
+		case <-timer.C:
+			poll = min(2*poll, h.eng.pollMax)
 		}
+		timer.Stop()
 	}
 }
 

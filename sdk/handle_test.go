@@ -37,9 +37,9 @@ func TestResultWaitersReadOnlyOnChangesOfTheirOwnWorkflow(t *testing.T) {
 			gate := sdk.New("waiters.one", func(c *sdk.Context, _ int) (int, error) { return 1, nil })
 			e := newEnv(t, sdk.WithWorkflows(gate))
 			rc := &readCounter{Storage: e.store}
-			// An engine of its own over the counting store and the env's clock (which stays
-			// put, so no waiter's slow poll fires: every read is a wake-up's).
-			eng, err := sdk.NewEngine(rc, sdk.WithWorkflows(gate), sdk.WithClock(e.clock))
+			// An engine of its own over the counting store whose slow poll (for other
+			// processes) never fires during the test: every read is a wake-up's.
+			eng, err := sdk.NewEngine(rc, sdk.WithWorkflows(gate), sdk.WithClock(e.clock), sdk.WithResultPoll(time.Hour, time.Hour))
 			require.NoError(t, err)
 			handles := make([]*sdk.Handle[int], n)
 			for i := range handles {
