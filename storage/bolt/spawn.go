@@ -16,8 +16,10 @@ import (
 // parent's lease like SaveSteps. It upserts r.Steps, resolves the branch step r.Branch (which
 // must then be recorded on the parent, else the error wraps storage.ErrInvalid), and inserts
 // every child whose name and key are not stored yet: idle, runnable at its RunAt (r.Now when
-// zero), with ParentStepID set to the branch step's ID. Existing children, including a
-// repeat within the batch, are left as they are. Any error leaves the store unchanged.
+// zero), with ParentStepID set to the branch step's ID. Existing children of the same branch
+// step, including a repeat within the batch, are left as they are; a name and key held by any
+// other workflow (read from the keys index and the workflow record, in process) refuses the
+// batch with a *storage.ConflictError. Any error leaves the store unchanged.
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
 	if err := storage.ValidateLease(l); err != nil {
 		return storage.SpawnResult{}, err
@@ -36,6 +38,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			return err
 		}
 		w := *old
+		hadBranch := t.steps.Get(childKey(w.ID, []byte(r.Branch))) != nil
 		if err := t.commit(&w, storage.Commit{Steps: r.Steps, Now: r.Now}); err != nil {
 			return err
 		}
@@ -48,10 +51,31 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			return fmt.Errorf("workflow %d step %q: %w", w.ID, r.Branch, err)
 		}
 		out = storage.SpawnResult{BranchStepID: branch.ID}
+		var conflict *storage.ConflictError
 		for _, c := range r.Children {
 			nk := nameKey(c.Name, c.Key)
-			if t.keys.Get(nk) != nil {
+			if id := t.keys.Get(nk); id != nil {
+				held, err := t.get(int64(beUint(id)))
+				if err != nil {
+					return err
+				}
+				if held.ParentStepID != branch.ID {
+					if conflict != nil {
+						conflict.Others++
+						continue
+					}
+					conflict = &storage.ConflictError{
+						WorkflowID: w.ID, Branch: r.Branch, BranchStepID: branch.ID,
+						ID: held.ID, Name: held.Name, Key: held.Key, ParentStepID: held.ParentStepID,
+					}
+					if !hadBranch {
+						conflict.BranchStepID = 0 // recorded by this batch, which is refused
+					}
+				}
 				continue
+			}
+			if conflict != nil {
+				continue // the batch is refused; only count further conflicts
 			}
 			seq, err := t.workflows.NextSequence()
 			if err != nil {
@@ -80,6 +104,9 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 				return err
 			}
 			out.Inserted++
+		}
+		if conflict != nil {
+			return conflict // the transaction rolls back: nothing of the batch is written
 		}
 		return t.put(old, &w)
 	})
