@@ -20,6 +20,9 @@ var (
 	ErrTooLarge = storage.ErrTooLarge
 	// ErrNotFound is storage.ErrNotFound: no such workflow.
 	ErrNotFound = storage.ErrNotFound
+	// ErrConflict is storage.ErrConflict: a spawn met a workflow holding a child's name and
+	// key that is not a child of that branch. Nothing of that batch was written.
+	ErrConflict = storage.ErrConflict
 	// ErrUnregistered: the workflow is not registered with the engine.
 	ErrUnregistered = errors.New("chronoforge: workflow not registered")
 	// ErrDuplicateStep: a step name was used twice in one run of a workflow.

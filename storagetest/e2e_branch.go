@@ -186,7 +186,7 @@ func testE2EBranchStalledChild(t *testing.T, factory Factory) {
 
 	var stuck storage.Workflow
 	require.Eventually(t, func() bool {
-		stuck, err = store.FindWorkflow(ctx, "e2e.child.flaky", "p$b$each_2")
+		stuck, err = store.FindWorkflow(ctx, "e2e.child.flaky", "p$b$each$$2")
 		return err == nil && stuck.State == storage.StateStalled
 	}, e2eTimeout, 2*time.Millisecond)
 	// The parent waits on its merge; several probes later it still does.
