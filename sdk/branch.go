@@ -179,7 +179,8 @@ func (b *BranchScope) spawnKey(name string) string {
 	return b.r.wf.Key + "$" + b.name + "$" + name
 }
 
-// eachPrefix is what eachKey puts before an item key: "<parent key>$<branch>$<name>$$".
+// eachPrefix is what the key of a SpawnEach child has before its item:
+// "<parent key>$<branch>$<name>$$".
 func (b *BranchScope) eachPrefix(name string) string {
 	return b.spawnKey(name) + "$$"
 }
@@ -240,9 +241,10 @@ func (b *BranchScope) begin(what, name string) (storage.Step, bool, error) {
 
 // Spawn creates one child workflow in the branch, keyed "<parent key>$<branch>$<name>". It is
 // idempotent: on replay, or if this branch's child exists, nothing more is created. If that
-// key is held by a workflow of the same name that is not this branch's child (another
-// parent's child, or a root started with that key), nothing is written and the workflow
-// fails with an error matching ErrConflict that names the holder and the branch.
+// key is held by a workflow of the same name that is not this branch's child (the child of
+// another parent, such as a parent of another name with the same key, or a root created in
+// the store with that key), nothing is written and the workflow fails with an error
+// matching ErrConflict that names the holder and the branch.
 func Spawn[In, Out any](b *BranchScope, name string, wf *Workflow[In, Out], in In) error {
 	rec, done, err := b.begin("spawn", name)
 	if err != nil || done {

@@ -501,11 +501,12 @@ func testSpawnConflictOtherBranch(t *testing.T, factory Factory) {
 	require.Equal(t, heldKids, after, "the holder's children are left as they were")
 
 	// The same workflow's other branch, already recorded: the conflict names its step ID, the
-	// first conflicting child in batch order, and how many more conflict.
+	// first conflicting child in batch order, and how many more conflict (a repeat of a name
+	// and key within the batch counts once).
 	zReq := storage.SpawnRequest{Branch: "branch$z", Steps: []storage.Step{branchStep("branch$z")}, Children: kids("conflict.child", "k$z$n", 0, 2), Now: at(3 * time.Second)}
 	z := f.spawn(la, zReq)
 	_, stepsBefore := f.load(a.ID)
-	more := append(kids("conflict.child", "k$z$n", 2, 3), heldReq.Children[2], heldReq.Children[0])
+	more := append(kids("conflict.child", "k$z$n", 2, 3), heldReq.Children[2], heldReq.Children[0], heldReq.Children[2])
 	res, err = f.s.SpawnBatch(f.ctx, la, storage.SpawnRequest{
 		Branch:   "branch$z",
 		Steps:    []storage.Step{branchStep("branch$z"), {Name: "spawn$z$n", State: storage.StepPending, Meta: []byte("9")}},

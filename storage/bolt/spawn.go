@@ -51,7 +51,10 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			return fmt.Errorf("workflow %d step %q: %w", w.ID, r.Branch, err)
 		}
 		out = storage.SpawnResult{BranchStepID: branch.ID}
-		var conflict *storage.ConflictError
+		var (
+			conflict *storage.ConflictError
+			counted  map[int64]bool // holders met, once the batch is refused
+		)
 		for _, c := range r.Children {
 			nk := nameKey(c.Name, c.Key)
 			if id := t.keys.Get(nk); id != nil {
@@ -61,9 +64,13 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 				}
 				if held.ParentStepID != branch.ID {
 					if conflict != nil {
-						conflict.Others++
+						if !counted[held.ID] { // a repeat within the batch counts once
+							counted[held.ID] = true
+							conflict.Others++
+						}
 						continue
 					}
+					counted = map[int64]bool{held.ID: true}
 					conflict = &storage.ConflictError{
 						WorkflowID: w.ID, Branch: r.Branch, BranchStepID: branch.ID,
 						ID: held.ID, Name: held.Name, Key: held.Key, ParentStepID: held.ParentStepID,
