@@ -3,9 +3,12 @@ package sdk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -95,7 +98,7 @@ func Branch(c *Context, name string, body func(b *BranchScope) error, opts ...Br
 	}
 	if b.stepID == 0 {
 		// Nothing was spawned yet: store the branch record now so it has an ID to merge on.
-		if _, err := b.spawn(nil, nil); err != nil {
+		if _, err := b.spawn("", nil, nil); err != nil {
 			return err
 		}
 	}
@@ -108,9 +111,11 @@ func Branch(c *Context, name string, body func(b *BranchScope) error, opts ...Br
 	return nil
 }
 
-// spawn writes one batch: the given step records and children, with the branch record and
-// whatever the run has queued, in one fenced transaction.
-func (b *BranchScope) spawn(steps []storage.Step, children []storage.NewWorkflow) (int, error) {
+// spawn writes one batch of the spawn named name: the given step records and children, with
+// the branch record and whatever the run has queued, in one fenced transaction. A batch the
+// store refuses for its content (a child key another workflow holds, bad input) fails the
+// workflow: running it again would meet the same refusal. Other errors abort the run.
+func (b *BranchScope) spawn(name string, steps []storage.Step, children []storage.NewWorkflow) (int, error) {
 	r := b.r
 	all := append([]storage.Step(nil), r.pending...)
 	if b.stepID == 0 {
@@ -127,7 +132,15 @@ func (b *BranchScope) spawn(steps []storage.Step, children []storage.NewWorkflow
 		Branch: b.record, Steps: all, Children: children, Now: r.eng.clock.Now(),
 	})
 	if err != nil {
-		return 0, r.halt(haltAbort, fmt.Errorf("workflow %q key %q: branch %q: spawn: %w", r.wf.Name, r.wf.Key, b.name, err))
+		what := fmt.Sprintf("branch %q", b.name)
+		if name != "" {
+			what += fmt.Sprintf(" spawn %q", name)
+		}
+		kind := haltAbort
+		if errors.Is(err, storage.ErrConflict) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, storage.ErrTooLarge) {
+			kind = haltFail
+		}
+		return 0, r.halt(kind, fmt.Errorf("workflow %q key %q: %s: %w", r.wf.Name, r.wf.Key, what, err))
 	}
 	r.pending = nil
 	for _, s := range all {
@@ -154,13 +167,42 @@ func NewChild[In, Out any](wf *Workflow[In, Out], in In) Child {
 	return Child{def: wf.def, input: in}
 }
 
-// childKey is "<parent key>$<branch>$<name>" plus "_<suffix>" for SpawnEach items.
-func (b *BranchScope) childKey(name, suffix string) string {
-	k := b.r.wf.Key + "$" + b.name + "$" + name
-	if suffix != "" {
-		k += "_" + suffix
+// Child keys. The parent's key is followed by one level of components separated by '$':
+//
+//	Spawn      <parent key>$<branch>$<name>
+//	SpawnEach  <parent key>$<branch>$<name>$$<item>
+//
+// Branch and spawn names are non-empty and free of '$' (validateUserName), item keys too
+// (validateItemKey), and so is a root's key (validateUserKey). So a key splits on '$' into
+// the root key and then, level by level, either two non-empty components (a Spawn) or two
+// non-empty components, an empty one and the item (a SpawnEach): the empty component is
+// the only thing that marks an item, and decoding from the left is unique at any depth.
+// Two different spawns, or two items, never derive one key, whatever their names.
+
+// spawnKey is the key of the child of Spawn(b, name, ...).
+func (b *BranchScope) spawnKey(name string) string {
+	return b.r.wf.Key + "$" + b.name + "$" + name
+}
+
+// eachPrefix is what the key of a SpawnEach child has before its item:
+// "<parent key>$<branch>$<name>$$".
+func (b *BranchScope) eachPrefix(name string) string {
+	return b.spawnKey(name) + "$$"
+}
+
+// validateItemKey checks the key of a keyed source's item: a valid storage key without '$',
+// which would make child keys ambiguous.
+func validateItemKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: item key is empty", ErrInvalid)
 	}
-	return k
+	if strings.ContainsRune(key, '$') {
+		return fmt.Errorf("%w: item key %q contains '$', which is reserved", ErrInvalid, key)
+	}
+	if err := storage.ValidateKey(key); err != nil {
+		return fmt.Errorf("item key %q: %w", key, err)
+	}
+	return nil
 }
 
 func (b *BranchScope) newChild(c Child, key string) (storage.NewWorkflow, error) {
@@ -203,18 +245,22 @@ func (b *BranchScope) begin(what, name string) (storage.Step, bool, error) {
 }
 
 // Spawn creates one child workflow in the branch, keyed "<parent key>$<branch>$<name>". It is
-// idempotent: on replay, or if the child exists, nothing more is created.
+// idempotent: on replay, or if this branch's child exists, nothing more is created. If that
+// key is held by a workflow of the same name that is not this branch's child (the child of
+// another parent, such as a parent of another name with the same key, or a root created in
+// the store with that key), nothing is written and the workflow fails with an error
+// matching ErrConflict that names the holder and the branch.
 func Spawn[In, Out any](b *BranchScope, name string, wf *Workflow[In, Out], in In) error {
 	rec, done, err := b.begin("spawn", name)
 	if err != nil || done {
 		return err
 	}
-	child, err := b.newChild(NewChild(wf, in), b.childKey(name, ""))
+	child, err := b.newChild(NewChild(wf, in), b.spawnKey(name))
 	if err != nil {
 		return b.r.halt(haltFail, fmt.Errorf("workflow %q: branch %q spawn %q: %w", b.r.wf.Name, b.name, name, err))
 	}
 	rec.State, rec.Attempts, rec.CompletedAt = storage.StepCompleted, 1, b.r.eng.clock.Now()
-	_, err = b.spawn([]storage.Step{rec}, []storage.NewWorkflow{child})
+	_, err = b.spawn(name, []storage.Step{rec}, []storage.NewWorkflow{child})
 	return err
 }
 
@@ -232,14 +278,34 @@ type spawnMeta struct {
 	Cursor  []byte `json:"cursor,omitempty"`
 	Read    int64  `json:"read"`
 	Batches int64  `json:"batches"`
+	// Keys is how the source's items are keyed, fixed by its first page: keysItem or
+	// keysIndex (empty in cursors stored before it was recorded).
+	Keys string `json:"keys,omitempty"`
 }
+
+// How a SpawnEach keys its children: by the items' own keys, or by their positions.
+const (
+	keysItem  = "item"
+	keysIndex = "index"
+)
 
 // SpawnEach creates one child per item of source, in batches. fn maps an item to the child
 // workflow and input (NewChild), so children may be of mixed types. Each batch is one
 // storage transaction that inserts the children (idempotently, by key), makes them runnable
 // and stores the source's cursor, so a crash anywhere leaves exactly one child per item and
-// the next run resumes at the next batch. Children of keyed sources are keyed
-// "<parent>$<branch>$<name>_<item key>"; positional sources use the item's index.
+// the next run resumes at the next batch.
+//
+// Children are keyed "<parent key>$<branch>$<name>$$<item>": the item's key for keyed
+// sources, its index (from 0) for positional ones. The empty component between "$$" marks
+// the item, so no two spawns or items share a key (see Spawn for the keys of single
+// children). A source gives keys to all its items or to none. An item key must be non-empty,
+// free of '$' and control characters, valid UTF-8, distinct within its page, and short
+// enough for the whole child key to fit storage.MaxKeyLen (512 bytes); a bad one fails the
+// workflow at once with an error naming the item key and the spawn, and nothing of that
+// batch is written. A source error marked with Permanent (as KeysetSource marks keys out of
+// order) fails the workflow at once too; other source errors fail the run, and the workflow
+// policy retries it from the stored cursor. A child key another workflow holds fails the
+// workflow as for Spawn.
 func SpawnEach[T any](b *BranchScope, name string, source Source[T], fn func(item T) (Child, error), opts ...SpawnOption) error {
 	r := b.r
 	rec, done, err := b.begin("spawn", name)
@@ -277,6 +343,9 @@ func SpawnEach[T any](b *BranchScope, name string, source Source[T], fn func(ite
 			if r.ctx.Err() != nil {
 				return r.halt(haltAbort, context.Cause(r.ctx))
 			}
+			if IsPermanent(err) {
+				return fail(fmt.Errorf("source: %w", err))
+			}
 			// A failing source fails the run; the workflow policy retries it from the cursor.
 			return fmt.Errorf("branch %q spawn %q: source: %w", b.name, name, err)
 		}
@@ -287,19 +356,24 @@ func SpawnEach[T any](b *BranchScope, name string, source Source[T], fn func(ite
 			r.queue(rec) // the cursor is at the end already; the seal rides on the next write
 			return nil
 		}
+		keys, err := pageKeys(page, meta.Read, &meta.Keys)
+		if err != nil {
+			return fail(err)
+		}
+		prefix := b.eachPrefix(name)
 		children := make([]storage.NewWorkflow, 0, len(page))
 		for i, it := range page {
-			suffix := it.Key
-			if suffix == "" {
-				suffix = fmt.Sprint(meta.Read + int64(i))
+			key := prefix + keys[i]
+			if len(key) > storage.MaxKeyLen {
+				return fail(fmt.Errorf("%w: item key %.32q... makes child key %.32q... %d bytes long, more than %d", ErrInvalid, keys[i], key, len(key), storage.MaxKeyLen))
 			}
 			c, err := fn(it.Value)
 			if err != nil {
-				return fail(fmt.Errorf("item %q: %w", suffix, err))
+				return fail(fmt.Errorf("item %q: %w", keys[i], err))
 			}
-			child, err := b.newChild(c, b.childKey(name, suffix))
+			child, err := b.newChild(c, key)
 			if err != nil {
-				return fail(fmt.Errorf("item %q: %w", suffix, err))
+				return fail(fmt.Errorf("item %q: %w", keys[i], err))
 			}
 			children = append(children, child)
 		}
@@ -310,13 +384,50 @@ func SpawnEach[T any](b *BranchScope, name string, source Source[T], fn func(ite
 			// A short page is the last one: seal the spawn in the same transaction.
 			rec.State, rec.CompletedAt = storage.StepCompleted, r.eng.clock.Now()
 		}
-		if _, err := b.spawn([]storage.Step{rec}, children); err != nil {
+		if _, err := b.spawn(name, []storage.Step{rec}, children); err != nil {
 			return err
 		}
 		if rec.State == storage.StepCompleted {
 			return nil
 		}
 	}
+}
+
+// pageKeys returns the item part of each child key of a page: the items' keys, checked
+// (validateItemKey, no repeat within the page), or their positions from read on. A page must
+// be keyed all or nothing, the same way as the pages before it (*kind, set by the first).
+func pageKeys[T any](page []Item[T], read int64, kind *string) ([]string, error) {
+	keyed := page[0].Key != ""
+	want := keysIndex
+	if keyed {
+		want = keysItem
+	}
+	if *kind == "" {
+		*kind = want
+	}
+	if *kind != want {
+		return nil, fmt.Errorf("%w: source gave items keyed by %s before and now by %s (item %q at position %d); a source keys all its items or none", ErrInvalid, *kind, want, page[0].Key, read)
+	}
+	keys := make([]string, len(page))
+	seen := make(map[string]struct{}, len(page))
+	for i, it := range page {
+		if (it.Key != "") != keyed {
+			return nil, fmt.Errorf("%w: source mixes keyed and unkeyed items in one page (item %q at position %d, item %q at position %d)", ErrInvalid, page[0].Key, read, it.Key, read+int64(i))
+		}
+		if !keyed {
+			keys[i] = strconv.FormatInt(read+int64(i), 10)
+			continue
+		}
+		if err := validateItemKey(it.Key); err != nil {
+			return nil, err
+		}
+		if _, dup := seen[it.Key]; dup {
+			return nil, fmt.Errorf("%w: item key %q given twice in one page", ErrInvalid, it.Key)
+		}
+		seen[it.Key] = struct{}{}
+		keys[i] = it.Key
+	}
+	return keys, nil
 }
 
 func mustJSON(v any) []byte {
@@ -329,6 +440,10 @@ func mustJSON(v any) []byte {
 
 // Item is one item of a Source: its value and, for keyed sources, its stable key.
 type Item[T any] struct {
+	// Key identifies the item in its child's key ("<parent key>$<branch>$<name>$$<Key>").
+	// It is empty for positional sources (the index is used), and for keyed sources
+	// non-empty, without '$' or control characters, valid UTF-8, and never given to two
+	// items of one source (see SpawnEach).
 	Key   string
 	Value T
 }
@@ -415,9 +530,12 @@ func (s *seqSource[T]) Page(ctx context.Context, cursor []byte, limit int) ([]It
 // KeysetSource enumerates a keyed collection, typically a table read with
 // "WHERE key > $after ORDER BY key LIMIT $limit". fetch receives the key of the last item
 // of the previous page ("" at the start); key returns an item's stable key, which becomes part
-// of the child's key (so it must be a valid, '$'-free key fragment). Keys must increase in
-// byte order (in SQL, order with a binary collation such as COLLATE "C"); a page that breaks
-// the order fails the run rather than skip or repeat items.
+// of the child's key "<parent key>$<branch>$<name>$$<item key>", so it must be a valid item
+// key (non-empty, no '$', no control characters; see SpawnEach). Keys must strictly increase
+// in byte order, across pages too (in SQL, order with a binary collation such as
+// COLLATE "C"): a page that returns a key out of order or repeated, or more rows than asked
+// for, fails the workflow at once with an error naming both keys, rather than skip or repeat
+// items. (Retrying would fetch the same page again.)
 func KeysetSource[T any](fetch func(ctx context.Context, after string, limit int) ([]T, error), key func(T) string) Source[T] {
 	return keysetSource[T]{fetch: fetch, key: key}
 }
@@ -433,14 +551,21 @@ func (s keysetSource[T]) Page(ctx context.Context, cursor []byte, limit int) ([]
 		return nil, nil, err
 	}
 	if len(rows) > limit {
-		return nil, nil, fmt.Errorf("%w: keyset fetch returned %d rows for a limit of %d", ErrInvalid, len(rows), limit)
+		return nil, nil, Permanent(fmt.Errorf("%w: keyset fetch returned %d rows for a limit of %d", ErrInvalid, len(rows), limit))
 	}
 	page := make([]Item[T], len(rows))
 	last := string(cursor)
 	for i, v := range rows {
 		k := s.key(v)
-		if k == "" || k <= last {
-			return nil, nil, fmt.Errorf("%w: keyset keys must be non-empty and increasing; %q follows %q", ErrInvalid, k, last)
+		if k == "" {
+			return nil, nil, Permanent(fmt.Errorf("%w: keyset key of row %d of the page after %q is empty", ErrInvalid, i, last))
+		}
+		if k <= last {
+			what := "out of order"
+			if k == last {
+				what = "repeated"
+			}
+			return nil, nil, Permanent(fmt.Errorf("%w: keyset keys must strictly increase in byte order, but %q follows %q (%s, row %d of the page after cursor %q)", ErrInvalid, k, last, what, i, string(cursor)))
 		}
 		page[i], last = Item[T]{Key: k, Value: v}, k
 	}

@@ -92,7 +92,7 @@ func TestSpawnEachMergeAndResults(t *testing.T) {
 	kids, err := e.store.ListWorkflows(ctx, storage.ListFilter{Name: "child.double", Limit: 1000})
 	require.NoError(t, err)
 	require.Len(t, kids, 50)
-	require.Equal(t, "p$fan$rows_r0000", kids[0].Key)
+	require.Equal(t, "p$fan$rows$$r0000", kids[0].Key)
 	require.NotZero(t, kids[0].ParentStepID)
 }
 
@@ -278,7 +278,7 @@ func TestStalledChildParksTheParentUntilRetried(t *testing.T) {
 	require.Equal(t, storage.StateIdle, e.state(h.ID()).State, "a stalled child keeps the parent waiting")
 	require.Equal(t, "merge", e.state(h.ID()).Wait.Kind)
 
-	stuck, err := e.store.FindWorkflow(ctx, "child.flaky", "p$b$each_2")
+	stuck, err := e.store.FindWorkflow(ctx, "child.flaky", "p$b$each$$2")
 	require.NoError(t, err)
 	require.Equal(t, storage.StateStalled, stuck.State)
 	broken = false
@@ -354,7 +354,7 @@ func TestSpawnKeysAndMixedChildTypes(t *testing.T) {
 	e.settle(h.ID(), time.Second)
 	_, err = h.Result(ctx)
 	require.NoError(t, err)
-	for key, name := range map[string]string{"p$b$solo": "child.upper", "p$b$pos_0": "child.double", "p$b$pos_1": "child.upper"} {
+	for key, name := range map[string]string{"p$b$solo": "child.upper", "p$b$pos$$0": "child.double", "p$b$pos$$1": "child.upper"} {
 		w, err := e.store.FindWorkflow(ctx, name, key)
 		require.NoError(t, err, key)
 		require.Equal(t, storage.StateCompleted, w.State)

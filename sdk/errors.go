@@ -23,6 +23,9 @@ var (
 	// ErrWrongState is storage.ErrWrongState: the workflow's state does not allow the
 	// operation (a Signal of a finished workflow, a Retry of a running one).
 	ErrWrongState = storage.ErrWrongState
+	// ErrConflict is storage.ErrConflict: a spawn met a workflow holding a child's name and
+	// key that is not a child of that branch. Nothing of that batch was written.
+	ErrConflict = storage.ErrConflict
 	// ErrUnregistered: the workflow is not registered with the engine.
 	ErrUnregistered = errors.New("chronoforge: workflow not registered")
 	// ErrDuplicateStep: a step name was used twice in one run of a workflow.

@@ -254,9 +254,11 @@ type SpawnRequest struct {
 	Branch string
 	// Steps are upserted first, like SaveSteps: the branch record and the spawn's cursor.
 	Steps []Step
-	// Children are inserted unless a workflow with the same name and key exists (then that
-	// child is left as it is). Each new child is idle, runnable at its RunAt (zero: Now), and
-	// linked to the branch step by ParentStepID (the field given here is ignored).
+	// Children are inserted unless a workflow with the same name and key exists: a child of
+	// the same branch step is then left as it is, any other workflow refuses the batch with
+	// ErrConflict. Each new child is idle, runnable at its RunAt (zero: Now), and linked to
+	// the branch step by ParentStepID (the field given here is ignored). A repeat of a name
+	// and key within the batch is inserted once.
 	Children []NewWorkflow
 	Now      time.Time
 }

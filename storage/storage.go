@@ -106,9 +106,24 @@ type Storage interface {
 	// SpawnBatch writes one batch of a branch's children in one transaction fenced by the
 	// parent's lease (like SaveSteps): it upserts r.Steps, then inserts every child of
 	// r.Children that does not exist yet (insert-or-ignore on name and key), runnable at once
-	// and linked to the branch step. Applying the same batch twice leaves the children as
-	// the first application made them. It is a fixed number of statements per batch, never
-	// one per child.
+	// and linked to the branch step. It is a fixed number of statements per batch, never one
+	// per child.
+	//
+	// A child whose name and key are stored already is left as it is when it is a child of
+	// this same branch step: applying the same batch twice leaves the children as the first
+	// application made them, and the second inserts none. When they are held by a workflow
+	// with any other ParentStepID (another branch's child, or a root workflow: 0), the whole
+	// batch is refused: nothing of it is written (no child, no step record, the cursor stays
+	// where it was), and the error wraps a *ConflictError (matching ErrConflict) that names
+	// the existing workflow (ID, name, key, parent step) and the branch step. This holds
+	// against concurrent transactions too: a key another transaction commits while the batch
+	// runs is a conflict, never a silent skip.
+	//
+	// Keys are unique by name and key, so a workflow of another name with a child's key is a
+	// different workflow and no conflict; the store does not look for one. The SDK never
+	// sends one key under two names for one branch step: each key belongs to one Spawn or to
+	// one item of one SpawnEach, and the batch that first writes it also advances that
+	// spawn's cursor past it, so no later batch carries it again.
 	SpawnBatch(ctx context.Context, l Lease, r SpawnRequest) (SpawnResult, error)
 
 	// CountChildren counts the children of q.StepIDs whose state is in q.States, stopping at

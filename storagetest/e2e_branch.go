@@ -23,6 +23,7 @@ func branchCases() []storageCase {
 		{"BranchStalledChildParksParent", testE2EBranchStalledChild},
 		{"BranchCancelledChildIsFinal", testE2EBranchCancelledChild},
 		{"BranchCursorResume", testE2EBranchCursorResume},
+		{"BranchKeyConflictFailsParent", testE2EBranchKeyConflict},
 		{"ChaosFailuresLoseNothing", testE2EChaos},
 		{"BranchMergeWakeWithoutProbe", testE2EMergeWakeNoProbe},
 	}
@@ -188,7 +189,7 @@ func testE2EBranchStalledChild(t *testing.T, factory Factory) {
 
 	var stuck storage.Workflow
 	require.Eventually(t, func() bool {
-		stuck, err = store.FindWorkflow(ctx, "e2e.child.flaky", "p$b$each_2")
+		stuck, err = store.FindWorkflow(ctx, "e2e.child.flaky", "p$b$each$$2")
 		return err == nil && stuck.State == storage.StateStalled
 	}, e2eTimeout, 2*time.Millisecond)
 	// The parent waits on its merge; several probes later it still does.
@@ -262,4 +263,61 @@ func testE2EBranchCursorResume(t *testing.T, factory Factory) {
 		}
 		mu.Unlock()
 	}
+}
+
+// testE2EBranchKeyConflict: two parents of different names share a key, so their Spawn "n"
+// in branch "b" derive one child key. The first parent completes over its child; the second
+// fails at once with ErrConflict naming that child and its own branch, and neither merges
+// the other's child nor retries.
+func testE2EBranchKeyConflict(t *testing.T, factory Factory) {
+	mk := func(name string, in int) *sdk.Workflow[int, int] {
+		return sdk.New(name, func(c *sdk.Context, _ int) (int, error) {
+			if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error { return sdk.Spawn(b, "n", e2eSquare, in) },
+				sdk.ProbeInterval(2*time.Millisecond, 10*time.Millisecond)); err != nil {
+				return 0, err
+			}
+			if err := sdk.Merge(c, "b"); err != nil {
+				return 0, err
+			}
+			sum := 0
+			for res, err := range sdk.BranchResults[int](c, "b", 10) {
+				if err != nil {
+					return 0, err
+				}
+				sum += res.Output
+			}
+			return sum, nil
+		})
+	}
+	first, second := mk("e2e.owner.first", 3), mk("e2e.owner.second", 5)
+	store := &branchCounter{Storage: factory(t)}
+	eng, err := sdk.NewEngine(store, sdk.WithWorkflows(first, second, e2eSquare))
+	require.NoError(t, err)
+	startWorkers(t, eng, 1, dispatch8()...)
+	ctx := resultCtx(t)
+	h1, err := first.Start(ctx, eng, "k", 0)
+	require.NoError(t, err)
+	out, err := h1.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 9, out, "the first parent merged its own child")
+	child, err := store.FindWorkflow(ctx, "e2e.square", "k$b$n")
+	require.NoError(t, err)
+
+	h2, err := second.Start(ctx, eng, "k", 0)
+	require.NoError(t, err)
+	_, err = h2.Result(ctx)
+	require.ErrorIs(t, err, sdk.ErrFailed, "the second parent does not merge the first's child")
+	for _, want := range []string{
+		"child key held by another workflow",
+		`"e2e.square" key "k$b$n"`,
+		fmt.Sprintf("workflow %d, a child of step %d", child.ID, child.ParentStepID),
+		`branch "b" spawn "n"`,
+	} {
+		require.ErrorContains(t, err, want)
+	}
+	require.Equal(t, 1, store.loadsOf(h2.ID()), "failed in its first run, not retried")
+	got, err := store.GetWorkflow(ctx, child.ID)
+	require.NoError(t, err)
+	require.Equal(t, child.ParentStepID, got.ParentStepID, "the child stays its first parent's")
+	requireBytes(t, child.Input, got.Input, "the child's input")
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,8 +111,8 @@ var allStates = append([]storage.State{storage.StateCompleted}, notCompleted...)
 // testSpawnIdempotent: the same batch of 300 children applied twice stores 300 children, not
 // 600; the second application inserts none and changes none. New children are idle, runnable
 // at once, and linked to the branch step whose ID SpawnBatch returns. A batch that overlaps
-// stored children inserts only the new ones; a workflow that already holds a child's key is
-// left as it is.
+// stored children of the branch inserts only the new ones. (A key held by any other workflow
+// is a conflict: see SpawnConflict*.)
 func testSpawnIdempotent(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	w, l := f.start("spawn.parent")
@@ -159,18 +160,12 @@ func testSpawnIdempotent(t *testing.T, factory Factory) {
 		require.Zero(t, c.LeaseToken, "child %q was never leased", c.Key)
 	}
 
-	// An overlapping batch, with a key repeated within it and a key a root workflow holds.
-	root := f.create("spawn.child", "taken", at(time.Hour))
+	// An overlapping batch, with a key repeated within it.
 	overlap := append(kids("spawn.child", prefix, n-50, 100), kids("spawn.child", prefix, n+10, 1)...)
-	overlap = append(overlap, storage.NewWorkflow{Name: "spawn.child", Key: "taken", Input: []byte(`"child"`)})
 	third := f.spawn(l, storage.SpawnRequest{Branch: "branch$b", Children: overlap, Now: at(3 * time.Second)})
 	require.Equal(t, storage.SpawnResult{BranchStepID: first.BranchStepID, Inserted: 50}, third,
-		"only the 50 new keys are inserted: not stored children, not a repeat within the batch, not a key a root holds")
+		"only the 50 new keys are inserted: not stored children, not a repeat within the batch")
 	all := requireChildren(f, first.BranchStepID, childKeys(kids("spawn.child", prefix, 0, n+50)))
-	gotRoot := f.get(root.ID)
-	require.Zero(t, gotRoot.ParentStepID, "a workflow that held a child's key is not adopted")
-	requireBytes(t, root.Input, gotRoot.Input, "input of the workflow that held a child's key")
-	requireTime(t, at(time.Hour), gotRoot.RunAt, "run at of the workflow that held a child's key")
 
 	// Every child is runnable at once.
 	claimed := f.claim("worker-c", at(3*time.Second), storage.MaxClaim, "spawn.child")
@@ -448,6 +443,173 @@ func testSpawnFenced(t *testing.T, factory Factory) {
 	res := f.spawn(lb, batch(at(6*time.Second)))
 	require.Equal(t, storage.SpawnResult{BranchStepID: first.BranchStepID, Inserted: 4}, res)
 	requireChildren(f, first.BranchStepID, childKeys(kids("fenced.child", "k$b$items", 0, 7)))
+}
+
+// requireConflict requires that err is a spawn conflict (errors.Is ErrConflict) carrying the
+// *storage.ConflictError want, and that the refused batch reported nothing inserted.
+func requireConflict(t *testing.T, want storage.ConflictError, res storage.SpawnResult, err error, what string) {
+	t.Helper()
+	require.ErrorIs(t, err, storage.ErrConflict, what)
+	var got *storage.ConflictError
+	require.ErrorAs(t, err, &got, "%s: the error carries a *storage.ConflictError", what)
+	require.Equal(t, want, *got, "%s: the conflict names the holder and the branch", what)
+	for _, s := range []string{want.Name, want.Key, want.Branch, fmt.Sprint(want.ID)} {
+		require.Contains(t, err.Error(), s, "%s: the message names %q", what, s)
+	}
+	require.Zero(t, res.Inserted, "%s: a refused batch reports inserted children", what)
+}
+
+// requireAbsent requires that none of the children is stored.
+func requireAbsent(f *fixture, children []storage.NewWorkflow, what string) {
+	f.t.Helper()
+	for _, c := range children {
+		_, err := f.s.FindWorkflow(f.ctx, c.Name, c.Key)
+		require.ErrorIs(f.t, err, storage.ErrNotFound, "%s: child %q of the refused batch is stored", what, c.Key)
+	}
+}
+
+// testSpawnConflictOtherBranch: a batch with a child whose name and key another branch's
+// child holds (of another workflow, or of the same workflow) is refused as a whole with
+// ErrConflict: the error names the holder (ID, name, key, parent step) and the branch, and
+// nothing of the batch is written: not the branch record, not the cursor, not the other
+// children. The holder is left as it was, and re-applying the holder's own batch is still a
+// no-op. A workflow of another name with a child's key is no conflict.
+func testSpawnConflictOtherBranch(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	a, la := f.start("conflict.a")
+	heldReq := storage.SpawnRequest{Branch: "branch$x", Steps: []storage.Step{branchStep("branch$x")}, Children: kids("conflict.child", "k$x$n", 0, 3), Now: at(time.Second)}
+	held := f.spawn(la, heldReq)
+	heldKids := requireChildren(f, held.BranchStepID, childKeys(heldReq.Children))
+
+	// Another workflow whose branch is recorded by the refused batch itself.
+	b := f.create("conflict.b", "k", at(0))
+	lb := f.claimOne(b, "worker-b", at(0))
+	batch := kids("conflict.child", "k$y$n", 0, 5)
+	batch[3] = kids("conflict.child", "k$x$n", 1, 1)[0]
+	batch[3].Input = []byte(`"b's input"`)
+	req := storage.SpawnRequest{
+		Branch:   "branch$y",
+		Steps:    []storage.Step{branchStep("branch$y"), {Name: "spawn$y$n", State: storage.StepPending, Meta: []byte("5")}},
+		Children: batch,
+		Now:      at(2 * time.Second),
+	}
+	res, err := f.s.SpawnBatch(f.ctx, lb, req)
+	requireConflict(t, storage.ConflictError{
+		WorkflowID: b.ID, Branch: "branch$y", BranchStepID: 0,
+		ID: heldKids[1].ID, Name: "conflict.child", Key: heldKids[1].Key, ParentStepID: held.BranchStepID,
+	}, res, err, "a child key another workflow's branch holds")
+	_, steps := f.load(b.ID)
+	require.Empty(t, steps, "a refused batch wrote step records (branch or cursor)")
+	requireAbsent(f, append(batch[:3:3], batch[4]), "another workflow's branch")
+	after := requireChildren(f, held.BranchStepID, childKeys(heldReq.Children))
+	require.Equal(t, heldKids, after, "the holder's children are left as they were")
+
+	// The same workflow's other branch, already recorded: the conflict names its step ID, the
+	// first conflicting child in batch order, and how many more conflict (a repeat of a name
+	// and key within the batch counts once).
+	zReq := storage.SpawnRequest{Branch: "branch$z", Steps: []storage.Step{branchStep("branch$z")}, Children: kids("conflict.child", "k$z$n", 0, 2), Now: at(3 * time.Second)}
+	z := f.spawn(la, zReq)
+	_, stepsBefore := f.load(a.ID)
+	more := append(kids("conflict.child", "k$z$n", 2, 3), heldReq.Children[2], heldReq.Children[0], heldReq.Children[2])
+	res, err = f.s.SpawnBatch(f.ctx, la, storage.SpawnRequest{
+		Branch:   "branch$z",
+		Steps:    []storage.Step{branchStep("branch$z"), {Name: "spawn$z$n", State: storage.StepPending, Meta: []byte("9")}},
+		Children: more,
+		Now:      at(4 * time.Second),
+	})
+	requireConflict(t, storage.ConflictError{
+		WorkflowID: a.ID, Branch: "branch$z", BranchStepID: z.BranchStepID,
+		ID: heldKids[2].ID, Name: "conflict.child", Key: heldKids[2].Key, ParentStepID: held.BranchStepID, Others: 1,
+	}, res, err, "a child key another branch of the same workflow holds")
+	_, steps = f.load(a.ID)
+	require.Equal(t, stepsBefore, steps, "a refused batch wrote step records (the cursor)")
+	requireAbsent(f, more[:3], "the same workflow's other branch")
+	requireChildren(f, z.BranchStepID, childKeys(zReq.Children))
+
+	// The holder's own batch again is a no-op; a workflow of another name with a held key
+	// is a different workflow, no conflict.
+	require.Equal(t, storage.SpawnResult{BranchStepID: held.BranchStepID}, f.spawn(la, heldReq), "the same batch twice")
+	other := storage.NewWorkflow{Name: "conflict.other", Key: heldKids[0].Key}
+	got := f.spawn(lb, storage.SpawnRequest{Branch: "branch$y", Steps: []storage.Step{branchStep("branch$y")}, Children: []storage.NewWorkflow{other}, Now: at(5 * time.Second)})
+	require.Equal(t, 1, got.Inserted, "another name with a held key is another workflow")
+	requireChildren(f, held.BranchStepID, childKeys(heldReq.Children))
+}
+
+// testSpawnConflictRoot: a batch with a child whose name and key a root workflow holds
+// (ParentStepID 0) is refused as a whole with ErrConflict naming the root; the root is not
+// adopted or changed, and nothing of the batch is written.
+func testSpawnConflictRoot(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	w, l := f.start("conflict.parent")
+	first := f.spawn(l, storage.SpawnRequest{Branch: "branch$b", Steps: []storage.Step{branchStep("branch$b")}, Children: kids("conflict.child", "k$b$n", 0, 2), Now: at(time.Second)})
+	root := f.create("conflict.child", "k$b$n_3", at(time.Hour))
+	_, stepsBefore := f.load(w.ID)
+
+	batch := kids("conflict.child", "k$b$n", 0, 6) // 0 and 1 are the branch's own, 3 the root's
+	res, err := f.s.SpawnBatch(f.ctx, l, storage.SpawnRequest{
+		Branch:   "branch$b",
+		Steps:    []storage.Step{branchStep("branch$b"), {Name: "spawn$b$n", State: storage.StepPending, Meta: []byte("6")}},
+		Children: batch,
+		Now:      at(2 * time.Second),
+	})
+	requireConflict(t, storage.ConflictError{
+		WorkflowID: w.ID, Branch: "branch$b", BranchStepID: first.BranchStepID,
+		ID: root.ID, Name: "conflict.child", Key: "k$b$n_3", ParentStepID: 0,
+	}, res, err, "a child key a root workflow holds")
+	_, steps := f.load(w.ID)
+	require.Equal(t, stepsBefore, steps, "a refused batch wrote step records (the cursor)")
+	requireAbsent(f, []storage.NewWorkflow{batch[2], batch[4], batch[5]}, "a root holds a key")
+	requireChildren(f, first.BranchStepID, childKeys(batch[:2]))
+	got := f.get(root.ID)
+	require.Zero(t, got.ParentStepID, "the root is not adopted")
+	requireBytes(t, root.Input, got.Input, "the root's input")
+	requireTime(t, at(time.Hour), got.RunAt, "the root's run at")
+}
+
+// testSpawnConflictConcurrent: two workflows spawn batches of the same 100 child keys at the
+// same moment, round after round. In every round exactly one batch is stored whole and the
+// other is refused with ErrConflict, writing nothing: a key committed by another transaction
+// while a batch runs is never skipped silently.
+func testSpawnConflictConcurrent(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	const rounds, n = 8, 100
+	pa := f.create("race.a", "k", at(0))
+	pb := f.create("race.b", "k", at(0))
+	leases := []storage.Lease{f.claimOne(pa, "worker-a", at(0)), f.claimOne(pb, "worker-b", at(0))}
+	parents := []storage.Workflow{pa, pb}
+	for r := range rounds {
+		branch := fmt.Sprintf("branch$r%d", r)
+		children := kids("race.child", fmt.Sprintf("k$r%d$n", r), 0, n)
+		var (
+			wg      sync.WaitGroup
+			start   = make(chan struct{})
+			results [2]storage.SpawnResult
+			errs    [2]error
+		)
+		for i := range 2 {
+			wg.Go(func() {
+				<-start
+				results[i], errs[i] = f.s.SpawnBatch(f.ctx, leases[i], storage.SpawnRequest{
+					Branch: branch, Steps: []storage.Step{branchStep(branch)}, Children: children, Now: at(time.Second),
+				})
+			})
+		}
+		close(start)
+		wg.Wait()
+		won := -1
+		for i, err := range errs {
+			if err == nil {
+				require.Equal(t, -1, won, "round %d: both batches were stored", r)
+				require.Equal(t, n, results[i].Inserted, "round %d: the winner stores its whole batch", r)
+				won = i
+				continue
+			}
+			require.ErrorIs(t, err, storage.ErrConflict, "round %d: the loser's batch is refused as a conflict", r)
+		}
+		require.NotEqual(t, -1, won, "round %d: neither batch was stored: %v", r, errs)
+		requireChildren(f, results[won].BranchStepID, childKeys(children))
+		require.Zero(t, f.stepID(parents[1-won].ID, branch), "round %d: the refused batch recorded its branch step", r)
+	}
 }
 
 // testCountChildrenCapped: CountChildren of a branch of 7,000 children never answers more than

@@ -17,8 +17,10 @@ import (
 // must then be recorded on the parent, else the error wraps storage.ErrInvalid; the first
 // batch records it in the branches index for WakeMergeWaiters), and inserts
 // every child whose name and key are not stored yet: idle, runnable at its RunAt (r.Now when
-// zero), with ParentStepID set to the branch step's ID. Existing children, including a
-// repeat within the batch, are left as they are. Any error leaves the store unchanged.
+// zero), with ParentStepID set to the branch step's ID. Existing children of the same branch
+// step, including a repeat within the batch, are left as they are; a name and key held by any
+// other workflow (read from the keys index and the workflow record, in process) refuses the
+// batch with a *storage.ConflictError. Any error leaves the store unchanged.
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
 	if err := storage.ValidateLease(l); err != nil {
 		return storage.SpawnResult{}, err
@@ -37,6 +39,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			return err
 		}
 		w := *old
+		hadBranch := t.steps.Get(childKey(w.ID, []byte(r.Branch))) != nil
 		if err := t.commit(&w, storage.Commit{Steps: r.Steps, Now: r.Now}); err != nil {
 			return err
 		}
@@ -52,10 +55,38 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 		if err := t.indexBranch(branch.ID, w.ID); err != nil {
 			return err
 		}
+		var (
+			conflict *storage.ConflictError
+			counted  map[int64]bool // holders met, once the batch is refused
+		)
 		for _, c := range r.Children {
 			nk := nameKey(c.Name, c.Key)
-			if t.keys.Get(nk) != nil {
+			if id := t.keys.Get(nk); id != nil {
+				held, err := t.get(int64(beUint(id)))
+				if err != nil {
+					return err
+				}
+				if held.ParentStepID != branch.ID {
+					if conflict != nil {
+						if !counted[held.ID] { // a repeat within the batch counts once
+							counted[held.ID] = true
+							conflict.Others++
+						}
+						continue
+					}
+					counted = map[int64]bool{held.ID: true}
+					conflict = &storage.ConflictError{
+						WorkflowID: w.ID, Branch: r.Branch, BranchStepID: branch.ID,
+						ID: held.ID, Name: held.Name, Key: held.Key, ParentStepID: held.ParentStepID,
+					}
+					if !hadBranch {
+						conflict.BranchStepID = 0 // recorded by this batch, which is refused
+					}
+				}
 				continue
+			}
+			if conflict != nil {
+				continue // the batch is refused; only count further conflicts
 			}
 			seq, err := t.workflows.NextSequence()
 			if err != nil {
@@ -84,6 +115,9 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 				return err
 			}
 			out.Inserted++
+		}
+		if conflict != nil {
+			return conflict // the transaction rolls back: nothing of the batch is written
 		}
 		return t.put(old, &w)
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func TestSpawnBatch(t *testing.T) {
 	batch[4].ParentStepID = 999 // ignored: the branch step decides
 	batch = append(batch, storage.NewWorkflow{Name: "child", Key: "c0", Input: []byte("again")})
 	now := at(time.Second)
-	res := spawn(t, s, l, storage.SpawnRequest{
+	req := storage.SpawnRequest{
 		Branch: "branch$b",
 		Steps: []storage.Step{
 			{Name: "branch$b", State: storage.StepPending},
@@ -68,11 +69,24 @@ func TestSpawnBatch(t *testing.T) {
 		},
 		Children: batch,
 		Now:      now,
-	})
+	}
+	// The root holds c1: the batch is refused whole and writes nothing.
+	_, err := s.SpawnBatch(ctx, l, req)
+	var conflict *storage.ConflictError
+	require.ErrorAs(t, err, &conflict)
+	require.Equal(t, storage.ConflictError{WorkflowID: parent.ID, Branch: "branch$b", ID: root.ID, Name: "child", Key: "c1"}, *conflict)
 	_, steps, err := s.Load(ctx, parent.ID)
 	require.NoError(t, err)
+	require.Empty(t, steps, "a refused batch records no step")
+	checkIndexes(t, s)
+
+	batch = slices.Delete(batch, 1, 2) // without c1
+	req.Children = batch
+	res := spawn(t, s, l, req)
+	_, steps, err = s.Load(ctx, parent.ID)
+	require.NoError(t, err)
 	require.Equal(t, []string{"branch$b", "spawn$b$items"}, []string{steps[0].Name, steps[1].Name})
-	require.Equal(t, storage.SpawnResult{BranchStepID: steps[0].ID, Inserted: 4}, res, "c1 existed and c0 repeats within the batch")
+	require.Equal(t, storage.SpawnResult{BranchStepID: steps[0].ID, Inserted: 4}, res, "c0 repeats within the batch")
 	checkIndexes(t, s)
 
 	p, err := s.GetWorkflow(ctx, parent.ID)

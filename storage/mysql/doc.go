@@ -60,7 +60,8 @@
 //	Heartbeat, Release     1 transaction: the fence and one UPDATE
 //	SpawnBatch             1 transaction: the fence, the step upsert, one multi-row
 //	                       INSERT IGNORE of the children, one UPDATE of the parent (+1
-//	                       SELECT of the branch step's ID in the batch that records it)
+//	                       SELECT of the branch step's ID in the batch that records it,
+//	                       +1 SELECT of what holds the skipped keys when any was skipped)
 //	CountChildren          1 query over the (parent_step_id, state) index, stopped by LIMIT
 //	WakeMergeWaiters       1 query over the (parent_step_id, state) index, one probe per step
 //	                       and state (+1 UPDATE of the parents it found to wake)

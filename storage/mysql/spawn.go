@@ -19,11 +19,14 @@ import (
 // parent's lease like SaveSteps, with a fixed number of statements however many children
 // the batch has: the fence (which also reads the branch step's ID when it is recorded), one
 // upsert of r.Steps, one SELECT of the branch step's ID only when this batch records it
-// first, one multi-row INSERT IGNORE of the children, and one UPDATE of the parent row.
-// The branch step must be among r.Steps or recorded already, else the error wraps
-// storage.ErrInvalid. A child whose name and key exist already (including a repeat within
-// the batch) is left as it is; the others are idle, runnable at their RunAt (r.Now when
-// zero) and linked to the branch step. Any error leaves the store unchanged.
+// first, one multi-row INSERT IGNORE of the children, one SELECT of the skipped children's
+// holders only when some child was skipped, and one UPDATE of the parent row. The branch
+// step must be among r.Steps or recorded already, else the error wraps storage.ErrInvalid.
+// A child whose name and key a child of the same branch step holds already (including a
+// repeat within the batch) is left as it is; one held under another parent step, or by a
+// root, refuses the batch with a *storage.ConflictError. The others are idle, runnable at
+// their RunAt (r.Now when zero) and linked to the branch step. Any error leaves the store
+// unchanged.
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
 	if err := storage.ValidateLease(l); err != nil {
 		return storage.SpawnResult{}, err
@@ -58,6 +61,11 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 		inserted, err := s.insertChildren(ctx, tx, branchID, r.Children, now)
 		if err != nil {
 			return err
+		}
+		if inserted < distinctChildren(r.Children) {
+			if err := s.checkHolders(ctx, tx, l.WorkflowID, r.Branch, branchID, fc.branchID == 0, r.Children); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE "+s.workflows+" SET "+strings.Join(set, ", ")+" WHERE id = ?", append(args, l.WorkflowID)...); err != nil {
 			return err
@@ -109,6 +117,108 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 		inserted += int(k)
 	}
 	return inserted, nil
+}
+
+// distinctChildren counts the distinct names and keys of children.
+func distinctChildren(children []storage.NewWorkflow) int {
+	seen := make(map[[2]string]struct{}, len(children))
+	for _, c := range children {
+		seen[[2]string{c.Name, c.Key}] = struct{}{}
+	}
+	return len(seen)
+}
+
+// checkHolders runs when INSERT IGNORE skipped some children: it reads the workflows that
+// hold a child's name and key under another parent step than branchID (or as a root), and
+// returns a *storage.ConflictError naming the first in batch order if there is one. The read
+// locks (LOCK IN SHARE MODE), so it sees the latest committed rows, as INSERT IGNORE did,
+// not the transaction's snapshot: a key another transaction took meanwhile is found too.
+// newBranch says the branch step was recorded by this batch, which a conflict refuses.
+func (s *Store) checkHolders(ctx context.Context, tx *sql.Tx, parentID int64, branch string, branchID int64, newBranch bool, children []storage.NewWorkflow) error {
+	query, args := s.holdersQuery(children, branchID)
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	order := make(map[[2]string]int, len(children))
+	for i, c := range children {
+		if _, ok := order[[2]string{c.Name, c.Key}]; !ok {
+			order[[2]string{c.Name, c.Key}] = i
+		}
+	}
+	var first *storage.ConflictError
+	firstAt, n := len(children), 0
+	for rows.Next() {
+		var (
+			id         int64
+			name, key  []byte
+			parentStep sql.NullInt64
+		)
+		if err := rows.Scan(&id, &name, &key, &parentStep); err != nil {
+			return err
+		}
+		n++
+		if at, ok := order[[2]string{string(name), string(key)}]; ok && at < firstAt {
+			firstAt = at
+			first = &storage.ConflictError{ID: id, Name: string(name), Key: string(key), ParentStepID: parentStep.Int64}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if first == nil {
+		return nil
+	}
+	first.WorkflowID, first.Branch, first.BranchStepID, first.Others = parentID, branch, branchID, n-1
+	if newBranch {
+		first.BranchStepID = 0
+	}
+	return first
+}
+
+// holdersInList is the most keys one IN list of holdersQuery holds. MariaDB turns an IN list
+// of 1,000 constants or more (in_predicate_conversion_threshold) into a join with a derived
+// table that it reads the workflows table to match, a full scan; shorter lists, OR-ed, stay
+// range reads of the (name, key) index on MariaDB and MySQL alike.
+const holdersInList = 500
+
+// holdersQuery builds checkHolders' query: the children's keys grouped by name, so each name
+// is ranges of the unique (name, key) index, less the rows linked to branchID.
+func (s *Store) holdersQuery(children []storage.NewWorkflow, branchID int64) (string, []any) {
+	var names []string
+	keys := map[string][]string{}
+	seen := map[[2]string]bool{}
+	for _, c := range children {
+		if seen[[2]string{c.Name, c.Key}] {
+			continue
+		}
+		seen[[2]string{c.Name, c.Key}] = true
+		if _, ok := keys[c.Name]; !ok {
+			names = append(names, c.Name)
+		}
+		keys[c.Name] = append(keys[c.Name], c.Key)
+	}
+	var b strings.Builder
+	args := make([]any, 0, len(seen)+len(seen)/holdersInList+len(names)+1)
+	b.WriteString("SELECT id, name, `key`, parent_step_id FROM " + s.workflows + " WHERE (")
+	first := true
+	for _, name := range names {
+		for part := range slices.Chunk(keys[name], holdersInList) {
+			if !first {
+				b.WriteString(" OR ")
+			}
+			first = false
+			b.WriteString("(name = ? AND `key` IN (" + placeholders(len(part)) + "))")
+			args = append(args, bstr(name))
+			for _, k := range part {
+				args = append(args, bstr(k))
+			}
+		}
+	}
+	b.WriteString(") AND NOT (parent_step_id <=> ?) LOCK IN SHARE MODE")
+	args = append(args, branchID)
+	return b.String(), args
 }
 
 // CountChildren counts the children of q.StepIDs in q.States, stopping at q.Cap, with one

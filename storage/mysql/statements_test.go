@@ -171,11 +171,24 @@ func TestSpawnStatementCounts(t *testing.T) {
 			require.Equal(t, first.BranchStepID, res.BranchStepID)
 		})
 	}
+	// A batch that skips stored children reads who holds their keys: one more query.
+	want.Query = 2
 	measure(t, c, "SpawnBatch applied again", want, func() {
 		res, err := s.SpawnBatch(ctx, l, batch(10_000*1000, 1000))
 		require.NoError(t, err)
 		require.Zero(t, res.Inserted, "a repeated batch inserts nothing")
 	})
+	// A batch of 1,000 with one key a root holds: fence, upsert, children, the holders'
+	// read, and a rollback instead of the parent's UPDATE and the commit.
+	taken := create(t, s, "child", "p$b$items_77", at(0))
+	measure(t, c, "SpawnBatch meeting a root's key", snapshot{Begin: 1, Rollback: 1, Query: 2, Exec: 2}, func() {
+		_, err := s.SpawnBatch(ctx, l, batch(0, 1000))
+		var ce *storage.ConflictError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, taken.ID, ce.ID)
+	})
+	_, err := s.FindWorkflow(ctx, "child", "p$b$items_500")
+	require.ErrorIs(t, err, storage.ErrNotFound, "a conflicting batch stores no child")
 
 	// CountChildren: one query, capped.
 	measure(t, c, "CountChildren", snapshot{Query: 1}, func() {

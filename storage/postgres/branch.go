@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -20,9 +22,11 @@ import (
 // or already stored; otherwise the error wraps storage.ErrInvalid and nothing is written), and
 // inserts every child whose name and key are not stored yet with one
 // INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING: idle, runnable at its RunAt
-// (r.Now when zero), linked to the branch step. Existing children, and repeats within the
-// batch, are left as they are. Listeners are told when a new child is due. However many
-// children the batch has, it is one statement and one round trip.
+// (r.Now when zero), linked to the branch step. Existing children of the same branch step,
+// and repeats within the batch, are left as they are; a name and key held under another
+// parent step fails the statement (nothing is written) and one more query reads what holds
+// it for the *storage.ConflictError. Listeners are told when a new child is due. However
+// many children the batch has, it is one statement and one round trip (two on a conflict).
 func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
 	if err := storage.ValidateLease(l); err != nil {
 		return storage.SpawnResult{}, err
@@ -49,8 +53,8 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	var out storage.SpawnResult
 	var matched bool
 	err := retry(ctx, once, func(ctx context.Context) error {
-		var inserted, notified int64
-		err := s.pool.QueryRow(ctx, s.q.spawn, args).Scan(&out.BranchStepID, &inserted, &notified)
+		var inserted, notified, conflicts int64
+		err := s.pool.QueryRow(ctx, s.q.spawn, args).Scan(&out.BranchStepID, &inserted, &notified, &conflicts)
 		if errors.Is(err, pgx.ErrNoRows) {
 			matched = false
 			return nil
@@ -64,11 +68,45 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 			err = fmt.Errorf("%w: branch step %q is neither in the batch nor recorded on workflow %d", storage.ErrInvalid, r.Branch, l.WorkflowID)
 		}
 	}
+	if isSpawnConflict(err) {
+		err = s.spawnConflict(ctx, l, r.Branch, args)
+	}
 	if err != nil {
 		return storage.SpawnResult{}, fmt.Errorf("postgres: spawn batch of branch %q: %w", r.Branch, err)
 	}
 	s.refreshStats(ctx, out.Inserted)
 	return out, nil
+}
+
+// spawnConflictMark starts the text of the error the spawn statement raises when a child's
+// name and key are held under another parent step.
+const spawnConflictMark = "chronoforge: spawn conflict:"
+
+// isSpawnConflict reports whether err is the spawn statement's conflict error: the failed
+// integer cast of a text that starts with spawnConflictMark.
+func isSpawnConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "22P02" && strings.Contains(pgErr.Message, spawnConflictMark)
+}
+
+// spawnConflict reads, after a batch refused for a conflict, which workflow holds the first
+// conflicting child's name and key, and returns the *storage.ConflictError that names it.
+func (s *Store) spawnConflict(ctx context.Context, l storage.Lease, branch string, args pgx.StrictNamedArgs) error {
+	c := &storage.ConflictError{WorkflowID: l.WorkflowID, Branch: branch}
+	q := pgx.StrictNamedArgs{"id": l.WorkflowID, "branch": branch, "child_names": args["child_names"], "child_keys": args["child_keys"]}
+	var others int64
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		err := s.pool.QueryRow(ctx, s.q.spawnConflict, q).Scan(&c.ID, &c.Name, &c.Key, &c.ParentStepID, &c.BranchStepID, &others)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // the holder is gone since; the batch was refused all the same
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w (reading which workflow holds a child's key: %w)", storage.ErrConflict, err)
+	}
+	c.Others = int(max(others-1, 0))
+	return c
 }
 
 // analyzeEvery is how many spawned children make the store refresh the planner's statistics

@@ -97,7 +97,7 @@ type queries struct {
 	release, leaseState                     string
 	fenceState                              string
 	wake, retry, cancel                     string
-	spawn, countChildren                    string
+	spawn, spawnConflict, countChildren     string
 	listErrors, deleteFinished, listColumns string
 	wakeMergeWaiters                        string
 }
@@ -257,7 +257,15 @@ SELECT (SELECT count(*) FROM u), (SELECT state FROM {{workflows}} WHERE id = @id
 
 		// The fence also requires the branch step to be in the batch or stored, so a batch
 		// naming an unknown branch writes nothing. Children are inserted in batch order,
-		// skipping existing names and keys (and repeats within the batch).
+		// skipping existing names and keys (and repeats within the batch). A skipped child
+		// must already be a child of this branch step: the last column counts the distinct
+		// names and keys (d) neither inserted (ch) nor found with this parent, and when any
+		// is left it fails the statement, so none of its writes is kept. ON CONFLICT sees rows
+		// committed after the statement's snapshot while the parent check does not, so a key
+		// taken concurrently is counted as a conflict too, never skipped. A failing cast
+		// raises the error because plain SQL has no RAISE; its text carries spawnConflictMark,
+		// and it depends on the counts, so the planner cannot fold it into a constant. The
+		// parent check runs only when some child was skipped (the CASE is evaluated in order).
 		spawn: `
 WITH f AS (
 	UPDATE {{workflows}} SET updated_at = @now::timestamptz
@@ -284,8 +292,34 @@ b AS (
 	RETURNING run_at
 ), n AS (
 	SELECT pg_notify({{channel}}, '') WHERE EXISTS (SELECT 1 FROM ch WHERE ch.run_at <= @now::timestamptz)
+), d AS (
+	SELECT DISTINCT u.name, u.key FROM unnest(@child_names::text[], @child_keys::text[]) AS u(name, key)
 )
-SELECT b.id, (SELECT count(*) FROM ch), (SELECT count(*) FROM n) FROM b`,
+SELECT b.id, i.n, (SELECT count(*) FROM n),
+	CASE WHEN i.n >= (SELECT count(*) FROM d) THEN 0
+	     WHEN i.n + (SELECT count(*) FROM d JOIN {{workflows}} w ON w.name = d.name AND w.key = d.key
+	                 WHERE w.parent_step_id = b.id) >= (SELECT count(*) FROM d) THEN 0
+	     ELSE ('` + spawnConflictMark + ` ' || ((SELECT count(*) FROM d) - i.n))::int END
+FROM b, (SELECT count(*) AS n FROM ch) AS i`,
+
+		// After a refused batch: the first child, in batch order, whose name and key another
+		// parent step (or a root) holds, with the number of such children. The branch step is
+		// -1 when it is not stored (the refused batch would have recorded it), so every
+		// holder counts.
+		spawnConflict: `
+WITH d AS (
+	SELECT u.name, u.key, min(u.ord) AS ord
+	FROM unnest(@child_names::text[], @child_keys::text[]) WITH ORDINALITY AS u(name, key, ord)
+	GROUP BY u.name, u.key
+), br AS (
+	SELECT coalesce((SELECT id FROM {{steps}} WHERE workflow_id = @id AND name = @branch::text), -1) AS id
+)
+SELECT w.id, w.name, w.key, coalesce(w.parent_step_id, 0), greatest(br.id, 0), count(*) OVER ()
+FROM d JOIN {{workflows}} w ON w.name = d.name AND w.key = d.key
+CROSS JOIN br
+WHERE coalesce(w.parent_step_id, 0) <> br.id
+ORDER BY d.ord
+LIMIT 1`,
 
 		// One index range per (step, state) pair, each read with equality on both leading
 		// columns of the children index and stopped at the cap, and the outer LIMIT stops at
@@ -333,7 +367,7 @@ DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
 	}
 	for _, p := range []*string{
 		&q.create, &q.get, &q.find, &q.load, &q.claim, &q.heartbeat, &q.saveSteps, &q.finishRun,
-		&q.release, &q.leaseState, &q.fenceState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.countChildren,
+		&q.release, &q.leaseState, &q.fenceState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.spawnConflict, &q.countChildren,
 		&q.listErrors, &q.deleteFinished, &q.listColumns,
 	} {
 		*p = r.Replace(*p)

@@ -244,7 +244,7 @@ func TestStatementsClaim(t *testing.T) {
 }
 
 // TestStatementsOtherUnits: every other unit is one statement too; a spawn batch of 2,000
-// children is one statement, not one per child.
+// children is one statement, not one per child, and a refused one (a key held elsewhere) two.
 func TestStatementsOtherUnits(t *testing.T) {
 	t.Parallel()
 	s := newCountingStore(t)
@@ -300,6 +300,24 @@ func TestStatementsOtherUnits(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, res.Inserted)
 	})
+	// A batch of 2,000 with one key a root holds: the batch fails whole, and one read names
+	// the holder. Two statements, whatever the batch size.
+	taken, _, err := s.CreateWorkflow(ctx, storage.NewWorkflow{Name: "child", Key: "p$b$e_1500", Now: base(0)})
+	require.NoError(t, err)
+	conflict := req
+	conflict.Children = make([]storage.NewWorkflow, len(children))
+	for i := range conflict.Children {
+		conflict.Children[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("p$b$e_%d", i)}
+	}
+	sql = s.count(func(ctx context.Context) {
+		_, err := s.SpawnBatch(ctx, l, conflict)
+		var ce *storage.ConflictError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, taken.ID, ce.ID)
+	})
+	require.Len(t, sql, 2, "a conflicting SpawnBatch: the batch and the read of the holder:\n%s", strings.Join(sql, "\n"))
+	_, err = s.FindWorkflow(ctx, "child", "p$b$e_0")
+	require.ErrorIs(t, err, storage.ErrNotFound, "a conflicting batch stores no child")
 	s.requireOne("CountChildren", func(ctx context.Context) {
 		n, err := s.CountChildren(ctx, storage.ChildQuery{StepIDs: []int64{branch}, States: []storage.State{storage.StateIdle, storage.StateRunning}, Cap: 1500})
 		require.NoError(t, err)
