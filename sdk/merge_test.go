@@ -143,7 +143,7 @@ func TestMergeNamesCollapseAndAJoinedBranchIsDone(t *testing.T) {
 	})
 	e := newEnv(t, sdk.WithWorkflows(dup, again, double))
 	for _, wf := range []*sdk.Workflow[int, int]{dup, again} {
-		h, err := wf.Start(ctx, e.eng, "p", 0)
+		h, err := wf.Start(ctx, e.eng, wf.Name(), 0) // keys of their own: their children's keys differ
 		require.NoError(t, err)
 		e.settle(h.ID(), time.Second)
 		out, err := h.Result(ctx)
