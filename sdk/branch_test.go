@@ -276,7 +276,7 @@ func TestStalledChildParksTheParentUntilRetried(t *testing.T) {
 		e.clock.Advance(time.Second)
 	}
 	require.Equal(t, storage.StateIdle, e.state(h.ID()).State, "a stalled child keeps the parent waiting")
-	require.Equal(t, "merge", e.state(h.ID()).Wait.Kind)
+	require.Equal(t, storage.WaitMerge, e.state(h.ID()).Wait.Kind)
 
 	stuck, err := e.store.FindWorkflow(ctx, "child.flaky", "p$b$each$$2")
 	require.NoError(t, err)
@@ -326,7 +326,7 @@ func TestFailFastAndMergeTimeout(t *testing.T) {
 	e.drain()
 	w := e.state(h2.ID())
 	require.Equal(t, storage.StateIdle, w.State)
-	require.Equal(t, "merge", w.Wait.Kind)
+	require.Equal(t, storage.WaitMerge, w.Wait.Kind)
 }
 
 func TestSpawnKeysAndMixedChildTypes(t *testing.T) {

@@ -32,7 +32,7 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 		err := e.store.Release(wctx, claimed.Lease(), e.clock.Now())
 		return errors.Join(fmt.Errorf("%w: %q (workflow %d)", ErrUnregistered, claimed.Name, claimed.ID), err)
 	}
-	if claimed.Wait.Kind == "merge" {
+	if claimed.Wait.Kind == storage.WaitMerge {
 		// A merge wait is probed with a capped count; the workflow replays only when it is over.
 		replay, err := e.probeClaimed(ctx, claimed)
 		if err != nil || !replay {
@@ -144,7 +144,7 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 		rec.Attempts = f.Attempt
 		r.queue(rec)
 		if again {
-			f.State, f.RunAt, f.Wait = storage.StateIdle, e.clock.Now().Add(delay), storage.Wait{Kind: "retry"}
+			f.State, f.RunAt, f.Wait = storage.StateIdle, e.clock.Now().Add(delay), storage.Wait{Kind: storage.WaitRetry}
 			r.log.Info("workflow run failed; will retry", "attempt", f.Attempt, "delay", delay, "error", fnErr)
 		} else {
 			f.State = storage.StateFailed

@@ -197,7 +197,7 @@ func (r *run) merge(bs []*openBranch) error {
 		first.Meta = meta.bytes()
 		r.queue(first)
 	}
-	h := r.suspend(now.Add(time.Duration(w.Interval)), storage.Wait{Kind: "merge", Step: first.Name, Data: mustJSON(w)})
+	h := r.suspend(now.Add(time.Duration(w.Interval)), storage.Wait{Kind: storage.WaitMerge, Step: first.Name, Data: mustJSON(w)})
 	return h
 }
 
@@ -291,7 +291,7 @@ func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, e
 	err = e.store.FinishRun(wctx, wf.Lease(), storage.Finish{
 		State:   storage.StateIdle,
 		RunAt:   now.Add(time.Duration(w.Interval)),
-		Wait:    storage.Wait{Kind: "merge", Step: wf.Wait.Step, Data: mustJSON(w)},
+		Wait:    storage.Wait{Kind: storage.WaitMerge, Step: wf.Wait.Step, Data: mustJSON(w)},
 		Attempt: wf.Attempt,
 		Commit:  storage.Commit{Now: now},
 	})

@@ -57,7 +57,7 @@ func TestCancelledChildDoesNotStrandItsParent(t *testing.T) {
 	h, err := parent.Start(ctx, e.eng, "p", 0)
 	require.NoError(t, err)
 	e.drain()
-	require.Equal(t, "merge", e.state(h.ID()).Wait.Kind, "the parent waits on its children")
+	require.Equal(t, storage.WaitMerge, e.state(h.ID()).Wait.Kind, "the parent waits on its children")
 
 	child, err := parked.Lookup(ctx, e.eng, "p$b$parked")
 	require.NoError(t, err)

@@ -96,7 +96,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	meta := readMeta(rec)
 	now := r.eng.clock.Now()
 	if meta.NextAt.After(now) {
-		return zero, r.suspend(meta.NextAt, storage.Wait{Kind: "retry", Step: name})
+		return zero, r.suspend(meta.NextAt, storage.Wait{Kind: storage.WaitRetry, Step: name})
 	}
 
 	// Records queued by earlier steps are written before this one runs, so a crash inside
@@ -145,7 +145,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	meta.NextAt = now.Add(delay)
 	rec.Meta = meta.bytes()
 	r.queue(rec)
-	return zero, r.suspend(meta.NextAt, storage.Wait{Kind: "retry", Step: name})
+	return zero, r.suspend(meta.NextAt, storage.Wait{Kind: storage.WaitRetry, Step: name})
 }
 
 // callStep runs fn, the function of the step or wait condition named what, with the run's

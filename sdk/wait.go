@@ -43,7 +43,7 @@ func Sleep(c *Context, name string, d time.Duration) error {
 	if r.steps[recName] == nil {
 		r.queue(rec)
 	}
-	return r.suspend(meta.WakeAt, storage.Wait{Kind: "sleep", Step: recName})
+	return r.suspend(meta.WakeAt, storage.Wait{Kind: storage.WaitSleep, Step: recName})
 }
 
 // WaitOption configures WaitUntil.
@@ -123,7 +123,7 @@ func WaitUntil(c *Context, name string, cond func(ctx context.Context) (bool, er
 		if next.After(meta.Deadline) {
 			next = meta.Deadline
 		}
-		return r.suspend(next, storage.Wait{Kind: "until", Step: recName})
+		return r.suspend(next, storage.Wait{Kind: storage.WaitUntil, Step: recName})
 	}
 	r.recordError(recName, rec.Attempts, err)
 	rec.State, rec.LastError = storage.StepFailed, storage.Truncate(err.Error(), maxErrorMessage)
@@ -173,5 +173,5 @@ func ContinueIf(c *Context, name string, cond func(ctx context.Context) (bool, e
 		return nil
 	}
 	r.queue(rec)
-	return r.suspend(time.Time{}, storage.Wait{Kind: "signal", Step: recName})
+	return r.suspend(time.Time{}, storage.Wait{Kind: storage.WaitSignal, Step: recName})
 }

@@ -32,7 +32,7 @@ func TestSleepWokenEarlyWaitsOnlyForTheRemainingTime(t *testing.T) {
 	w := e.state(h.ID())
 	require.Equal(t, storage.StateIdle, w.State)
 	require.Equal(t, t0.Add(10*time.Minute), w.RunAt, "re-suspends until the original wake time, not 10 more minutes")
-	require.Equal(t, "sleep", w.Wait.Kind)
+	require.Equal(t, storage.WaitSleep, w.Wait.Kind)
 
 	e.clock.Advance(6 * time.Minute)
 	require.Equal(t, 1, e.drain())
@@ -98,7 +98,7 @@ func TestContinueIfWaitsWithoutTimerUntilSignalled(t *testing.T) {
 	w := e.state(h.ID())
 	require.Equal(t, storage.StateIdle, w.State)
 	require.True(t, w.RunAt.IsZero(), "no timer")
-	require.Equal(t, "signal", w.Wait.Kind)
+	require.Equal(t, storage.WaitSignal, w.Wait.Kind)
 	e.clock.Advance(1000 * time.Hour)
 	require.Equal(t, 0, e.drain(), "nothing wakes it but a signal")
 

@@ -5,10 +5,6 @@ import (
 	"time"
 )
 
-// WaitMerge is the Wait.Kind of a workflow suspended on a merge: it waits for the children of
-// branch steps to finish, and WakeMergeWaiters wakes it once they have.
-const WaitMerge = "merge"
-
 // MaxMergeWake is the most step IDs one WakeMergeWaiters call may carry.
 const MaxMergeWake = 1000
 

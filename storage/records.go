@@ -55,11 +55,34 @@ func (s StepState) Valid() bool {
 	return s == StepPending || s == StepCompleted || s == StepFailed
 }
 
-// Wait describes what an idle workflow waits for. It is informational for operators and
-// tooling: a timer needs only RunAt, a signal wait has no RunAt and is woken by Wake.
+// WaitKind says what an idle workflow waits for. A store keeps it as given (at most
+// MaxNameLen bytes) and returns it on every read. Only WaitMerge drives behaviour: the store's
+// WakeMergeWaiters wakes only workflows waiting on it, and the SDK probes such a workflow
+// without replaying it. The other kinds are informational, for operators and tooling: when
+// a workflow runs again depends on RunAt and Wake alone.
+type WaitKind string
+
+// Wait kinds the SDK writes.
+const (
+	// WaitNone: not waiting (a final or running workflow, or one runnable at once).
+	WaitNone WaitKind = ""
+	// WaitSleep: a Sleep until RunAt.
+	WaitSleep WaitKind = "sleep"
+	// WaitUntil: a WaitUntil condition, checked again at RunAt or on a wake.
+	WaitUntil WaitKind = "until"
+	// WaitSignal: a ContinueIf condition, checked again only on a wake (RunAt unset).
+	WaitSignal WaitKind = "signal"
+	// WaitRetry: a step or the workflow function between retries, until RunAt.
+	WaitRetry WaitKind = "retry"
+	// WaitMerge: a merge of branches; Data holds the probe's state. Read by WakeMergeWaiters.
+	WaitMerge WaitKind = "merge"
+)
+
+// Wait describes what an idle workflow waits for: a timer needs only RunAt, a signal wait has
+// no RunAt and is woken by Wake, and a merge wait is woken by WakeMergeWaiters or its probe.
 type Wait struct {
-	// Kind is a short word such as "sleep", "until", "signal" or "retry"; empty means none.
-	Kind string `json:"kind,omitempty"`
+	// Kind is what it waits for; WaitNone means nothing.
+	Kind WaitKind `json:"kind,omitempty"`
 	// Step is the name of the step record the wait belongs to.
 	Step string `json:"step,omitempty"`
 	// Data is opaque to the store (at most MaxMeta bytes): a merge wait keeps the branch step

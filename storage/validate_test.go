@@ -159,7 +159,7 @@ func TestValidateRecords(t *testing.T) {
 		{"finish run time after MaxTime", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateIdle, RunAt: far}), ErrInvalid},
 		{"finish negative attempt", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateFailed, Attempt: -1}), ErrInvalid},
 		{"finish attempt over MaxAttempt", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateFailed, Attempt: MaxAttempt + 1}), ErrInvalid},
-		{"finish long wait kind", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateIdle, Wait: Wait{Kind: long(MaxNameLen + 1)}}), ErrTooLarge},
+		{"finish long wait kind", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateIdle, Wait: Wait{Kind: WaitKind(long(MaxNameLen + 1))}}), ErrTooLarge},
 		{"finish long wait step", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateIdle, Wait: Wait{Step: long(MaxNameLen + 1)}}), ErrTooLarge},
 		{"finish big wait data", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateIdle, Wait: Wait{Data: make([]byte, MaxMeta+1)}}), ErrTooLarge},
 		{"finish idle with wait", ValidateFinish(Finish{Commit: Commit{Now: now}, State: StateIdle, RunAt: now, Attempt: 2, Wait: Wait{Kind: "sleep", Step: "sleep$nap"}}), nil},

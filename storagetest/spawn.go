@@ -769,7 +769,7 @@ func testWaitDataRoundTrip(t *testing.T, factory Factory) {
 		Wait:   storage.Wait{Kind: "merge", Step: "x", Data: data},
 	})
 	got := f.get(w.ID)
-	require.Equal(t, "merge", got.Wait.Kind)
+	require.Equal(t, storage.WaitMerge, got.Wait.Kind)
 	require.Equal(t, "x", got.Wait.Step)
 	requireBytes(t, data, got.Wait.Data, "wait data from GetWorkflow")
 	loaded, _ := f.load(w.ID)
@@ -804,7 +804,7 @@ func testWaitDataRoundTrip(t *testing.T, factory Factory) {
 		Wait:   storage.Wait{Kind: "sleep", Step: "sleep$nap"},
 	})
 	got = f.get(w.ID)
-	require.Equal(t, "sleep", got.Wait.Kind)
+	require.Equal(t, storage.WaitSleep, got.Wait.Kind)
 	require.Equal(t, "sleep$nap", got.Wait.Step)
 	require.Empty(t, got.Wait.Data, "a wait without data replaces one with data")
 }

@@ -156,7 +156,7 @@ func encodeWorkflow(r *record) []byte {
 	e.string(string(r.State))
 	e.bytes(r.Values)
 	e.time(r.RunAt)
-	e.string(r.Wait.Kind)
+	e.string(string(r.Wait.Kind))
 	e.string(r.Wait.Step)
 	e.bytes(r.Wait.Data)
 	e.string(r.LeaseOwner)
@@ -185,7 +185,7 @@ func decodeWorkflow(b []byte) (*record, error) {
 	r.State = storage.State(d.string())
 	r.Values = d.bytes()
 	r.RunAt = d.time()
-	r.Wait.Kind = d.string()
+	r.Wait.Kind = storage.WaitKind(d.string())
 	r.Wait.Step = d.string()
 	if v >= 2 {
 		r.Wait.Data = d.bytes()

@@ -144,7 +144,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 		}
 		set = append(set, "state = ?", "output = ?", "attempt = ?", "run_at = "+ts, "wait_kind = ?", "wait_step = ?",
 			"wait_data = ?", "wake_at = NULL", "lease_until = NULL")
-		args = append(args, bstr(string(f.State)), f.Output, f.Attempt, dbTime(runAt), bstr(wait.Kind), bstr(wait.Step), wait.Data)
+		args = append(args, bstr(string(f.State)), f.Output, f.Attempt, dbTime(runAt), bstr(string(wait.Kind)), bstr(wait.Step), wait.Data)
 		if f.State.Final() {
 			set = append(set, "finished_at = "+ts)
 			args = append(args, dbTime(now))

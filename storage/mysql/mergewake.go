@@ -60,7 +60,7 @@ func (s *Store) WakeMergeWaiters(ctx context.Context, r storage.MergeWakeRequest
 			" WHERE id IN (" + placeholders(len(owners)) + ")" +
 			" AND (state = 'running' OR (state = 'idle' AND wait_kind = ?))"
 		uargs := append([]any{at, at, at, at}, owners...)
-		uargs = append(uargs, bstr(storage.WaitMerge))
+		uargs = append(uargs, bstr(string(storage.WaitMerge)))
 		res, err := s.db.ExecContext(ctx, update, uargs...)
 		if err != nil {
 			return err

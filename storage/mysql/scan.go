@@ -126,7 +126,7 @@ func (r *workflowRow) workflow() storage.Workflow {
 	w.Name = string(r.name)
 	w.Key = string(r.key)
 	w.State = storage.State(r.state)
-	w.Wait.Kind = string(r.kind)
+	w.Wait.Kind = storage.WaitKind(r.kind)
 	w.Wait.Step = string(r.step)
 	w.LeaseOwner = string(r.owner)
 	w.LeaseToken = r.leaseToken.Int64

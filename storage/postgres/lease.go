@@ -145,7 +145,7 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	args["output"] = f.Output
 	args["attempt"] = int32(f.Attempt)
 	args["run_at"] = ts(runAt)
-	args["wait_kind"], args["wait_step"], args["wait_data"] = text(wait.Kind), text(wait.Step), wait.Data
+	args["wait_kind"], args["wait_step"], args["wait_data"] = text(string(wait.Kind)), text(wait.Step), wait.Data
 	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
 		var n, notified int64
 		err := s.pool.QueryRow(ctx, s.q.finishRun, args).Scan(&n, &notified)
