@@ -22,6 +22,8 @@ var (
 	ErrCancelled = errors.New("storage: workflow cancelled")
 	// ErrWrongState: the workflow is not in a state that allows the operation.
 	ErrWrongState = errors.New("storage: workflow in wrong state")
+	// ErrClosed: the store was closed; nothing was read or written.
+	ErrClosed = errors.New("storage: store closed")
 	// ErrLocked: the store is held by another process (embedded backends).
 	ErrLocked = errors.New("storage: store locked by another process")
 	// ErrConflict: a spawn met a workflow that holds a child's name and key but is not a

@@ -16,6 +16,59 @@
 // runs ahead cannot take a live lease, and one whose clock runs behind cannot write under an
 // expired one: clock skew between workers shifts when timers fire and how soon an
 // abandoned workflow is taken over, never who may run it.
+//
+// # Times
+//
+// Every backend keeps times to the microsecond at least (digits below a microsecond may be
+// dropped, so callers and the suite use microsecond times) and returns every time in UTC, the
+// zero time meaning unset. A time passed in is stored as the same instant whatever its
+// location.
+//
+// # Records as input
+//
+// The record types serve as input and output. As input, the store assigns what is its own
+// and ignores what the caller sent for it:
+//   - Step (in Commit.Steps, SpawnRequest.Steps, RetryRequest.Steps): written by workflow and
+//     Name, inserting or replacing the record of that name. ID and WorkflowID are ignored (the
+//     store assigns the ID when the record is first inserted and keeps it on every replace;
+//     the workflow is the lease's or the request's). CreatedAt is the given one, or the
+//     request's Now when zero, on insert, and the stored one on replace. UpdatedAt is always
+//     the request's Now. CompletedAt is the given one when set; otherwise, for a completed
+//     step, the earlier of the stored CompletedAt and Now (so replacing a completed record
+//     keeps when it completed), and unset for any other state. All other fields replace the
+//     stored ones as given.
+//   - ErrorRecord (in Commit.Errors): appended. ID and WorkflowID are ignored (assigned, and
+//     the lease's workflow); CreatedAt zero means the request's Now. The workflow's LastError
+//     becomes the last record's Message.
+//   - NewWorkflow: see CreateWorkflow and SpawnBatch; a SpawnRequest's children take
+//     ParentStepID from the branch step.
+//
+// # Wakes during a run
+//
+// A Wake of a running workflow cannot move RunAt (RunAt belongs to the run's lease while it
+// runs), so the store keeps the earliest such wake time with the workflow, invisible in
+// Workflow, until the run ends: Claim drops a kept wake due by its Now (the run it starts
+// covers it) and keeps a later one; FinishRun to idle makes RunAt the earlier of its own and
+// the kept wake; every other end (a final or stalled state, Release, which makes the workflow
+// runnable at once, Cancel) drops it. The WakeDuringRun cases of storagetest check this.
+//
+// # Errors
+//
+// Writes under a lease report, in this order: ErrCancelled when the workflow was cancelled,
+// ErrLeaseLost when another lease superseded it, it was released, or it expired by the
+// store's clock (Fence decides and words it; use it). A method given an unknown workflow ID
+// returns ErrNotFound (ListErrors included: no records for an unknown workflow is
+// ErrNotFound, an empty list means a workflow without errors).
+//
+// A backend retries transient failures itself, inside the method, where running the unit
+// again is safe: serialization failures, deadlocks, lock wait timeouts, and connections lost
+// before a statement was sent or before a transaction committed. It returns any other error,
+// including a write whose connection broke after it was sent, whose outcome is unknown; the
+// caller treats a returned error as "may or may not have happened", which the units'
+// idempotence (by name and key, by step name) and fencing make safe to run again.
+//
+// After Close, every method returns an error wrapping ErrClosed and writes nothing; a
+// second Close returns nil.
 package storage
 
 import (
@@ -155,7 +208,7 @@ type Storage interface {
 	ListWorkflows(ctx context.Context, f ListFilter) ([]Workflow, error)
 
 	// ListErrors returns the error records of a workflow, oldest first, at most limit
-	// (0 means 100).
+	// (0 means 100), in one round trip. It returns ErrNotFound for an unknown workflow.
 	ListErrors(ctx context.Context, workflowID int64, limit int) ([]ErrorRecord, error)
 
 	// DeleteFinished deletes up to r.Limit final workflows whose FinishedAt is before
@@ -163,7 +216,8 @@ type Storage interface {
 	DeleteFinished(ctx context.Context, r CleanupRequest) (int, error)
 
 	// Close releases the store's resources. Stores built over a pool the application owns
-	// leave that pool open.
+	// leave that pool open. Every later call returns an error wrapping ErrClosed; a second
+	// Close returns nil.
 	Close() error
 }
 

@@ -70,6 +70,8 @@ func storageCases() []storageCase {
 		{"SaveStepsValues", testSaveStepsValues},
 		{"SaveStepsErrors", testSaveStepsErrors},
 		{"ListErrorsLimit", testListErrorsLimit},
+		{"ListErrorsUnknown", testListErrorsUnknown},
+		{"CloseRefusesLaterCalls", testCloseRefusesLaterCalls},
 
 		{"ClaimDueInRunAtOrder", testClaimDueInRunAtOrder},
 		{"ClaimLimit", testClaimLimit},

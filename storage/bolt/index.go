@@ -3,10 +3,12 @@ package bolt
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -107,18 +109,26 @@ func newTxn(tx *bbolt.Tx) *txn {
 
 // view and update run fn in one read or write transaction.
 func (s *Store) view(fn func(t *txn) error) error {
-	return s.db.View(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
+	return closed(s.db.View(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) }))
 }
 
 func (s *Store) update(fn func(t *txn) error) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
+	return closed(s.db.Update(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) }))
+}
+
+// closed turns bbolt's error for a closed file into the contract's storage.ErrClosed.
+func closed(err error) error {
+	if errors.Is(err, bberrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%w: %v", storage.ErrClosed, err)
+	}
+	return err
 }
 
 // batch runs fn in a write transaction that bbolt may share with concurrent callers (group
 // commit: one fsync for the writes of many runs). fn must only depend on the transaction's
 // contents, as bbolt runs it again on its own if another function in the batch fails.
 func (s *Store) batch(fn func(t *txn) error) error {
-	return s.db.Batch(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) })
+	return closed(s.db.Batch(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) }))
 }
 
 // get loads a workflow or returns an error wrapping storage.ErrNotFound.

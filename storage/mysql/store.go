@@ -2,7 +2,6 @@ package mysql
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -22,7 +21,7 @@ const DefaultTablePrefix = "chrono_"
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
 
 // errClosed is returned by every method called after Close.
-var errClosed = errors.New("mysql: store is closed")
+var errClosed = fmt.Errorf("mysql: %w", storage.ErrClosed)
 
 // Store is a storage.Storage in MySQL 8.0+ or MariaDB 10.6+. It is safe for concurrent use
 // by many goroutines, and any number of processes may use the same tables at once.

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/chronoforge/chronoforge/internal/sqlmigrate"
+	"github.com/chronoforge/chronoforge/storage"
 )
 
 // Errors about the database schema. Callers test them with errors.Is.
@@ -106,6 +107,9 @@ func (s *Store) migrate(ctx context.Context, tx pgx.Tx, ms []sqlmigrate.Migratio
 // ready checks, once per store, that the tables are at this build's version, so a missing or
 // mismatched schema gives a clear error instead of a confusing one from some statement.
 func (s *Store) ready(ctx context.Context) error {
+	if s.closed.Load() {
+		return fmt.Errorf("postgres: %w", storage.ErrClosed)
+	}
 	if s.migrated.Load() {
 		return nil
 	}

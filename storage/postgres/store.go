@@ -65,6 +65,7 @@ type Store struct {
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
 	migrated atomic.Bool
+	closed   atomic.Bool // set by Close; every method then returns storage.ErrClosed
 
 	// spawned counts children inserted since the store last analyzed the workflows table.
 	spawned  atomic.Int64
@@ -179,9 +180,12 @@ func (s *Store) TablePrefix() string { return s.prefix }
 func (s *Store) Channel() string { return s.channel }
 
 // Close stops the store's listener (closing every channel Listen returned) and waits for it.
-// It leaves the pool open: the application owns it. Methods called after Close still work
-// as long as the pool does; Listen does not.
+// It leaves the pool open: the application owns it. Every method called after Close returns
+// an error wrapping storage.ErrClosed; a second Close returns nil.
 func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
 	s.listen.close()
 	return nil
 }
