@@ -53,6 +53,9 @@ type run struct {
 	branches map[string]*openBranch // branches opened in this run, by name
 	inBranch bool                   // a branch body is running (branches do not nest)
 
+	// probed are branch steps whose children the merge probe before this run found finished.
+	probed []int64
+
 	// inside names the step (or wait) whose function is running; SDK calls that record
 	// steps are a programming error there.
 	inside string

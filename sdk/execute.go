@@ -32,12 +32,14 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 		err := e.store.Release(wctx, claimed.Lease(), e.clock.Now())
 		return errors.Join(fmt.Errorf("%w: %q (workflow %d)", ErrUnregistered, claimed.Name, claimed.ID), err)
 	}
+	var probed []int64
 	if claimed.Wait.Kind == storage.WaitMerge {
 		// A merge wait is probed with a capped count; the workflow replays only when it is over.
-		replay, err := e.probeClaimed(ctx, claimed)
+		replay, done, err := e.probeClaimed(ctx, claimed)
 		if err != nil || !replay {
 			return err
 		}
+		probed = done
 	}
 	wf, steps, err := e.store.Load(ctx, claimed.ID)
 	if err != nil {
@@ -70,6 +72,7 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 		steps:  make(map[string]*storage.Step, len(steps)),
 		seen:   map[string]bool{},
 		values: map[string]json.RawMessage{},
+		probed: probed,
 	}
 	for i := range steps {
 		r.steps[steps[i].Name] = &steps[i]

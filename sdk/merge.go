@@ -160,7 +160,10 @@ func (r *run) merge(bs []*openBranch) error {
 			w.Deadline = storage.Earliest(w.Deadline, d)
 		}
 	}
-	res, culprit, err := r.eng.probe(r.ctx, &w, now)
+	res, culprit, err := probeDone, storage.Workflow{}, error(nil)
+	if !r.drained(w.StepIDs) {
+		res, culprit, err = r.eng.probe(r.ctx, &w, now)
+	}
 	if err != nil {
 		return r.halt(haltAbort, err)
 	}
@@ -199,6 +202,20 @@ func (r *run) merge(bs []*openBranch) error {
 	}
 	h := r.suspend(now.Add(time.Duration(w.Interval)), storage.Wait{Kind: storage.WaitMerge, Step: first.Name, Data: mustJSON(w)})
 	return h
+}
+
+// drained reports whether this run's merge probe (before the replay) found every child of
+// these branch steps finished, so counting them again is not needed.
+func (r *run) drained(stepIDs []int64) bool {
+	if len(r.probed) == 0 {
+		return false
+	}
+	for _, id := range stepIDs {
+		if !slices.Contains(r.probed, id) {
+			return false
+		}
+	}
+	return true
 }
 
 type probeResult int
@@ -276,15 +293,20 @@ func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeR
 // probeClaimed handles a claimed workflow that waits on a merge without replaying it: while
 // the children are not done it reschedules the probe with one write and reports false; once
 // they are (or fail-fast or the timeout fires) it reports true and the workflow is replayed.
-func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, error) {
+// When it found the children done it returns the branch steps, so the replay's merge does
+// not count them again: children that all finished (completed or cancelled) stay finished.
+func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, []int64, error) {
 	var w mergeWait
 	if err := json.Unmarshal(wf.Wait.Data, &w); err != nil || len(w.StepIDs) == 0 {
-		return true, nil // unreadable: let the replay rebuild the wait
+		return true, nil, nil // unreadable: let the replay rebuild the wait
 	}
 	now := e.clock.Now()
 	res, _, err := e.probe(ctx, &w, now)
+	if res == probeDone && err == nil {
+		return true, w.StepIDs, nil
+	}
 	if err != nil || res != probeWaiting {
-		return true, err
+		return true, nil, err
 	}
 	wctx, cancel := e.detached(ctx)
 	defer cancel()
@@ -296,9 +318,9 @@ func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, e
 		Commit:  storage.Commit{Now: now},
 	})
 	if err != nil && !errors.Is(err, storage.ErrLeaseLost) && !errors.Is(err, storage.ErrCancelled) {
-		return false, fmt.Errorf("reschedule merge probe of workflow %q key %q: %w", wf.Name, wf.Key, err)
+		return false, nil, fmt.Errorf("reschedule merge probe of workflow %q key %q: %w", wf.Name, wf.Key, err)
 	}
-	return false, nil
+	return false, nil, nil
 }
 
 // gate runs when the workflow function returned: auto-merge branches are joined (suspending

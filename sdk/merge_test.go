@@ -278,3 +278,28 @@ func TestFoldResultsOfAnUnmergedBranchFails(t *testing.T) {
 	require.ErrorIs(t, err, sdk.ErrFailed)
 	require.ErrorContains(t, err, "call sdk.Merge first")
 }
+
+// TestResumedMergeCountsItsChildrenOnce: the probe that finds the children done is the last
+// count; the replay it triggers does not count them again.
+func TestResumedMergeCountsItsChildrenOnce(t *testing.T) {
+	t.Parallel()
+	parent := sdk.New("merge.once", func(c *sdk.Context, _ int) (int, error) {
+		if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error {
+			return sdk.SpawnEach(b, "each", sdk.SliceSource([]int{1, 2, 3}), func(i int) (sdk.Child, error) { return sdk.NewChild(double, i), nil })
+		}); err != nil {
+			return 0, err
+		}
+		return 1, sdk.Merge(c, "b")
+	})
+	e := newEnv(t, sdk.WithWorkflows(parent, double))
+	h, err := parent.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.drain() // the parent spawns and parks on its merge (one count); the children complete
+	require.Equal(t, storage.WaitMerge, e.state(h.ID()).Wait.Kind)
+	before := e.count.counts.Load()
+	e.clock.Advance(time.Minute)
+	e.drain()
+	_, err = h.Result(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, e.count.counts.Load()-before, "the probe counts; the replay after it does not")
+}
