@@ -11,7 +11,7 @@ import (
 
 // add stores a new workflow row and indexes it.
 func (s *Store) add(w storage.Workflow) *record {
-	r := &record{w: w, byName: map[string]*storage.Step{}}
+	r := &record{w: w}
 	s.byID[w.ID] = r
 	s.byKey[nameKey{w.Name, w.Key}] = r
 	s.order = append(s.order, w.ID) // IDs only grow, so the order stays ascending

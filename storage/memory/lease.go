@@ -159,12 +159,11 @@ func (s *Store) commit(r *record, c storage.Commit) {
 // now and keeps when a completed step completed.
 func (s *Store) putSteps(r *record, steps []storage.Step, now time.Time) {
 	for _, in := range steps {
-		st := r.byName[in.Name]
+		st := r.step(in.Name)
 		if st == nil {
 			s.lastStep++
 			st = &storage.Step{ID: s.lastStep, WorkflowID: r.w.ID, Name: in.Name, CreatedAt: stampOr(in.CreatedAt, now)}
-			r.steps = append(r.steps, st) // step IDs only grow, so the order stays by ID
-			r.byName[in.Name] = st
+			r.addStep(st)
 			s.stepOwner[st.ID] = r.w.ID
 		}
 		st.State = in.State

@@ -30,7 +30,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	}
 
 	var branchID int64 // the stored branch step's ID, 0 if this batch records it first
-	if st := parent.byName[r.Branch]; st != nil {
+	if st := parent.step(r.Branch); st != nil {
 		branchID = st.ID
 	} else if !hasStep(r.Steps, r.Branch) {
 		return storage.SpawnResult{}, fmt.Errorf("memory: spawn batch: %w: branch step %q of workflow %d is neither stored nor among the batch's steps", storage.ErrInvalid, r.Branch, l.WorkflowID)
@@ -67,7 +67,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	}
 
 	s.commit(parent, storage.Commit{Steps: r.Steps, Now: r.Now})
-	branchID = parent.byName[r.Branch].ID
+	branchID = parent.step(r.Branch).ID
 	for _, c := range fresh {
 		s.insert(c, branchID, r.Now)
 	}

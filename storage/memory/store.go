@@ -46,10 +46,42 @@ type record struct {
 	w storage.Workflow
 	// wake is the earliest Wake received while the workflow ran, applied when the run ends
 	// (the contract's "Wakes during a run"); zero when none.
-	wake   time.Time
-	steps  []*storage.Step // in ID order
+	wake  time.Time
+	steps []*storage.Step // in ID order
+	// byName indexes steps once there are more than a few; most workflows (a child of a
+	// fan-out) have one or two, and a map each would double their footprint.
 	byName map[string]*storage.Step
 	errs   []storage.ErrorRecord // oldest first
+}
+
+// stepScanMax is the most steps a record finds by name without its byName index.
+const stepScanMax = 8
+
+// step returns the step record named name, or nil.
+func (r *record) step(name string) *storage.Step {
+	if r.byName != nil {
+		return r.byName[name]
+	}
+	for _, st := range r.steps {
+		if st.Name == name {
+			return st
+		}
+	}
+	return nil
+}
+
+// addStep appends a new step record; its ID is the greatest yet, so steps stay in ID order.
+func (r *record) addStep(st *storage.Step) {
+	r.steps = append(r.steps, st)
+	switch {
+	case r.byName != nil:
+		r.byName[st.Name] = st
+	case len(r.steps) > stepScanMax:
+		r.byName = make(map[string]*storage.Step, 2*len(r.steps))
+		for _, s := range r.steps {
+			r.byName[s.Name] = s
+		}
+	}
 }
 
 // branch indexes the children of one branch step.
