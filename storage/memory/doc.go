@@ -14,8 +14,9 @@
 //     error. Request times (Now, RunAt) only decide when a workflow is due and stamp records.
 //   - Times are kept in UTC to the microsecond, like the SQL backends, and every slice it
 //     returns is a copy: callers may change what they get and what they passed in.
-//   - It starts no goroutine. Listen (storage.Notifier) hands out coalescing channels that
-//     the store's writes signal without blocking.
+//   - It starts no goroutine of its own. Listen (storage.Notifier) hands out coalescing
+//     channels that the store's writes signal without blocking; context.AfterFunc closes one
+//     when its listener's context ends, and Close closes the rest.
 //
 // # Indexes
 //
@@ -31,5 +32,6 @@
 //     however many children a branch has, and a branch's children page by ID;
 //   - step owners: the workflow each step ID belongs to, for WakeMergeWaiters.
 //
-// Each queue is a list of sorted chunks (see queue), cheap to insert into at any position.
+// Each queue is a list of sorted chunks of at most 512 entries, cheap to insert into at any
+// position and to walk in order.
 package memory
