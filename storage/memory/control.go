@@ -1,0 +1,101 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Wake makes an idle workflow runnable no later than at, or, for a running one, keeps the
+// wake for the end of its run. Final and stalled workflows are left alone (false).
+func (s *Store) Wake(ctx context.Context, id int64, at time.Time) (bool, error) {
+	if err := storage.ValidateWake(at); err != nil {
+		return false, err
+	}
+	if err := s.begin(ctx, "wake"); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	r, err := s.lookup("wake", id)
+	if err != nil {
+		return false, err
+	}
+	return s.wake(r, stamp(at)), nil
+}
+
+// wake wakes r at at, as Wake and WakeMergeWaiters do, and reports whether it was woken.
+func (s *Store) wake(r *record, at time.Time) bool {
+	switch r.w.State {
+	case storage.StateIdle:
+		s.update(r, func(w *storage.Workflow) { w.RunAt = storage.Earliest(w.RunAt, at) })
+		s.notify()
+		return true
+	case storage.StateRunning:
+		// RunAt belongs to the run's lease; FinishRun applies the kept wake.
+		r.wake = storage.Earliest(r.wake, at)
+		return true
+	}
+	return false
+}
+
+// Retry moves a stalled or failed workflow back to idle, runnable at r.Now, with its attempt
+// count reset and r.Steps written.
+func (s *Store) Retry(ctx context.Context, id int64, r storage.RetryRequest) (storage.Workflow, error) {
+	if err := storage.ValidateRetry(r); err != nil {
+		return storage.Workflow{}, err
+	}
+	if err := s.begin(ctx, "retry"); err != nil {
+		return storage.Workflow{}, err
+	}
+	defer s.mu.Unlock()
+	rec, err := s.lookup("retry", id)
+	if err != nil {
+		return storage.Workflow{}, err
+	}
+	if st := rec.w.State; st != storage.StateStalled && st != storage.StateFailed {
+		return storage.Workflow{}, fmt.Errorf("memory: retry workflow %d: it is %s, not stalled or failed: %w", id, st, storage.ErrWrongState)
+	}
+	now := stamp(r.Now)
+	s.putSteps(rec, r.Steps, now)
+	s.update(rec, func(w *storage.Workflow) {
+		w.State = storage.StateIdle
+		w.RunAt = now
+		w.Attempt = 0
+		w.Wait = storage.Wait{}
+		w.FinishedAt = time.Time{}
+		w.UpdatedAt = now
+	})
+	s.notify()
+	return rec.out(), nil
+}
+
+// Cancel marks a workflow that is not final as cancelled: final, with no RunAt. A run in
+// progress keeps its lease fields, but every write under it is refused with ErrCancelled.
+func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
+	if err := storage.ValidateCancel(now); err != nil {
+		return err
+	}
+	if err := s.begin(ctx, "cancel"); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	r, err := s.lookup("cancel", id)
+	if err != nil {
+		return err
+	}
+	if r.w.State.Final() {
+		return fmt.Errorf("memory: cancel workflow %d: it is %s already: %w", id, r.w.State, storage.ErrWrongState)
+	}
+	now = stamp(now)
+	s.update(r, func(w *storage.Workflow) {
+		w.State = storage.StateCancelled
+		w.RunAt = time.Time{}
+		w.Wait = storage.Wait{}
+		w.FinishedAt = now
+		w.UpdatedAt = now
+	})
+	r.wake = time.Time{}
+	return nil
+}
