@@ -48,7 +48,8 @@ type ConflictError struct {
 	Name         string
 	Key          string
 	ParentStepID int64
-	// Others counts further children of the batch that conflict too.
+	// Others counts further children of the batch that conflict too; a name and key given
+	// more than once in the batch counts once.
 	Others int
 }
 

@@ -64,7 +64,8 @@ type WaitKind string
 
 // Wait kinds the SDK writes.
 const (
-	// WaitNone: not waiting (a final or running workflow, or one runnable at once).
+	// WaitNone: no wait recorded. A workflow keeps the Wait of its last suspension while it
+	// runs (Claim leaves it; FinishRun replaces it); Cancel and Retry clear it.
 	WaitNone WaitKind = ""
 	// WaitSleep: a Sleep until RunAt.
 	WaitSleep WaitKind = "sleep"
@@ -217,7 +218,8 @@ type ClaimRequest struct {
 // replace (by workflow and name), the durable values, and error records.
 type Commit struct {
 	Steps []Step
-	// Values replaces the stored durable values when non-nil.
+	// Values replaces the stored durable values when non-nil (an empty non-nil Values is
+	// stored as given); nil leaves them.
 	Values []byte
 	Errors []ErrorRecord
 	Now    time.Time

@@ -68,7 +68,23 @@
 // idempotence (by name and key, by step name) and fencing make safe to run again.
 //
 // After Close, every method returns an error wrapping ErrClosed and writes nothing; a
-// second Close returns nil.
+// second Close returns nil. A method whose ctx is done returns an error wrapping ctx's error
+// and, if it had not committed, writes nothing. Checks come in this order: input (the
+// Validate functions), then ctx and Close, then the unit itself. An ID that is zero or
+// negative, or a name or key that is not valid, names no stored workflow: lookups by it
+// return ErrNotFound.
+//
+// UpdatedAt is the Now of the last write that changed the workflow (CreateWorkflow, Claim,
+// SaveSteps, FinishRun, Release, Retry, Cancel, and SpawnBatch for the parent). Heartbeat
+// only extends the lease and leaves it, and Wake and WakeMergeWaiters carry no Now.
+//
+// # Identities
+//
+// Workflow, step and error record IDs are positive, unique within the store (step IDs
+// across all workflows, so a bare step ID names one branch step), and increase in the order
+// the records were first inserted. A workflow created by CreateWorkflow with a ParentStepID
+// counts as a child of that step everywhere children count (CountChildren, WakeMergeWaiters,
+// ListFilter.ParentStepID, SpawnBatch's own-branch rule), exactly like a spawned one.
 package storage
 
 import (
@@ -109,9 +125,12 @@ type Storage interface {
 	// caller's clock). Claimed rows are returned in RunAt order with state running, a lease
 	// until the store's clock plus r.TTL, RunAt = r.Now+r.TTL (so the row leaves the runnable
 	// range for the caller's clock and comes back by itself) and a LeaseToken greater than
-	// any before it. It is one statement or transaction per call, reading the store's clock
-	// inside it, and concurrent claims never return the same workflow twice while its lease
-	// is live, whatever Now they carry.
+	// any before it. Among equal RunAt, lower IDs come first; a name given twice in r.Names
+	// counts once. Every other field is returned as stored: in particular Wait keeps the
+	// wait of the workflow's last suspension (the SDK reads a merge wait from the claimed
+	// row), and UpdatedAt becomes r.Now. It is one statement or transaction per call, reading
+	// the store's clock inside it, and concurrent claims never return the same workflow twice
+	// while its lease is live, whatever Now they carry.
 	Claim(ctx context.Context, r ClaimRequest) ([]Workflow, error)
 
 	// Heartbeat extends a held lease: LeaseUntil becomes the store's clock plus ttl (a
@@ -130,37 +149,45 @@ type Storage interface {
 	SaveSteps(ctx context.Context, l Lease, c Commit) error
 
 	// FinishRun ends a run in one transaction, fenced like SaveSteps: it writes the commit,
-	// sets state, output, attempt, wait and next RunAt, and releases the lease. A wake that
+	// sets state, output, attempt, wait and next RunAt, and releases the lease (LeaseUntil
+	// zeroed; LeaseOwner and LeaseToken stay as the record of the last lease). A wake that
 	// arrived during the run (see Wake) makes RunAt the earlier of f.RunAt and the wake time.
-	// For final states RunAt is cleared and FinishedAt set.
+	// For stalled and final states RunAt is cleared whatever f.RunAt says; final states also
+	// get FinishedAt = f.Now (stalled does not: it is not final). UpdatedAt becomes f.Now.
 	FinishRun(ctx context.Context, l Lease, f Finish) error
 
 	// Release gives a lease back without changing the workflow's progress: the workflow
-	// becomes idle and runnable at once. Used when a worker shuts down mid-run. It returns
-	// ErrLeaseLost or ErrCancelled like SaveSteps.
+	// becomes idle with RunAt = now (runnable at once), LeaseUntil zeroed, Wait and
+	// everything else kept. Used when a worker shuts down mid-run. It returns ErrLeaseLost or
+	// ErrCancelled like SaveSteps.
 	Release(ctx context.Context, l Lease, now time.Time) error
 
 	// Wake makes a waiting workflow runnable no later than at: RunAt becomes the earlier of
 	// RunAt and at (wake-ups coalesce). If the workflow is running, the wake is remembered and
-	// applied when the run finishes. Final and stalled workflows are not changed; it returns
-	// ErrNotFound for an unknown id and reports whether the workflow was woken.
+	// applied when the run finishes. It reports true for an idle or running workflow (even
+	// when RunAt was already earlier) and false, changing nothing, for a final or stalled one;
+	// ErrNotFound for an unknown id. It carries no Now, so UpdatedAt is left alone.
 	Wake(ctx context.Context, id int64, at time.Time) (bool, error)
 
 	// Retry moves a stalled or failed workflow back to idle, runnable at r.Now, resets its
-	// workflow-level attempt count and writes r.Steps, in one transaction. It returns
-	// ErrWrongState for any other state (so of two concurrent retries one wins).
+	// workflow-level attempt count, clears Wait and FinishedAt (LastError and Output stay)
+	// and writes r.Steps, in one transaction. It returns ErrWrongState for any other state
+	// (so of two concurrent retries one wins).
 	Retry(ctx context.Context, id int64, r RetryRequest) (Workflow, error)
 
-	// Cancel marks a workflow that is not final as cancelled and clears its RunAt. A run in
-	// progress loses its lease's write rights (writes return ErrCancelled). It returns
-	// ErrWrongState if the workflow is already final.
+	// Cancel marks a workflow that is not final as cancelled: RunAt, Wait and LeaseUntil are
+	// cleared (owner and token stay), FinishedAt and UpdatedAt become now. A run in progress
+	// loses its lease's write rights (writes return ErrCancelled). It returns ErrWrongState if
+	// the workflow is already final.
 	Cancel(ctx context.Context, id int64, now time.Time) error
 
 	// SpawnBatch writes one batch of a branch's children in one transaction fenced by the
 	// parent's lease (like SaveSteps): it upserts r.Steps, then inserts every child of
 	// r.Children that does not exist yet (insert-or-ignore on name and key), runnable at once
 	// and linked to the branch step. It is a fixed number of statements per batch, never one
-	// per child.
+	// per child. Refusals come in this order: bad input (ErrInvalid, ErrTooLarge), the
+	// fence (ErrCancelled, ErrLeaseLost), a branch step neither in r.Steps nor stored
+	// (ErrInvalid), then conflicts (below); each writes nothing.
 	//
 	// A child whose name and key are stored already is left as it is when it is a child of
 	// this same branch step: applying the same batch twice leaves the children as the first
@@ -207,12 +234,15 @@ type Storage interface {
 	// ListWorkflows returns one page of workflows matching f, in ID order.
 	ListWorkflows(ctx context.Context, f ListFilter) ([]Workflow, error)
 
-	// ListErrors returns the error records of a workflow, oldest first, at most limit
-	// (0 means 100), in one round trip. It returns ErrNotFound for an unknown workflow.
+	// ListErrors returns the error records of a workflow in the order they were written (ID
+	// order; their CreatedAt, which callers may set, is not the order), at most limit (0 or
+	// less means 100), in one round trip. It returns ErrNotFound for an unknown workflow.
 	ListErrors(ctx context.Context, workflowID int64, limit int) ([]ErrorRecord, error)
 
 	// DeleteFinished deletes up to r.Limit final workflows whose FinishedAt is before
-	// r.Before, with their steps and error records, and returns how many it deleted.
+	// r.Before, earliest FinishedAt first, with their steps and error records, and returns
+	// how many it deleted. Children of a deleted workflow are not deleted with it (they are
+	// deleted by their own FinishedAt); their ParentStepID then names a step that is gone.
 	DeleteFinished(ctx context.Context, r CleanupRequest) (int, error)
 
 	// Close releases the store's resources. Stores built over a pool the application owns
@@ -227,8 +257,9 @@ type Storage interface {
 // polled only.
 type Notifier interface {
 	// Listen returns a channel that receives a value, coalesced, whenever a workflow may have
-	// become runnable in any process: created, woken, retried or released. Sends never block
-	// the store. The channel is closed when ctx ends or the listener fails for good; a
-	// listener that loses its connection reconnects by itself.
+	// become runnable at once in any process, this one included: created or spawned, woken,
+	// retried, released, or finished to idle with a RunAt already due. Sends never block the
+	// store. The channel is closed when ctx ends, the store is closed, or the listener fails
+	// for good; a listener that loses its connection reconnects by itself.
 	Listen(ctx context.Context) (<-chan struct{}, error)
 }

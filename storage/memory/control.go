@@ -92,6 +92,7 @@ func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
 	s.update(r, func(w *storage.Workflow) {
 		w.State = storage.StateCancelled
 		w.RunAt = time.Time{}
+		w.LeaseUntil = time.Time{} // a lease held on it is revoked; owner and token stay
 		w.Wait = storage.Wait{}
 		w.FinishedAt = now
 		w.UpdatedAt = now

@@ -38,7 +38,6 @@ func (s *Store) Heartbeat(ctx context.Context, l storage.Lease, ttl time.Duratio
 	s.update(r, func(w *storage.Workflow) {
 		w.LeaseUntil = until
 		w.RunAt = stamp(now.Add(ttl))
-		w.UpdatedAt = stamp(now)
 	})
 	return nil
 }
