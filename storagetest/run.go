@@ -116,6 +116,11 @@ func storageCases() []storageCase {
 		{"CancelStalled", testCancelStalled},
 		{"CancelFinal", testCancelFinal},
 		{"CancelDuringRun", testCancelDuringRun},
+		{"CancelChildrenUnfinished", testCancelChildrenUnfinished},
+		{"CancelChildrenLimit", testCancelChildrenLimit},
+		{"CancelChildrenBranchSteps", testCancelChildrenBranchSteps},
+		{"CancelChildrenFencesRuns", testCancelChildrenFencesRuns},
+		{"CancelChildrenConcurrentRuns", testCancelChildrenConcurrentRuns},
 
 		{"ListPaging", testListPaging},
 		{"ListFilters", testListFilters},
@@ -148,5 +153,6 @@ func storageCases() []storageCase {
 		{"InvalidRetry", testInvalidRetry},
 		{"InvalidList", testInvalidList},
 		{"InvalidMergeWake", testInvalidMergeWake},
+		{"InvalidCancelChildren", testInvalidCancelChildren},
 	}
 }
