@@ -114,7 +114,7 @@ func TestCancelChildrenUsesIndexes(t *testing.T) {
 	t.Logf("plan of CancelChildren over 26,667 unfinished children with limit %d:\n%s", limit, plan)
 	require.NotContains(t, plan, "Seq Scan")
 	total := 0
-	for _, m := range regexp.MustCompile(`(?:Index (?:Only )?Scan using|Bitmap Index Scan on) ` + index + ` .*actual rows=(\d+) loops=(\d+)`).FindAllStringSubmatch(plan, -1) {
+	for _, m := range regexp.MustCompile(`(?:Index (?:Only )?Scan using|Bitmap Index Scan on) `+index+` .*actual rows=(\d+) loops=(\d+)`).FindAllStringSubmatch(plan, -1) {
 		rows, _ := strconv.Atoi(m[1])
 		loops, _ := strconv.Atoi(m[2])
 		total += rows * loops
