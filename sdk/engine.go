@@ -308,8 +308,8 @@ type cancelConfig struct{ children bool }
 // first, so it spawns no more. The tree is cancelled level by level in bulk, without loading
 // any child: one load of the workflow, then one storage call per
 // storage.MaxCancelChildren children of a level (and one per storage.MaxCancelSteps
-// branches), so 100,000 children cost about 100 calls, not 200,000. Memory holds one level's
-// branch step IDs.
+// branches), so 100,000 children cost about 100 calls instead of two per child. Memory holds
+// one level's branch step IDs. Completed and failed children are left as they are.
 func WithChildren() CancelOption { return func(c *cancelConfig) { c.children = true } }
 
 // Cancel marks the workflow cancelled. A run in progress in this process stops at its next SDK
