@@ -15,7 +15,7 @@ import (
 
 // Record names of branches: "branch$<name>" seals the branch, "spawn$<branch>$<name>" tracks
 // one Spawn or SpawnEach (its cursor), "merge$<branch>" records a completed join.
-func branchRecord(name string) string        { return "branch$" + name }
+func branchRecord(name string) string        { return storage.BranchStepPrefix + name }
 func spawnRecord(branch, name string) string { return "spawn$" + branch + "$" + name }
 func mergeRecord(branch string) string       { return "merge$" + branch }
 

@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -26,6 +25,7 @@ type Engine struct {
 	writeTimeout   time.Duration
 	pollMin        time.Duration // Result's poll for changes by other processes
 	pollMax        time.Duration
+	cancelBatch    int // children per storage call of Cancel WithChildren
 	defs           map[string]*definition
 	names          []string
 
@@ -162,6 +162,7 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		writeTimeout:   DefaultWriteTimeout,
 		pollMin:        10 * time.Millisecond,
 		pollMax:        time.Second,
+		cancelBatch:    storage.MaxCancelChildren,
 		defs:           map[string]*definition{},
 		changed:        make(chan struct{}),
 		running:        map[int64]*runEntry{},
@@ -303,7 +304,12 @@ type CancelOption func(*cancelConfig)
 type cancelConfig struct{ children bool }
 
 // WithChildren makes Cancel also cancel the children of the workflow's branches that are not
-// final, and their children in turn. The parent is cancelled first, so it spawns no more.
+// final (idle, running or stalled), and their children in turn. The parent is cancelled
+// first, so it spawns no more. The tree is cancelled level by level in bulk, without loading
+// any child: one load of the workflow, then one storage call per
+// storage.MaxCancelChildren children of a level (and one per storage.MaxCancelSteps
+// branches), so 100,000 children cost about 100 calls instead of two per child. Memory holds
+// one level's branch step IDs. Completed and failed children are left as they are.
 func WithChildren() CancelOption { return func(c *cancelConfig) { c.children = true } }
 
 // Cancel marks the workflow cancelled. A run in progress in this process stops at its next SDK
@@ -347,37 +353,63 @@ func (e *Engine) cancel(ctx context.Context, id int64) error {
 	return nil
 }
 
-// cancelChildren cancels, page by page, the unfinished children of every branch of workflow
-// id, depth first.
+// cancelChildren cancels the unfinished children of every branch of workflow id, and theirs
+// in turn, level by level, without loading any child: one Load of the workflow for its
+// branch steps, then storage calls of up to cancelBatch children each (storage.CancelChildren)
+// over the branch steps of one level, which return the branch steps of the next. It keeps one
+// level's branch step IDs in memory. A run of a cancelled child in this process is stopped
+// at once, as Cancel stops one, by looking the returned IDs up among this engine's runs.
 func (e *Engine) cancelChildren(ctx context.Context, id int64) error {
 	_, steps, err := e.store.Load(ctx, id)
 	if err != nil {
 		return fmt.Errorf("cancel children of workflow %d: %w", id, err)
 	}
-	open := []storage.State{storage.StateIdle, storage.StateRunning, storage.StateStalled}
+	var level []int64
 	for _, s := range steps {
-		if !strings.HasPrefix(s.Name, "branch$") {
-			continue
-		}
-		var after int64
-		for {
-			page, err := e.store.ListWorkflows(ctx, storage.ListFilter{ParentStepID: s.ID, States: open, AfterID: after, Limit: 1000})
-			if err != nil {
-				return fmt.Errorf("cancel children of workflow %d: %w", id, err)
-			}
-			for _, child := range page {
-				if err := e.cancel(ctx, child.ID); err != nil && !errors.Is(err, storage.ErrWrongState) {
-					return err
-				}
-				if err := e.cancelChildren(ctx, child.ID); err != nil {
-					return err
-				}
-				after = child.ID
-			}
-			if len(page) < 1000 {
-				break
-			}
+		if strings.HasPrefix(s.Name, storage.BranchStepPrefix) {
+			level = append(level, s.ID)
 		}
 	}
+	cancelled := 0
+	defer func() {
+		if cancelled > 0 {
+			e.notify()
+		}
+	}()
+	for len(level) > 0 {
+		var next []int64
+		for start := 0; start < len(level); start += storage.MaxCancelSteps {
+			chunk := level[start:min(start+storage.MaxCancelSteps, len(level))]
+			for {
+				res, err := e.store.CancelChildren(ctx, storage.CancelChildrenRequest{StepIDs: chunk, Limit: e.cancelBatch, Now: e.clock.Now()})
+				if err != nil {
+					return fmt.Errorf("cancel children of workflow %d (%d cancelled before): %w", id, cancelled, err)
+				}
+				cancelled += len(res.Cancelled)
+				e.cancelled(res.Cancelled)
+				next = append(next, res.BranchStepIDs...)
+				if !res.More {
+					break
+				}
+			}
+		}
+		level = next
+	}
 	return nil
+}
+
+// cancelled stops the runs of the given workflows that this engine has in progress and wakes
+// their Result waiters: the store cancelled them.
+func (e *Engine) cancelled(ids []int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, id := range ids {
+		if r := e.running[id]; r != nil {
+			r.cancel(storage.ErrCancelled)
+		}
+		if w := e.watched[id]; w != nil {
+			close(w.ch)
+			w.ch = make(chan struct{})
+		}
+	}
 }

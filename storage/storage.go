@@ -181,6 +181,34 @@ type Storage interface {
 	// the workflow is already final.
 	Cancel(ctx context.Context, id int64, now time.Time) error
 
+	// CancelChildren cancels up to r.Limit children of the branch steps r.StepIDs that are
+	// not final (idle, running or stalled), each as Cancel cancels one workflow: state
+	// cancelled, RunAt, wait and a remembered wake cleared, FinishedAt set to r.Now, and a run
+	// in progress loses its lease's write rights (its writes return ErrCancelled). Completed,
+	// failed and cancelled children are left alone. A child that a worker is claiming, writing
+	// or finishing meanwhile is waited for, never skipped: it ends cancelled unless it reached
+	// a final state first. The children of one call are cancelled in one transaction, all or
+	// none, with a fixed number of statements, never one per child.
+	//
+	// The result names the children cancelled (IDs, in ID order) and their own branch steps
+	// (step records named with BranchStepPrefix, in ID order) as they stand once the children
+	// are cancelled: a branch step a child recorded just before is among them, and none can
+	// follow. Passing those step IDs to the next call cancels the grandchildren, so a tree is
+	// cancelled level by level without loading any child. More reports that the call found
+	// r.Limit unfinished children: call again with the same step IDs until it is false; then
+	// none of the steps has an unfinished child left (a cancelled parent spawns no more; a
+	// child moved back from failed by a concurrent Retry may be missed). An error means no
+	// child of the call was cancelled, unless it came after the commit (a lost reply, or a
+	// read of branch steps a backend makes after it): then the caller learns neither.
+	//
+	// Its cost is bounded by r.Limit (at most MaxCancelChildren) and the number of step IDs
+	// (at most MaxCancelSteps), not by the number of children: one probe per step and
+	// unfinished state of the index on parent step and state, stopping when r.Limit children
+	// are found (on MVCC databases, index entries of children cancelled by earlier calls and
+	// not yet vacuumed may be stepped over), one write per cancelled child and one read of
+	// each cancelled child's step records.
+	CancelChildren(ctx context.Context, r CancelChildrenRequest) (CancelChildrenResult, error)
+
 	// SpawnBatch writes one batch of a branch's children in one transaction fenced by the
 	// parent's lease (like SaveSteps): it upserts r.Steps, then inserts every child of
 	// r.Children that does not exist yet (insert-or-ignore on name and key), runnable at once

@@ -22,6 +22,7 @@ func branchCases() []storageCase {
 		{"BranchParentReplaysBounded", testE2EBranchReplaysBounded},
 		{"BranchStalledChildParksParent", testE2EBranchStalledChild},
 		{"BranchCancelledChildIsFinal", testE2EBranchCancelledChild},
+		{"BranchCancelTreeWithChildren", testE2ECancelTree},
 		{"BranchCursorResume", testE2EBranchCursorResume},
 		{"BranchKeyConflictFailsParent", testE2EBranchKeyConflict},
 		{"ChaosFailuresLoseNothing", testE2EChaos},

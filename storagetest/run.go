@@ -118,6 +118,11 @@ func storageCases() []storageCase {
 		{"CancelStalled", testCancelStalled},
 		{"CancelFinal", testCancelFinal},
 		{"CancelDuringRun", testCancelDuringRun},
+		{"CancelChildrenUnfinished", testCancelChildrenUnfinished},
+		{"CancelChildrenLimit", testCancelChildrenLimit},
+		{"CancelChildrenBranchSteps", testCancelChildrenBranchSteps},
+		{"CancelChildrenFencesRuns", testCancelChildrenFencesRuns},
+		{"CancelChildrenConcurrentRuns", testCancelChildrenConcurrentRuns},
 
 		{"ListPaging", testListPaging},
 		{"ListFilters", testListFilters},
@@ -150,5 +155,6 @@ func storageCases() []storageCase {
 		{"InvalidRetry", testInvalidRetry},
 		{"InvalidList", testInvalidList},
 		{"InvalidMergeWake", testInvalidMergeWake},
+		{"InvalidCancelChildren", testInvalidCancelChildren},
 	}
 }

@@ -109,18 +109,24 @@ func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
 		if old.State.Final() {
 			return fmt.Errorf("workflow %d is already %s: %w", id, old.State, storage.ErrWrongState)
 		}
-		w := *old
-		w.State = storage.StateCancelled
-		w.RunAt = time.Time{}
-		w.Wait = storage.Wait{}
-		w.Wake = time.Time{}
-		w.LeaseUntil = time.Time{}
-		w.FinishedAt = now.UTC()
-		w.UpdatedAt = w.FinishedAt
-		return t.put(old, &w)
+		return t.cancel(old, now.UTC())
 	})
 	if err != nil {
 		return fmt.Errorf("bolt: cancel: %w", err)
 	}
 	return nil
+}
+
+// cancel writes old, a workflow that is not final, as cancelled at now: RunAt, wait and wake
+// cleared, the lease revoked (owner and token stay on record), FinishedAt set.
+func (t *txn) cancel(old *record, now time.Time) error {
+	w := *old
+	w.State = storage.StateCancelled
+	w.RunAt = time.Time{}
+	w.Wait = storage.Wait{}
+	w.Wake = time.Time{}
+	w.LeaseUntil = time.Time{}
+	w.FinishedAt = now
+	w.UpdatedAt = now
+	return t.put(old, &w)
 }

@@ -76,9 +76,7 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
     WHERE id = ? AND state IN ('idle', 'running')`),
 		stateOf: r.Replace(`SELECT state FROM {{workflows}} WHERE id = ?`),
 
-		cancel: r.Replace(`UPDATE {{workflows}} SET state = 'cancelled', run_at = NULL, wait_kind = '',
-    wait_step = '', wait_data = NULL, wake_at = NULL, lease_until = NULL, finished_at = ` + ts + `,
-    updated_at = ` + ts + `
+		cancel: r.Replace(`UPDATE {{workflows}} SET ` + cancelSet + `
     WHERE id = ? AND state NOT IN ('completed', 'failed', 'cancelled')`),
 
 		lockWorkflow: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE id = ? FOR UPDATE`),

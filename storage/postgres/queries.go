@@ -100,6 +100,7 @@ type queries struct {
 	spawn, spawnConflict, countChildren     string
 	listErrors, deleteFinished, listColumns string
 	wakeMergeWaiters                        string
+	cancelChildren, branchSteps             string
 }
 
 func buildQueries(s *Store) queries {
@@ -247,9 +248,7 @@ SELECT ` + columns(workflowColumns, "f.") + ` FROM f, (SELECT count(*) FROM n) A
 
 		cancel: `
 WITH u AS (
-	UPDATE {{workflows}} SET
-		state = 'cancelled', run_at = NULL, wait_kind = '', wait_step = '', wait_data = NULL,
-		wake_at = NULL, lease_until = NULL, finished_at = @now::timestamptz, updated_at = @now::timestamptz
+	UPDATE {{workflows}} SET ` + cancelSet + `
 	WHERE id = @id AND state NOT IN ('completed', 'failed', 'cancelled')
 	RETURNING id
 )
@@ -373,6 +372,7 @@ DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
 		*p = r.Replace(*p)
 	}
 	q.wakeMergeWaiters = r.Replace(wakeMergeWaiters)
+	q.cancelChildren, q.branchSteps = r.Replace(cancelChildren), r.Replace(branchSteps)
 	return q
 }
 
