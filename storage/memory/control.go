@@ -3,6 +3,8 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -88,7 +90,12 @@ func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
 	if r.w.State.Final() {
 		return fmt.Errorf("memory: cancel workflow %d: it is %s already: %w", id, r.w.State, storage.ErrWrongState)
 	}
-	now = stamp(now)
+	s.cancel(r, stamp(now))
+	return nil
+}
+
+// cancel makes r cancelled at now; r is not final.
+func (s *Store) cancel(r *record, now time.Time) {
 	s.update(r, func(w *storage.Workflow) {
 		w.State = storage.StateCancelled
 		w.RunAt = time.Time{}
@@ -98,5 +105,50 @@ func (s *Store) Cancel(ctx context.Context, id int64, now time.Time) error {
 		w.UpdatedAt = now
 	})
 	r.wake = time.Time{}
-	return nil
+}
+
+// unfinished are the child states CancelChildren cancels.
+var unfinished = []storage.State{storage.StateIdle, storage.StateRunning, storage.StateStalled}
+
+// CancelChildren cancels up to r.Limit unfinished children of r.StepIDs, as Cancel does, in
+// one critical section, and reports them with their own branch steps. It reads the
+// children's state sets of each branch, so its cost is bounded by the limit.
+func (s *Store) CancelChildren(ctx context.Context, r storage.CancelChildrenRequest) (storage.CancelChildrenResult, error) {
+	var res storage.CancelChildrenResult
+	if err := storage.ValidateCancelChildren(r); err != nil {
+		return res, err
+	}
+	if err := s.begin(ctx, "cancel children"); err != nil {
+		return res, err
+	}
+	defer s.mu.Unlock()
+	var picked []*record
+	for _, id := range uniq(r.StepIDs) {
+		b := s.children[id]
+		if b == nil {
+			continue
+		}
+		for _, st := range unfinished {
+			for cid := range b.byState[st] {
+				if len(picked) == r.Limit {
+					break
+				}
+				picked = append(picked, s.byID[cid])
+			}
+		}
+	}
+	res.More = len(picked) == r.Limit // as the contract says: a full call may have left more
+	now := stamp(r.Now)
+	for _, c := range picked {
+		s.cancel(c, now)
+		res.Cancelled = append(res.Cancelled, c.w.ID)
+		for _, st := range c.steps {
+			if strings.HasPrefix(st.Name, storage.BranchStepPrefix) {
+				res.BranchStepIDs = append(res.BranchStepIDs, st.ID)
+			}
+		}
+	}
+	slices.Sort(res.Cancelled)
+	slices.Sort(res.BranchStepIDs)
+	return res, nil
 }
