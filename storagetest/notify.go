@@ -3,6 +3,7 @@ package storagetest
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -60,17 +61,51 @@ func drain(ch <-chan struct{}) {
 	}
 }
 
-// requireNotified waits until ch receives a value, failing after notifyTimeout or if ch
-// closes instead.
-func requireNotified(t *testing.T, ch <-chan struct{}, after string) {
+// requireNotified waits until every channel of chs has received a value, in any order,
+// failing after notifyTimeout or if one closes instead.
+func requireNotified(t *testing.T, after string, chs ...<-chan struct{}) {
 	t.Helper()
 	timer := time.NewTimer(notifyTimeout)
 	defer timer.Stop()
+	cases := make([]reflect.SelectCase, 0, len(chs)+1)
+	for _, ch := range chs {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+	}
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)})
+	for waiting := len(chs); waiting > 0; waiting-- {
+		i, _, ok := reflect.Select(cases)
+		if i == len(chs) {
+			require.Failf(t, "no notification", "%d of %d listeners received nothing within %v after %s", waiting, len(chs), notifyTimeout, after)
+		}
+		require.True(t, ok, "a listener's channel closed instead of receiving after %s", after)
+		cases[i].Chan = reflect.ValueOf((<-chan struct{})(nil)) // received: never ready again
+	}
+}
+
+// notifiedBy makes change, which must notify every listener of chs, and requires that they
+// receive. The change runs on a goroutine of its own while the case waits, as a worker reads
+// its channel while other goroutines write, so a notifier whose sends wait for the reader
+// does not hang the case (NotifyCoalesced fails such a notifier).
+func notifiedBy(t *testing.T, what string, change func() error, chs ...<-chan struct{}) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- change() }()
+	requireNotified(t, what, chs...)
+	timer := time.NewTimer(notifyTimeout)
+	defer timer.Stop()
 	select {
-	case _, ok := <-ch:
-		require.True(t, ok, "the listener's channel closed instead of receiving after %s", after)
+	case err := <-done:
+		require.NoError(t, err, what)
 	case <-timer.C:
-		require.Failf(t, "no notification", "the listener received nothing within %v after %s", notifyTimeout, after)
+		require.Failf(t, "the store blocked", "%s did not return within %v", what, notifyTimeout)
+	}
+}
+
+// createChange is a change that creates a workflow runnable at once.
+func (f *fixture) createChange(name, key string) func() error {
+	return func() error {
+		_, _, err := f.s.CreateWorkflow(f.ctx, storage.NewWorkflow{Name: name, Key: key, RunAt: at(0), Now: at(0)})
+		return err
 	}
 }
 
@@ -97,8 +132,7 @@ func testNotifyCreate(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 	ch, _ := f.listen()
 	drain(ch)
-	f.create("notify.create", "k", at(0))
-	requireNotified(t, ch, "CreateWorkflow of a workflow runnable at once")
+	notifiedBy(t, "CreateWorkflow of a workflow runnable at once", f.createChange("notify.create", "k"), ch)
 }
 
 // testNotifyWake: waking a workflow that waits for a signal notifies the listener.
@@ -108,8 +142,13 @@ func testNotifyWake(t *testing.T, factory Factory) {
 	f.finish(l, storage.Finish{Commit: storage.Commit{Now: at(time.Second)}, State: storage.StateIdle, Wait: storage.Wait{Kind: "signal", Step: "approve"}})
 	ch, _ := f.listen()
 	drain(ch)
-	require.True(t, f.wake(w.ID, at(2*time.Second)), "Wake of a workflow waiting for a signal")
-	requireNotified(t, ch, "Wake of a workflow waiting for a signal")
+	notifiedBy(t, "Wake of a workflow waiting for a signal", func() error {
+		woken, err := f.s.Wake(f.ctx, w.ID, at(2*time.Second))
+		if err == nil && !woken {
+			err = fmt.Errorf("Wake of workflow %d waiting for a signal reports not woken", w.ID)
+		}
+		return err
+	}, ch)
 }
 
 // testNotifyRetry: retrying a stalled workflow notifies the listener.
@@ -118,9 +157,10 @@ func testNotifyRetry(t *testing.T, factory Factory) {
 	w, _ := f.stall("notify.retry")
 	ch, _ := f.listen()
 	drain(ch)
-	_, err := f.s.Retry(f.ctx, w.ID, storage.RetryRequest{Now: at(time.Hour)})
-	require.NoError(t, err, "Retry")
-	requireNotified(t, ch, "Retry of a stalled workflow")
+	notifiedBy(t, "Retry of a stalled workflow", func() error {
+		_, err := f.s.Retry(f.ctx, w.ID, storage.RetryRequest{Now: at(time.Hour)})
+		return err
+	}, ch)
 }
 
 // testNotifyRelease: releasing a lease, which makes the workflow runnable at once, notifies
@@ -130,8 +170,7 @@ func testNotifyRelease(t *testing.T, factory Factory) {
 	_, l := f.start("notify.release")
 	ch, _ := f.listen()
 	drain(ch)
-	require.NoError(t, f.s.Release(f.ctx, l, at(time.Second)), "Release")
-	requireNotified(t, ch, "Release")
+	notifiedBy(t, "Release", func() error { return f.s.Release(f.ctx, l, at(time.Second)) }, ch)
 }
 
 // testNotifyCoalesced: a listener that does not read never blocks the store, and the values
@@ -160,7 +199,7 @@ func testNotifyCoalesced(t *testing.T, factory Factory) {
 	case <-timer.C:
 		require.Failf(t, "the store blocked", "%d creates did not finish within %v while a listener was not reading: sends must never block the store", n, notifyTimeout)
 	}
-	requireNotified(t, ch, fmt.Sprintf("%d creates", n))
+	requireNotified(t, fmt.Sprintf("%d creates", n), ch)
 
 	got := 1
 	deadline := time.NewTimer(notifyTimeout)
@@ -187,15 +226,12 @@ func testNotifyListeners(t *testing.T, factory Factory) {
 	b, stopB := f.listen()
 	drain(a)
 	drain(b)
-	f.create("notify.listeners", "one", at(0))
-	requireNotified(t, a, "CreateWorkflow (first listener)")
-	requireNotified(t, b, "CreateWorkflow (second listener)")
+	notifiedBy(t, "CreateWorkflow with two listeners", f.createChange("notify.listeners", "one"), a, b)
 
 	stopA()
 	requireClosed(t, a, "its context ended")
 	drain(b)
-	f.create("notify.listeners", "two", at(0))
-	requireNotified(t, b, "CreateWorkflow after another listener stopped")
+	notifiedBy(t, "CreateWorkflow after another listener stopped", f.createChange("notify.listeners", "two"), b)
 
 	stopB()
 	requireClosed(t, b, "its context ended")
