@@ -2,6 +2,7 @@ package storagetest_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,16 +46,7 @@ type timeMutant struct {
 }
 
 func (m *timeMutant) w(method string, w storage.Workflow) storage.Workflow {
-	if m.workflow == nil {
-		return w
-	}
-	for _, on := range m.on {
-		if on == method {
-			m.workflow(&w)
-			return w
-		}
-	}
-	if len(m.on) == 0 {
+	if m.workflow != nil && (len(m.on) == 0 || slices.Contains(m.on, method)) {
 		m.workflow(&w)
 	}
 	return w
@@ -118,16 +110,17 @@ func (m *timeMutant) ListErrors(ctx context.Context, id int64, limit int) ([]sto
 }
 
 // Changes of one time.
-var (
-	zero      = func(t *time.Time) { *t = time.Time{} }
-	seconds   = func(t *time.Time) { *t = t.Truncate(time.Second) }
-	millis    = func(t *time.Time) { *t = t.Truncate(time.Millisecond) }
-	elsewhere = func(t *time.Time) {
-		if !t.IsZero() {
-			*t = t.In(time.FixedZone("UTC-03:00", -3*3600))
-		}
+
+func zero(t *time.Time)    { *t = time.Time{} }
+func seconds(t *time.Time) { *t = t.Truncate(time.Second) }
+func millis(t *time.Time)  { *t = t.Truncate(time.Millisecond) }
+
+// elsewhere moves a time to another zone: the same instant, not in UTC.
+func elsewhere(t *time.Time) {
+	if !t.IsZero() {
+		*t = t.In(time.FixedZone("UTC-03:00", -3*3600))
 	}
-)
+}
 
 // allWorkflowTimes applies change to every time of a workflow.
 func allWorkflowTimes(change func(*time.Time)) func(*storage.Workflow) {

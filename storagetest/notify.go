@@ -204,16 +204,20 @@ func testNotifyCoalesced(t *testing.T, factory Factory) {
 	got := 1
 	deadline := time.NewTimer(notifyTimeout)
 	defer deadline.Stop()
-	for quiet := time.NewTimer(notifyQuiet); ; quiet.Reset(notifyQuiet) {
+	quiet := time.NewTimer(notifyQuiet)
+	defer quiet.Stop()
+count:
+	for {
 		select {
 		case _, ok := <-ch:
 			require.True(t, ok, "the listener's channel closed while its context is live")
 			got++
-			continue
+			quiet.Reset(notifyQuiet)
 		case <-quiet.C:
+			break count
 		case <-deadline.C:
+			break count
 		}
-		break
 	}
 	require.Less(t, got, n, "a listener that did not read during %d changes received a value per change: notifications must coalesce", n)
 }

@@ -27,11 +27,15 @@ import (
 // childEnv set to 1 makes TestSuiteChild run; only TestSuiteCatchesMutants sets it.
 const childEnv = "STORAGETEST_SELF_CHECK_CHILD"
 
-// The cases the self-check runs in the child; every other case is filtered out.
-var (
-	timeCases   = []string{"TimesRun", "TimesControl", "TimesSteps", "TimesErrors", "TimesUTC"}
-	notifyCases = []string{"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners"}
-)
+// timeCases and notifyCases are the cases the self-check runs in the child; every other
+// case is filtered out.
+func timeCases() []string {
+	return []string{"TimesRun", "TimesControl", "TimesSteps", "TimesErrors", "TimesUTC"}
+}
+
+func notifyCases() []string {
+	return []string{"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners"}
+}
 
 // openBolt is the correct store every scenario starts from.
 func openBolt(t *testing.T) storage.Storage {
@@ -96,7 +100,7 @@ var (
 // its full name.
 func runChild(t *testing.T) map[string]*outcome {
 	t.Helper()
-	cases := strings.Join(append(append([]string{}, timeCases...), notifyCases...), "|")
+	cases := strings.Join(append(timeCases(), notifyCases()...), "|")
 	cmd := exec.CommandContext(t.Context(), os.Args[0],
 		"-test.run=^TestSuiteChild$/.*/^storage$/^("+cases+")$",
 		"-test.v", "-test.count=1", "-test.parallel=64", "-test.timeout=3m")
@@ -160,18 +164,18 @@ func TestSuiteCatchesMutants(t *testing.T) {
 	got := runChild(t)
 
 	t.Run("controls", func(t *testing.T) {
-		for _, c := range timeCases {
+		for _, c := range timeCases() {
 			requireOutcome(t, got, "correct", c, "PASS", "")
 			requireOutcome(t, got, "correct-notifier", c, "PASS", "")
 			requireOutcome(t, got, "declared-without-notifier", c, "PASS", "")
 		}
-		for _, c := range notifyCases {
+		for _, c := range notifyCases() {
 			requireOutcome(t, got, "correct-notifier", c, "PASS", "")
 		}
 	})
 
 	t.Run("capabilities", func(t *testing.T) {
-		for _, c := range notifyCases {
+		for _, c := range notifyCases() {
 			requireOutcome(t, got, "correct", c, "SKIP", "capability Notifier: the store does not implement storage.Notifier")
 			requireOutcome(t, got, "declared-without-notifier", c, "SKIP", "capability Notifier: the backend declared it missing")
 		}

@@ -2,6 +2,8 @@ package storagetest
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -79,7 +81,8 @@ type stepTimes struct {
 func (f *fixture) requireStepTimes(id int64, want map[string]stepTimes, what string) {
 	f.t.Helper()
 	_, steps := f.load(id)
-	for name, w := range want {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		w := want[name]
 		s := stepByName(steps, name)
 		require.Equal(f.t, name, s.Name, "%s: step %q is not recorded", what, name)
 		requireTime(f.t, w.created, s.CreatedAt, fmt.Sprintf("%s: step %q created at", what, name))
