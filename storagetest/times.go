@@ -156,7 +156,8 @@ func testTimesRun(t *testing.T, factory Factory) {
 }
 
 // testTimesControl: the operator's units and spawns stamp their times too: Retry, Cancel,
-// Release, a stalled finish (not final: no finished time) and the children of a spawn.
+// Release, a stalled finish (not final: no finished time), and SpawnBatch on the parent and
+// its children.
 func testTimesControl(t *testing.T, factory Factory) {
 	f := newFixture(t, factory)
 
@@ -179,11 +180,12 @@ func testTimesControl(t *testing.T, factory Factory) {
 	require.NoError(t, f.s.Release(f.ctx, rl, east(nrel)))
 	f.requireTimesEverywhere(rw.ID, workflowTimes{created: at(0), updated: nrel, runAt: nrel}, "after Release")
 
-	_, pl := f.start("times.parent")
+	p, pl := f.start("times.parent")
 	ns, later := atMicro(3*time.Minute), atMicro(time.Hour)
 	children := kids("times.child", "k", 0, 3)
 	children[2].RunAt = east(later)
 	res := f.spawn(pl, storage.SpawnRequest{Branch: "branch$b", Steps: []storage.Step{branchStep("branch$b")}, Children: children, Now: east(ns)})
+	f.requireTimesEverywhere(p.ID, workflowTimes{created: at(0), updated: ns, runAt: at(ttl)}, "the parent after SpawnBatch")
 	got := requireChildren(f, res.BranchStepID, childKeys(children))
 	for _, child := range got {
 		runAt := ns
