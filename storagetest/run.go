@@ -1,27 +1,3 @@
-// Package storagetest is the conformance suite for storage.Storage backends.
-//
-// A backend author proves a backend with one call from an ordinary test:
-//
-//	func TestConformance(t *testing.T) {
-//		storagetest.Run(t, func(t *testing.T) storage.Storage {
-//			s, err := mybackend.Open(filepath.Join(t.TempDir(), "test.db"))
-//			require.NoError(t, err)
-//			t.Cleanup(func() { s.Close() })
-//			return s
-//		})
-//	}
-//
-// The factory must return a fresh, empty store each time it is called (a new file, schema or
-// database) and register its own cleanup with t.Cleanup. The storage cases run in parallel,
-// each against its own store, so a backend is also exercised under concurrent use; run the
-// suite with -race.
-//
-// Every case passes explicit times (a fixed base time plus offsets) in its requests, as the
-// contract asks, so when workflows are due does not depend on the machine's clock. Leases
-// expire by the store's own clock, which no request moves: the cases that need a lease to
-// expire give it a short real TTL and wait, polling the store with a deadline, until the
-// store's clock has passed it. A failing case names the promise of the storage.Storage
-// contract that the backend broke.
 package storagetest
 
 import (
@@ -35,10 +11,15 @@ import (
 type Factory func(t *testing.T) storage.Storage
 
 // Run proves that the stores made by factory keep the storage.Storage contract. It runs every
-// storage-level case as a parallel subtest of "storage", each on a store of its own, and then
-// runs workflows end to end through the sdk and dispatch packages on the backend.
-func Run(t *testing.T, factory Factory) {
+// storage-level case as a parallel subtest of "storage", each on a store of its own, then the
+// cases of optional interfaces (see Capability), and then runs workflows end to end through
+// the sdk and dispatch packages on the backend. It fails t at once if opts are malformed.
+func Run(t *testing.T, factory Factory, opts ...Option) {
 	t.Helper()
+	o, err := newOptions(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Run("storage", func(t *testing.T) {
 		for _, c := range storageCases() {
 			t.Run(c.name, func(t *testing.T) {
@@ -46,6 +27,7 @@ func Run(t *testing.T, factory Factory) {
 				c.run(t, factory)
 			})
 		}
+		runCapabilityCases(t, factory, o)
 	})
 	runEndToEnd(t, factory)
 }
@@ -72,6 +54,12 @@ func storageCases() []storageCase {
 		{"ListErrorsLimit", testListErrorsLimit},
 		{"ListErrorsUnknown", testListErrorsUnknown},
 		{"CloseRefusesLaterCalls", testCloseRefusesLaterCalls},
+
+		{"TimesRun", testTimesRun},
+		{"TimesControl", testTimesControl},
+		{"TimesSteps", testTimesSteps},
+		{"TimesErrors", testTimesErrors},
+		{"TimesUTC", testTimesUTC},
 
 		{"ClaimDueInRunAtOrder", testClaimDueInRunAtOrder},
 		{"ClaimLimit", testClaimLimit},

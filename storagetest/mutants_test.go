@@ -1,0 +1,363 @@
+package storagetest_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chronoforge/chronoforge/storage"
+)
+
+// Mutants: wrappers over a correct store (bbolt) that each break one promise of the
+// contract. TestSuiteCatchesMutants runs the suite against every one of them and requires
+// that the cases named with it fail, and that the same cases pass on the unbroken store.
+
+// mutant is one broken store and the cases of the suite that must catch it.
+type mutant struct {
+	name string
+	// wrap breaks the correct store s.
+	wrap func(s storage.Storage) storage.Storage
+	// caughtBy are the cases (subtests of "storage") that must fail, each with says in its
+	// output, so a case failing for another reason does not count.
+	caughtBy []string
+	says     string
+}
+
+// The read methods a time mutant may be limited to.
+const (
+	onCreate = "CreateWorkflow"
+	onGet    = "GetWorkflow"
+	onFind   = "FindWorkflow"
+	onLoad   = "Load"
+	onList   = "ListWorkflows"
+	onClaim  = "Claim"
+	onRetry  = "Retry"
+)
+
+// timeMutant changes the times that the read methods of a correct store return.
+type timeMutant struct {
+	storage.Storage
+	// on limits the workflow change to these methods; empty means every method.
+	on       []string
+	workflow func(w *storage.Workflow)
+	step     func(s *storage.Step)
+	record   func(e *storage.ErrorRecord)
+}
+
+func (m *timeMutant) w(method string, w storage.Workflow) storage.Workflow {
+	if m.workflow != nil && (len(m.on) == 0 || slices.Contains(m.on, method)) {
+		m.workflow(&w)
+	}
+	return w
+}
+
+func (m *timeMutant) ws(method string, ws []storage.Workflow) []storage.Workflow {
+	for i := range ws {
+		ws[i] = m.w(method, ws[i])
+	}
+	return ws
+}
+
+func (m *timeMutant) CreateWorkflow(ctx context.Context, nw storage.NewWorkflow) (storage.Workflow, bool, error) {
+	w, created, err := m.Storage.CreateWorkflow(ctx, nw)
+	return m.w(onCreate, w), created, err
+}
+
+func (m *timeMutant) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, error) {
+	w, err := m.Storage.GetWorkflow(ctx, id)
+	return m.w(onGet, w), err
+}
+
+func (m *timeMutant) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
+	w, err := m.Storage.FindWorkflow(ctx, name, key)
+	return m.w(onFind, w), err
+}
+
+func (m *timeMutant) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
+	w, steps, err := m.Storage.Load(ctx, id)
+	if m.step != nil {
+		for i := range steps {
+			m.step(&steps[i])
+		}
+	}
+	return m.w(onLoad, w), steps, err
+}
+
+func (m *timeMutant) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
+	ws, err := m.Storage.Claim(ctx, r)
+	return m.ws(onClaim, ws), err
+}
+
+func (m *timeMutant) Retry(ctx context.Context, id int64, r storage.RetryRequest) (storage.Workflow, error) {
+	w, err := m.Storage.Retry(ctx, id, r)
+	return m.w(onRetry, w), err
+}
+
+func (m *timeMutant) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
+	ws, err := m.Storage.ListWorkflows(ctx, f)
+	return m.ws(onList, ws), err
+}
+
+func (m *timeMutant) ListErrors(ctx context.Context, id int64, limit int) ([]storage.ErrorRecord, error) {
+	recs, err := m.Storage.ListErrors(ctx, id, limit)
+	if m.record != nil {
+		for i := range recs {
+			m.record(&recs[i])
+		}
+	}
+	return recs, err
+}
+
+// Changes of one time.
+
+func zero(t *time.Time)    { *t = time.Time{} }
+func seconds(t *time.Time) { *t = t.Truncate(time.Second) }
+func millis(t *time.Time)  { *t = t.Truncate(time.Millisecond) }
+
+// elsewhere moves a time to another zone: the same instant, not in UTC.
+func elsewhere(t *time.Time) {
+	if !t.IsZero() {
+		*t = t.In(time.FixedZone("UTC-03:00", -3*3600))
+	}
+}
+
+// allWorkflowTimes applies change to every time of a workflow.
+func allWorkflowTimes(change func(*time.Time)) func(*storage.Workflow) {
+	return func(w *storage.Workflow) {
+		for _, t := range []*time.Time{&w.CreatedAt, &w.UpdatedAt, &w.FinishedAt, &w.RunAt, &w.LeaseUntil} {
+			change(t)
+		}
+	}
+}
+
+// allStepTimes applies change to every time of a step record.
+func allStepTimes(change func(*time.Time)) func(*storage.Step) {
+	return func(s *storage.Step) {
+		for _, t := range []*time.Time{&s.CreatedAt, &s.UpdatedAt, &s.CompletedAt} {
+			change(t)
+		}
+	}
+}
+
+// timeMutants are the stores that lose, truncate or move the times they return.
+func timeMutants() []mutant {
+	workflowOn := func(name string, on []string, change func(*storage.Workflow), says string, caughtBy ...string) mutant {
+		return mutant{name: name, says: says, caughtBy: caughtBy, wrap: func(s storage.Storage) storage.Storage {
+			return &timeMutant{Storage: s, on: on, workflow: change}
+		}}
+	}
+	workflow := func(name string, change func(*storage.Workflow), says string, caughtBy ...string) mutant {
+		return workflowOn(name, nil, change, says, caughtBy...)
+	}
+	step := func(name string, change func(*storage.Step), says string, caughtBy ...string) mutant {
+		return mutant{name: name, says: says, caughtBy: caughtBy, wrap: func(s storage.Storage) storage.Storage {
+			return &timeMutant{Storage: s, step: change}
+		}}
+	}
+	record := func(name string, change func(*storage.ErrorRecord), says string, caughtBy ...string) mutant {
+		return mutant{name: name, says: says, caughtBy: caughtBy, wrap: func(s storage.Storage) storage.Storage {
+			return &timeMutant{Storage: s, record: change}
+		}}
+	}
+	createdZero := func(w *storage.Workflow) { w.CreatedAt = time.Time{} }
+
+	ms := []mutant{
+		workflow("workflow-times-truncated-to-seconds", allWorkflowTimes(seconds), ".123456 +0000 UTC, got", "TimesRun", "TimesControl"),
+		workflow("workflow-times-truncated-to-milliseconds", allWorkflowTimes(millis), ".123456 +0000 UTC, got", "TimesRun", "TimesControl"),
+		workflow("workflow-times-not-in-utc", allWorkflowTimes(elsewhere), "want a time in UTC", "TimesUTC"),
+		workflow("workflow-created-at-zeroed", createdZero, "created at: want", "TimesRun", "TimesControl"),
+		workflow("workflow-updated-at-zeroed", func(w *storage.Workflow) { w.UpdatedAt = time.Time{} }, "updated at: want", "TimesRun", "TimesControl"),
+		workflow("workflow-updated-at-not-kept", func(w *storage.Workflow) { w.UpdatedAt = w.CreatedAt }, "updated at: want", "TimesRun", "TimesControl"),
+		workflow("workflow-finished-at-zeroed", func(w *storage.Workflow) { w.FinishedAt = time.Time{} }, "finished at: want", "TimesRun", "TimesControl"),
+		workflow("workflow-run-at-truncated-to-seconds", func(w *storage.Workflow) { seconds(&w.RunAt) }, "run at: want", "TimesRun", "TimesControl"),
+
+		step("step-times-zeroed-on-load", allStepTimes(zero), "created at: want", "TimesSteps"),
+		step("step-created-at-zeroed", func(s *storage.Step) { s.CreatedAt = time.Time{} }, "created at: want", "TimesSteps"),
+		step("step-updated-at-zeroed", func(s *storage.Step) { s.UpdatedAt = time.Time{} }, "updated at: want", "TimesSteps"),
+		step("step-completed-at-zeroed", func(s *storage.Step) { s.CompletedAt = time.Time{} }, "completed at: want", "TimesSteps"),
+		step("step-created-at-not-kept", func(s *storage.Step) { s.CreatedAt = s.UpdatedAt }, "created at: want", "TimesSteps"),
+		step("step-updated-at-not-kept", func(s *storage.Step) { s.UpdatedAt = s.CreatedAt }, "updated at: want", "TimesSteps"),
+		step("step-times-truncated-to-seconds", allStepTimes(seconds), ".123456 +0000 UTC, got", "TimesSteps"),
+		step("step-times-truncated-to-milliseconds", allStepTimes(millis), ".123456 +0000 UTC, got", "TimesSteps"),
+		step("step-times-not-in-utc", allStepTimes(elsewhere), "want a time in UTC", "TimesUTC"),
+
+		record("error-created-at-zeroed", func(e *storage.ErrorRecord) { e.CreatedAt = time.Time{} }, "created at of the error record", "TimesErrors"),
+		record("error-created-at-truncated-to-milliseconds", func(e *storage.ErrorRecord) { millis(&e.CreatedAt) }, "created at of the error record", "TimesErrors"),
+		record("error-created-at-not-in-utc", func(e *storage.ErrorRecord) { elsewhere(&e.CreatedAt) }, "want a time in UTC", "TimesUTC"),
+	}
+	// A workflow's CreatedAt lost on one read method only.
+	for _, c := range []struct {
+		on       string
+		caughtBy []string
+	}{
+		{onCreate, []string{"TimesRun"}},
+		{onGet, []string{"TimesRun", "TimesControl"}},
+		{onFind, []string{"TimesRun", "TimesControl"}},
+		{onLoad, []string{"TimesRun", "TimesControl"}},
+		{onList, []string{"TimesRun", "TimesControl"}},
+		{onClaim, []string{"TimesRun"}},
+		{onRetry, []string{"TimesControl"}},
+	} {
+		ms = append(ms, workflowOn("workflow-created-at-zeroed-by-"+c.on, []string{c.on}, createdZero, "created at: want", c.caughtBy...))
+	}
+	return ms
+}
+
+// notifierFault is how a notifier mutant breaks storage.Notifier.
+type notifierFault int
+
+const (
+	faultNone         notifierFault = iota
+	faultSilent                     // never sends
+	faultCreateOnly                 // sends for creates only
+	faultNeverCloses                // keeps a channel open after its context ended
+	faultClosesAll                  // the end of one listener's context closes every channel
+	faultFirstOnly                  // only the first listener receives
+	faultBlocks                     // a send waits for the listener to read
+	faultNotCoalesced               // queues a value per change
+)
+
+// notifier adds a storage.Notifier to a store without one: after each write that makes a
+// workflow runnable (create, spawn, wake, retry, release) it sends to every listener,
+// coalesced, never blocking, and closes a listener's channel when its context ends. With a
+// fault it breaks that promise in one way.
+type notifier struct {
+	storage.Storage
+	fault notifierFault
+
+	mu    sync.Mutex
+	subs  map[chan struct{}]context.Context
+	first chan struct{}
+}
+
+var _ storage.Notifier = (*notifier)(nil)
+
+func (n *notifier) Listen(ctx context.Context) (<-chan struct{}, error) {
+	size := 1
+	switch n.fault {
+	case faultBlocks:
+		size = 0
+	case faultNotCoalesced:
+		size = 1024
+	}
+	ch := make(chan struct{}, size)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.subs == nil {
+		n.subs = map[chan struct{}]context.Context{}
+		n.first = ch
+	}
+	n.subs[ch] = ctx
+	context.AfterFunc(ctx, func() { n.stop(ch) })
+	return ch, nil
+}
+
+// stop ends a listener whose context ended.
+func (n *notifier) stop(ch chan struct{}) {
+	if n.fault == faultNeverCloses || n.fault == faultBlocks {
+		return // a blocked send may still be in flight: closing would make it panic
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for c := range n.subs {
+		if c == ch || n.fault == faultClosesAll {
+			delete(n.subs, c)
+			close(c)
+		}
+	}
+}
+
+// notify tells the listeners that a workflow may have become runnable.
+func (n *notifier) notify(create bool) {
+	if n.fault == faultSilent || (n.fault == faultCreateOnly && !create) {
+		return
+	}
+	n.mu.Lock()
+	subs := make(map[chan struct{}]context.Context, len(n.subs))
+	for ch, ctx := range n.subs {
+		if n.fault != faultFirstOnly || ch == n.first {
+			subs[ch] = ctx
+		}
+	}
+	n.mu.Unlock()
+	for ch, ctx := range subs {
+		if n.fault == faultBlocks {
+			select {
+			case ch <- struct{}{}:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		n.mu.Lock()
+		if _, live := n.subs[ch]; live {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		n.mu.Unlock()
+	}
+}
+
+func (n *notifier) CreateWorkflow(ctx context.Context, nw storage.NewWorkflow) (storage.Workflow, bool, error) {
+	w, created, err := n.Storage.CreateWorkflow(ctx, nw)
+	if err == nil && created {
+		n.notify(true)
+	}
+	return w, created, err
+}
+
+func (n *notifier) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+	res, err := n.Storage.SpawnBatch(ctx, l, r)
+	if err == nil && res.Inserted > 0 {
+		n.notify(true)
+	}
+	return res, err
+}
+
+func (n *notifier) Wake(ctx context.Context, id int64, at time.Time) (bool, error) {
+	woken, err := n.Storage.Wake(ctx, id, at)
+	if err == nil && woken {
+		n.notify(false)
+	}
+	return woken, err
+}
+
+func (n *notifier) Retry(ctx context.Context, id int64, r storage.RetryRequest) (storage.Workflow, error) {
+	w, err := n.Storage.Retry(ctx, id, r)
+	if err == nil {
+		n.notify(false)
+	}
+	return w, err
+}
+
+func (n *notifier) Release(ctx context.Context, l storage.Lease, now time.Time) error {
+	err := n.Storage.Release(ctx, l, now)
+	if err == nil {
+		n.notify(false)
+	}
+	return err
+}
+
+// notifierMutants are the notifiers that break storage.Notifier's promises.
+func notifierMutants() []mutant {
+	m := func(name string, fault notifierFault, says string, caughtBy ...string) mutant {
+		return mutant{name: name, says: says, caughtBy: caughtBy, wrap: func(s storage.Storage) storage.Storage {
+			return &notifier{Storage: s, fault: fault}
+		}}
+	}
+	return []mutant{
+		m("notifier-silent", faultSilent, "listeners received nothing",
+			"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners"),
+		m("notifier-on-create-only", faultCreateOnly, "listeners received nothing", "NotifyWake", "NotifyRetry", "NotifyRelease"),
+		m("notifier-never-closes", faultNeverCloses, "was not closed", "NotifyListeners"),
+		m("notifier-one-end-closes-all", faultClosesAll, "channel closed instead of receiving", "NotifyListeners"),
+		m("notifier-first-listener-only", faultFirstOnly, "listeners received nothing", "NotifyListeners"),
+		m("notifier-blocks-the-store", faultBlocks, "sends must never block the store", "NotifyCoalesced"),
+		m("notifier-not-coalesced", faultNotCoalesced, "notifications must coalesce", "NotifyCoalesced"),
+	}
+}
+
+// correctNotifier is the notifier without a fault: the control of the notifier mutants.
+func correctNotifier(s storage.Storage) storage.Storage { return &notifier{Storage: s} }
