@@ -241,8 +241,14 @@ func (w *mergeWait) branchOf(id int64) string {
 // from the drain rate (children finished per second since the last probe), clamped to
 // [Min, Max]. It updates w in place. For probeFailed it returns the broken child.
 func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeResult, storage.Workflow, error) {
+	n, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: incomplete, Cap: MergeCap})
+	if err != nil {
+		return 0, storage.Workflow{}, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
+	}
 	if w.FailFast {
-		// Before the count of unfinished children: a cancelled child is not unfinished.
+		// After the count: once no child is unfinished, the broken ones (final, or stalled
+		// and counted above) can no longer change unseen, so a child cancelled while the
+		// probe ran is never missed.
 		bad, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: broken, Cap: 1})
 		if err != nil {
 			return 0, storage.Workflow{}, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
@@ -259,10 +265,6 @@ func (e *Engine) probe(ctx context.Context, w *mergeWait, now time.Time) (probeR
 				}
 			}
 		}
-	}
-	n, err := e.store.CountChildren(ctx, storage.ChildQuery{StepIDs: w.StepIDs, States: incomplete, Cap: MergeCap})
-	if err != nil {
-		return 0, storage.Workflow{}, fmt.Errorf("merge probe of branches %v: %w", w.Branches, err)
 	}
 	if n == 0 {
 		return probeDone, storage.Workflow{}, nil

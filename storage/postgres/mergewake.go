@@ -64,7 +64,7 @@ func (s *Store) WakeMergeWaiters(ctx context.Context, r storage.MergeWakeRequest
 		"step_ids": slices.Compact(slices.Sorted(slices.Values(r.StepIDs))),
 		"states":   strs(probeOrder(r.States)),
 		"at":       ts(r.At),
-		"merge":    storage.WaitMerge,
+		"merge":    string(storage.WaitMerge),
 	}
 	var woken, notified int64
 	err := retry(ctx, idempotent, func(ctx context.Context) error {

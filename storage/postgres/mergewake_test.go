@@ -109,7 +109,7 @@ func TestWakeMergeWaitersUsesIndex(t *testing.T) {
 
 	index := s.prefix + "workflows_children"
 	bothColumns := regexp.MustCompile(`Index Cond: \(\(parent_step_id = \S+\) AND \(state = \S+\)\)`)
-	args := pgx.StrictNamedArgs{"step_ids": steps, "states": strs(waitedOn), "at": ts(time.Now()), "merge": storage.WaitMerge}
+	args := pgx.StrictNamedArgs{"step_ids": steps, "states": strs(waitedOn), "at": ts(time.Now()), "merge": string(storage.WaitMerge)}
 
 	// EXPLAIN ANALYZE runs the statement: in a transaction rolled back afterwards.
 	tx, err := s.pool.Begin(ctx)
