@@ -182,6 +182,8 @@ func TestInvalidOptions(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrInvalid, "nil pool")
 	_, err = New(pool, nil)
 	require.ErrorIs(t, err, storage.ErrInvalid, "nil option")
+	_, err = New(pool, WithLogger(nil))
+	require.ErrorIs(t, err, storage.ErrInvalid, "nil logger")
 
 	s, err := New(pool)
 	require.NoError(t, err)
