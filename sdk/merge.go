@@ -433,7 +433,7 @@ func FoldResults[Out, Acc any](c *Context, name, branch string, init Acc, fn fun
 // childResults pages through the children of branch step stepID, in ID order.
 func childResults[Out any](ctx context.Context, e *Engine, branch string, stepID int64, pageSize int) iter.Seq2[ChildResult[Out], error] {
 	return func(yield func(ChildResult[Out], error) bool) {
-		limit := storage.ClampLimit(pageSize, 500, 1000)
+		limit := storage.ClampLimit(pageSize, 500, storage.MaxListLimit)
 		var after int64
 		for {
 			page, err := e.store.ListWorkflows(ctx, storage.ListFilter{ParentStepID: stepID, AfterID: after, Limit: limit})

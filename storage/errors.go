@@ -30,6 +30,13 @@ var (
 	// child of the branch step being spawned (another branch's child, or a root workflow).
 	// The whole batch was refused: nothing was written.
 	ErrConflict = errors.New("storage: child key held by another workflow")
+	// ErrSchemaTooNew: the store's tables were migrated by a newer build than this one, which
+	// could not keep them consistent, and are left untouched. Upgrade the binary. (SQL
+	// backends, from Migrate and from any method.)
+	ErrSchemaTooNew = errors.New("storage: the database schema is newer than this build")
+	// ErrNotMigrated: the store's tables do not exist or are older than this build. Call the
+	// backend's Migrate. (SQL backends, from any method but Migrate.)
+	ErrNotMigrated = errors.New("storage: the database schema is not migrated (call Migrate)")
 )
 
 // ConflictError is the error SpawnBatch returns (possibly wrapped) when a child of the batch

@@ -259,7 +259,8 @@ type ListFilter struct {
 	ParentStepID int64
 	// AfterID pages: only workflows with an ID greater than it, in ID order.
 	AfterID int64
-	// Limit is the page size; 0 means 100, and at most 1,000 are returned.
+	// Limit is the page size; 0 or less means DefaultListLimit (100), and at most
+	// MaxListLimit (1,000) are returned.
 	Limit int
 }
 

@@ -264,7 +264,7 @@ type Storage interface {
 
 	// ListErrors returns the error records of a workflow in the order they were written (ID
 	// order; their CreatedAt, which callers may set, is not the order), at most limit (0 or
-	// less means 100), in one round trip. It returns ErrNotFound for an unknown workflow.
+	// less means DefaultErrorsLimit, 100), in one round trip. It returns ErrNotFound for an unknown workflow.
 	ListErrors(ctx context.Context, workflowID int64, limit int) ([]ErrorRecord, error)
 
 	// DeleteFinished deletes up to r.Limit final workflows whose FinishedAt is before

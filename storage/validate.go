@@ -135,6 +135,14 @@ func ValidateLease(l Lease) error {
 	return nil
 }
 
+// ValidateFind checks the input of FindWorkflow: a valid workflow name and key.
+func ValidateFind(name, key string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	return ValidateKey(key)
+}
+
 // ValidateNew checks the input of CreateWorkflow: name, key, payload sizes, Now (given and in
 // range), RunAt (zero or in range) and ParentStepID (not negative).
 func ValidateNew(w NewWorkflow) error {
@@ -376,14 +384,6 @@ func Truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-// ClampLimit returns limit, or def when limit is not positive, and never more than max.
-func ClampLimit(limit, def, max int) int {
-	if limit <= 0 {
-		return def
-	}
-	return min(limit, max)
 }
 
 // Earliest returns the earlier of two times where the zero time means "never".

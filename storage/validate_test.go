@@ -40,6 +40,9 @@ func TestValidateNamesAndKeys(t *testing.T) {
 		{"empty key", ValidateKey(""), ErrInvalid},
 		{"long key", ValidateKey(strings.Repeat("k", MaxKeyLen+1)), ErrInvalid},
 		{"DEL in key", ValidateKey("a\x7f"), ErrInvalid},
+		{"find ok", ValidateFind("order.charge", "order-1"), nil},
+		{"find bad name", ValidateFind("a$b", "k"), ErrInvalid},
+		{"find empty key", ValidateFind("w", ""), ErrInvalid},
 	})
 }
 

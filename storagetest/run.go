@@ -115,9 +115,11 @@ func storageCases() []storageCase {
 		{"ListPaging", testListPaging},
 		{"ListFilters", testListFilters},
 		{"ListLimitCap", testListLimitCap},
+		{"ListLimitDefaults", testListLimitDefaults},
 
 		{"CleanupFinished", testCleanupFinished},
 		{"CleanupLimit", testCleanupLimit},
+		{"CleanupDefaultLimit", testCleanupDefaultLimit},
 		{"CleanupRemovesRecords", testCleanupRemovesRecords},
 
 		{"SpawnIdempotent", testSpawnIdempotent},

@@ -1,6 +1,8 @@
-// Package sqlmigrate loads the versioned SQL migrations that the SQL backends embed. Applying
-// them (locking, recording versions) is each backend's own business; reading and ordering
-// the files is the same for all of them.
+// Package sqlmigrate loads the versioned SQL migrations that the SQL backends embed and judges
+// the version a database records. Applying them (locking, recording versions) is each
+// backend's own business; reading and ordering the files, and the errors a backend returns
+// for a schema it cannot use (storage.ErrSchemaTooNew, storage.ErrNotMigrated), are the same
+// for all of them.
 package sqlmigrate
 
 import (
@@ -10,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/chronoforge/chronoforge/storage"
 )
 
 // Migration is one migration file, numbered by the digits its name starts with
@@ -47,4 +51,33 @@ func Load(fsys fs.FS, dir string) ([]Migration, error) {
 		}
 	}
 	return out, nil
+}
+
+// CheckNewer returns an error wrapping storage.ErrSchemaTooNew when the version recorded in
+// table is newer than known, the last version this build has; otherwise nil. Migrate checks
+// this before it applies anything.
+func CheckNewer(table string, recorded, known int) error {
+	if recorded > known {
+		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", storage.ErrSchemaTooNew, table, recorded, known)
+	}
+	return nil
+}
+
+// Check returns nil when table records exactly the version this build works with, known,
+// and otherwise an error wrapping storage.ErrSchemaTooNew (newer) or storage.ErrNotMigrated
+// (older). A backend checks this before its first unit.
+func Check(table string, recorded, known int) error {
+	if err := CheckNewer(table, recorded, known); err != nil {
+		return err
+	}
+	if recorded < known {
+		return fmt.Errorf("%w: %s records version %d, this build needs %d", storage.ErrNotMigrated, table, recorded, known)
+	}
+	return nil
+}
+
+// Missing is the error for a version table (or its database or schema) that does not exist:
+// it wraps storage.ErrNotMigrated.
+func Missing(table string) error {
+	return fmt.Errorf("%w: %s does not exist", storage.ErrNotMigrated, table)
 }

@@ -1,8 +1,11 @@
 package sqlmigrate
 
 import (
+	"errors"
 	"testing"
 	"testing/fstest"
+
+	"github.com/chronoforge/chronoforge/storage"
 )
 
 func TestLoadOrdersAndChecksVersions(t *testing.T) {
@@ -22,5 +25,29 @@ func TestLoadOrdersAndChecksVersions(t *testing.T) {
 		if _, err := Load(fsys, "m"); err == nil {
 			t.Errorf("%s: Load accepted a bad set of migrations", name)
 		}
+	}
+}
+
+// TestCheckVersions: every SQL backend judges the recorded version the same way, with the
+// sentinels of package storage.
+func TestCheckVersions(t *testing.T) {
+	for _, tc := range []struct {
+		recorded   int
+		check, new error
+	}{
+		{0, storage.ErrNotMigrated, nil},
+		{2, storage.ErrNotMigrated, nil},
+		{3, nil, nil},
+		{4, storage.ErrSchemaTooNew, storage.ErrSchemaTooNew},
+	} {
+		if err := Check("t", tc.recorded, 3); !errors.Is(err, tc.check) || (tc.check == nil) != (err == nil) {
+			t.Errorf("Check of version %d of 3 = %v, want %v", tc.recorded, err, tc.check)
+		}
+		if err := CheckNewer("t", tc.recorded, 3); !errors.Is(err, tc.new) || (tc.new == nil) != (err == nil) {
+			t.Errorf("CheckNewer of version %d of 3 = %v, want %v", tc.recorded, err, tc.new)
+		}
+	}
+	if err := Missing("t"); !errors.Is(err, storage.ErrNotMigrated) {
+		t.Errorf("Missing = %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -21,7 +20,7 @@ func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (i
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	limit := storage.ClampLimit(r.Limit, 1000, math.MaxInt)
+	limit := storage.CleanupLimit(r)
 	cutoff := timeIDKey(r.Before, 0) // id 0 is never used, so this sorts before every row at Before
 	var deleted int
 	err := s.update(func(t *txn) error {

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -99,10 +98,7 @@ func (s *Store) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, er
 // FindWorkflow returns the workflow with the given name and key, or an error wrapping
 // storage.ErrNotFound.
 func (s *Store) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
-	if err := storage.ValidateName(name); err != nil {
-		return storage.Workflow{}, err
-	}
-	if err := storage.ValidateKey(key); err != nil {
+	if err := storage.ValidateFind(name, key); err != nil {
 		return storage.Workflow{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -172,7 +168,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	limit := storage.ClampLimit(f.Limit, 100, 1000)
+	limit := storage.ListLimit(f)
 	after := max(f.AfterID, 0)
 	// DueBy is compared as a time.Time, never encoded, so any value works as it is.
 	dueBy := f.DueBy
@@ -293,7 +289,7 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	limit = storage.ClampLimit(limit, 100, math.MaxInt)
+	limit = storage.ErrorsLimit(limit)
 	var out []storage.ErrorRecord
 	err := s.view(func(t *txn) error {
 		if _, err := t.get(workflowID); err != nil {

@@ -53,7 +53,8 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 			}
 			break
 		}
-		if attempt >= maxAttempts || ctx.Err() != nil || !transient(err, idempotent) {
+		// Claims deadlock with each other by design (see claimQuery): the deadlock budget.
+		if attempt >= attempts(err) || ctx.Err() != nil || !transient(err, idempotent) {
 			return nil, fmt.Errorf("mysql: claim for %q: %w", r.Owner, err)
 		}
 		if !transient(err, once) {
@@ -87,6 +88,12 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 // r.Limit of each, however many other rows are due. A running row whose lease is live by the
 // server's clock is passed over (and, as InnoDB locks what a locking read passes, locked
 // until the claim ends): it is due only for a caller whose clock runs ahead.
+//
+// Concurrent claims deadlock with each other now and then, by design: under REPEATABLE READ
+// a scan that reaches the end of a name's due rows locks the gap after them, and the rows a
+// claim takes move into that gap (their run_at becomes r.Now+r.TTL), so two claims that both
+// scanned to the end wait for each other's gap. InnoDB rolls one back and Claim runs it again
+// with the deadlock budget of every unit (see attempts).
 func (s *Store) claimQuery(r storage.ClaimRequest, now, runAt time.Time, nonce int64) (string, []any) {
 	names := slices.Compact(slices.Sorted(slices.Values(r.Names)))
 	var b strings.Builder
@@ -166,10 +173,12 @@ func (s *Store) readClaimed(ctx context.Context, r storage.ClaimRequest, runAt t
 	return out, err
 }
 
-// pause sleeps before attempt+1 of a transient failure, or returns ctx's error.
+// pause sleeps before attempt+1 of a transient failure, or returns ctx's error. The pause
+// grows from firstBackoff and is drawn at random from [d, 2d) with 2d at most maxBackoff, so
+// units that failed together (the two sides of a deadlock) retry apart, also at the cap.
 func pause(ctx context.Context, attempt int) error {
-	d := firstBackoff << min(attempt-1, 5)
-	d = min(d+rand.N(d), maxBackoff)
+	d := min(firstBackoff<<min(attempt-1, 5), maxBackoff/2)
+	d += rand.N(d)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

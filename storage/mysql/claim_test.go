@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -108,6 +109,29 @@ func TestClaimStress(t *testing.T) {
 		}
 		require.Equal(t, 50, extras)
 	}
+}
+
+// TestClaimRetriesDeadlocks: concurrent claims deadlock with each other by design (see
+// claimQuery), and InnoDB rolls the victim back, so a claim retries a deadlock with the same
+// budget as every other unit, more than the budget for other transient failures, and only
+// gives up when that is spent.
+func TestClaimRetriesDeadlocks(t *testing.T) {
+	t.Parallel()
+	s, c := countingStore(t)
+	for i := range 3 {
+		create(t, s, "deadlock", fmt.Sprint(i), at(time.Duration(i)))
+	}
+	c.deadlocks.Store(maxAttempts + 2)
+	got := claimAll(t, s, at(time.Second), 2, "deadlock")
+	require.Len(t, got, 2, "the claim outlasted %d deadlocks", maxAttempts+2)
+	require.Zero(t, c.deadlocks.Load())
+
+	c.deadlocks.Store(maxDeadlockAttempts)
+	_, err := s.Claim(context.Background(), storage.ClaimRequest{Owner: "test", Limit: 2, Names: []string{"deadlock"}, TTL: time.Minute, Now: at(time.Second)})
+	var my *gomysql.MySQLError
+	require.ErrorAs(t, err, &my, "a claim that deadlocks %d times in a row reports it", maxDeadlockAttempts)
+	require.EqualValues(t, erLockDeadlock, my.Number)
+	require.Len(t, claimAll(t, s, at(time.Second), 2, "deadlock"), 1, "the failed claim took nothing")
 }
 
 // TestClaimLocksOnlyItsNames: while a claim for some names holds the rows it picked, a claim

@@ -3,7 +3,6 @@ package mysql
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -19,7 +18,7 @@ func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (i
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}
-	limit := storage.ClampLimit(r.Limit, 1000, math.MaxInt32)
+	limit := storage.CleanupLimit(r)
 	// Stored times are whole microseconds, so "before r.Before" is "before r.Before rounded
 	// up to the microsecond".
 	before := micro(r.Before)

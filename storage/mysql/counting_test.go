@@ -24,6 +24,22 @@ type counts struct {
 	dropAt    atomic.Int64
 	dropAfter atomic.Bool
 	drops     atomic.Int64
+
+	// deadlocks is how many of the next execs fail with InnoDB's deadlock error, unsent.
+	deadlocks atomic.Int64
+}
+
+// deadlock reports whether the current exec is to fail with a deadlock, and counts it.
+func (c *counts) deadlock() bool {
+	for {
+		n := c.deadlocks.Load()
+		if n <= 0 {
+			return false
+		}
+		if c.deadlocks.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 // dropConnection arranges for the connection to break at the n-th statement from now.
@@ -128,6 +144,9 @@ var (
 func (cc *countingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if cc.broken.Load() {
 		return nil, driver.ErrBadConn
+	}
+	if cc.c.deadlock() {
+		return nil, &gomysql.MySQLError{Number: erLockDeadlock, Message: "Deadlock found when trying to get lock (injected)"}
 	}
 	drop, after := cc.c.fault()
 	if drop && !after {

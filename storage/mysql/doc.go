@@ -89,7 +89,8 @@
 //
 // Deadlocks, lock wait timeouts and connections lost before COMMIT are retried inside the
 // backend, a few times with a short jittered backoff, where the unit is a whole transaction
-// or otherwise safe to repeat. A COMMIT whose reply is lost, and other errors, are returned
+// or otherwise safe to repeat. Deadlocks get a larger budget: concurrent claims cause them
+// by design (see Store.Claim), and the server rolled the victim back. A COMMIT whose reply is lost, and other errors, are returned
 // wrapped. database/sql reconnects by itself, so a database restart costs the calls made
 // while it is down, and nothing after.
 //

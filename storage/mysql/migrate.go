@@ -14,15 +14,18 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/chronoforge/chronoforge/internal/sqlmigrate"
+	"github.com/chronoforge/chronoforge/storage"
 )
 
-// Errors about the database schema. Callers test them with errors.Is.
+// Errors about the database schema, shared by the SQL backends: each is the same value as
+// its namesake in package storage, so errors.Is matches either name.
 var (
-	// ErrSchemaTooNew: the tables were migrated by a newer build than this one, which could
-	// not keep them consistent. Upgrade the binary.
-	ErrSchemaTooNew = errors.New("mysql: the database schema is newer than this build")
-	// ErrNotMigrated: the tables do not exist or are older than this build. Call Migrate.
-	ErrNotMigrated = errors.New("mysql: the database schema is not migrated (call Migrate)")
+	// ErrSchemaTooNew is storage.ErrSchemaTooNew: the tables were migrated by a newer build
+	// than this one, which could not keep them consistent. Upgrade the binary.
+	ErrSchemaTooNew = storage.ErrSchemaTooNew
+	// ErrNotMigrated is storage.ErrNotMigrated: the tables do not exist or are older than
+	// this build. Call Migrate.
+	ErrNotMigrated = storage.ErrNotMigrated
 )
 
 //go:embed migrations/*.sql
@@ -141,8 +144,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err := conn.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM "+s.versions).Scan(&current); err != nil {
 		return fmt.Errorf("mysql: migrate: read %s: %w", s.versions, err)
 	}
-	if current > len(ms) {
-		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, len(ms))
+	if err := sqlmigrate.CheckNewer(s.versions, current, len(ms)); err != nil {
+		return fmt.Errorf("mysql: migrate: %w", err)
 	}
 	for _, m := range ms[current:] {
 		for i, stmt := range statements(r.Replace(m.SQL)) {
@@ -211,17 +214,13 @@ func (s *Store) ready(ctx context.Context) error {
 	})
 	var my *gomysql.MySQLError
 	if errors.As(err, &my) && (my.Number == erNoSuchTable || my.Number == erBadDB) {
-		return fmt.Errorf("%w: %s does not exist", ErrNotMigrated, s.versions)
+		return fmt.Errorf("mysql: %w", sqlmigrate.Missing(s.versions))
 	}
 	if err != nil {
 		return fmt.Errorf("mysql: read the schema version: %w", err)
 	}
-	want := SchemaVersion()
-	switch {
-	case current > want:
-		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, want)
-	case current < want:
-		return fmt.Errorf("%w: %s records version %d, this build needs %d", ErrNotMigrated, s.versions, current, want)
+	if err := sqlmigrate.Check(s.versions, current, SchemaVersion()); err != nil {
+		return fmt.Errorf("mysql: %w", err)
 	}
 	s.migrated.Store(true)
 	return nil

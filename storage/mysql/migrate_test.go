@@ -111,6 +111,8 @@ func TestSchemaTooNewOrMissing(t *testing.T) {
 	require.NoError(t, err)
 	_, err = missing.GetWorkflow(ctx, 1)
 	require.ErrorIs(t, err, ErrNotMigrated, "a store whose tables were never created")
+	require.ErrorIs(t, err, storage.ErrNotMigrated, "the backend's sentinel is the shared one")
+	require.Contains(t, err.Error(), "mysql: ")
 
 	s := newStore(t, db)
 	w := create(t, s, "job", "k", at(0))
@@ -119,6 +121,7 @@ func TestSchemaTooNewOrMissing(t *testing.T) {
 
 	err = s.Migrate(ctx)
 	require.ErrorIs(t, err, ErrSchemaTooNew)
+	require.ErrorIs(t, err, storage.ErrSchemaTooNew, "the backend's sentinel is the shared one")
 	require.Contains(t, err.Error(), "newer than this build")
 
 	fresh, err := New(db, WithSchema(s.Schema()))

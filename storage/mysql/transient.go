@@ -56,17 +56,23 @@ const (
 func (s *Store) retry(ctx context.Context, safe safety, fn func(ctx context.Context) error) error {
 	for attempt := 1; ; attempt++ {
 		err := fn(ctx)
-		limit := maxAttempts
-		if isDeadlock(err) {
-			limit = maxDeadlockAttempts
-		}
-		if err == nil || attempt >= limit || ctx.Err() != nil || !transient(err, safe) {
+		if err == nil || attempt >= attempts(err) || ctx.Err() != nil || !transient(err, safe) {
 			return err
 		}
 		if pause(ctx, attempt) != nil {
 			return err
 		}
 	}
+}
+
+// attempts is the retry budget for a unit whose last attempt failed with err: larger for a
+// deadlock. Every retry loop of the package (retry, and Claim's own) asks it, so none gives up
+// on a deadlock sooner than the others.
+func attempts(err error) int {
+	if isDeadlock(err) {
+		return maxDeadlockAttempts
+	}
+	return maxAttempts
 }
 
 // isDeadlock reports whether err is InnoDB's deadlock error (the transaction was rolled back).

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 
@@ -96,10 +95,7 @@ func (s *Store) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, er
 // FindWorkflow returns the workflow with the given name and key, or an error wrapping
 // storage.ErrNotFound.
 func (s *Store) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
-	if err := storage.ValidateName(name); err != nil {
-		return storage.Workflow{}, err
-	}
-	if err := storage.ValidateKey(key); err != nil {
+	if err := storage.ValidateFind(name, key); err != nil {
 		return storage.Workflow{}, err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -197,7 +193,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if !ok {
 		return nil, nil // nothing stored is due that early
 	}
-	limit := storage.ClampLimit(f.Limit, 100, 1000)
+	limit := storage.ListLimit(f)
 
 	var b strings.Builder
 	args := make([]any, 0, 8+len(f.States)+len(f.NotNames))
@@ -253,7 +249,7 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	limit = storage.ClampLimit(limit, 100, math.MaxInt32)
+	limit = storage.ErrorsLimit(limit)
 	var out []storage.ErrorRecord
 	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
 		out = nil

@@ -74,7 +74,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	if err != nil {
 		return storage.SpawnResult{}, fmt.Errorf("postgres: spawn batch of branch %q: %w", r.Branch, err)
 	}
-	s.refreshStats(ctx, out.Inserted)
+	s.maint.childrenSpawned(out.Inserted) // may refresh statistics, in the background
 	return out, nil
 }
 
@@ -107,36 +107,6 @@ func (s *Store) spawnConflict(ctx context.Context, l storage.Lease, branch strin
 	}
 	c.Others = int(max(others-1, 0))
 	return c
-}
-
-// analyzeEvery is how many spawned children make the store refresh the planner's statistics
-// of the workflows table.
-const (
-	analyzeEvery = 20_000
-	analyzeFirst = 1_000
-)
-
-// refreshStats runs ANALYZE on the workflows table after every analyzeEvery spawned children.
-// A large fan-out changes the table faster than autovacuum's analyze may notice (or at all,
-// where autovacuum is off); with statistics that still describe a small table the planner
-// claims by sorting every due row instead of walking the runnable index, and each claim then
-// costs time in proportion to the backlog. ANALYZE samples a bounded number of rows, so this
-// costs tens of milliseconds per analyzeEvery children. A failure (no privilege) is ignored:
-// it only forgoes the refresh.
-func (s *Store) refreshStats(ctx context.Context, inserted int) {
-	if inserted == 0 {
-		return
-	}
-	n := s.spawned.Add(int64(inserted))
-	threshold := int64(analyzeEvery)
-	if !s.analyzed.Load() {
-		threshold = analyzeFirst // the table may never have been analyzed: do it early once
-	}
-	if n < threshold || !s.spawned.CompareAndSwap(n, 0) {
-		return
-	}
-	s.analyzed.Store(true)
-	_, _ = s.pool.Exec(ctx, "ANALYZE "+s.workflows)
 }
 
 // CountChildren counts the children of q.StepIDs whose state is in q.States, stopping at

@@ -13,13 +13,15 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// Errors about the database schema. Callers test them with errors.Is.
+// Errors about the database schema, shared by the SQL backends: each is the same value as
+// its namesake in package storage, so errors.Is matches either name.
 var (
-	// ErrSchemaTooNew: the tables were migrated by a newer build than this one, which could
-	// not keep them consistent. Upgrade the binary.
-	ErrSchemaTooNew = errors.New("postgres: the database schema is newer than this build")
-	// ErrNotMigrated: the tables do not exist or are older than this build. Call Migrate.
-	ErrNotMigrated = errors.New("postgres: the database schema is not migrated (call Migrate)")
+	// ErrSchemaTooNew is storage.ErrSchemaTooNew: the tables were migrated by a newer build
+	// than this one, which could not keep them consistent. Upgrade the binary.
+	ErrSchemaTooNew = storage.ErrSchemaTooNew
+	// ErrNotMigrated is storage.ErrNotMigrated: the tables do not exist or are older than
+	// this build. Call Migrate.
+	ErrNotMigrated = storage.ErrNotMigrated
 )
 
 //go:embed migrations/*.sql
@@ -89,8 +91,8 @@ func (s *Store) migrate(ctx context.Context, tx pgx.Tx, ms []sqlmigrate.Migratio
 	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+s.versions).Scan(&current); err != nil {
 		return fmt.Errorf("read the schema version: %w", err)
 	}
-	if current > len(ms) {
-		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, len(ms))
+	if err := sqlmigrate.CheckNewer(s.versions, current, len(ms)); err != nil {
+		return err
 	}
 	r := s.replacer()
 	for _, m := range ms[current:] {
@@ -119,17 +121,13 @@ func (s *Store) ready(ctx context.Context) error {
 	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined table or schema
-		return fmt.Errorf("%w: %s does not exist", ErrNotMigrated, s.versions)
+		return fmt.Errorf("postgres: %w", sqlmigrate.Missing(s.versions))
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: read the schema version: %w", err)
 	}
-	want := SchemaVersion()
-	switch {
-	case current > want:
-		return fmt.Errorf("%w: %s records version %d, this build knows 1..%d", ErrSchemaTooNew, s.versions, current, want)
-	case current < want:
-		return fmt.Errorf("%w: %s records version %d, this build needs %d", ErrNotMigrated, s.versions, current, want)
+	if err := sqlmigrate.Check(s.versions, current, SchemaVersion()); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	s.migrated.Store(true)
 	return nil

@@ -115,6 +115,7 @@ func TestSchemaNewerThanBuild(t *testing.T) {
 
 	err = s.Migrate(t.Context())
 	require.ErrorIs(t, err, ErrSchemaTooNew)
+	require.ErrorIs(t, err, storage.ErrSchemaTooNew, "the backend's sentinel is the shared one")
 	require.Contains(t, err.Error(), "999")
 
 	// A store that has not checked the version yet refuses to work on the tables.
@@ -131,6 +132,8 @@ func TestNotMigrated(t *testing.T) {
 	s := storeIn(t, testPool(t), freshSchema(t))
 	_, err := s.GetWorkflow(t.Context(), 1)
 	require.ErrorIs(t, err, ErrNotMigrated)
+	require.ErrorIs(t, err, storage.ErrNotMigrated, "the backend's sentinel is the shared one")
+	require.Contains(t, err.Error(), "postgres: ")
 	_, _, err = s.CreateWorkflow(t.Context(), storage.NewWorkflow{Name: "x", Key: "k", Now: time.Now()})
 	require.ErrorIs(t, err, ErrNotMigrated)
 
@@ -182,6 +185,8 @@ func TestInvalidOptions(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrInvalid, "nil pool")
 	_, err = New(pool, nil)
 	require.ErrorIs(t, err, storage.ErrInvalid, "nil option")
+	_, err = New(pool, WithLogger(nil))
+	require.ErrorIs(t, err, storage.ErrInvalid, "nil logger")
 
 	s, err := New(pool)
 	require.NoError(t, err)

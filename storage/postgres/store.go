@@ -23,11 +23,22 @@
 // (see the fence condition for why now() and not clock_timestamp()), so leases run by the
 // database's clock and no worker's. Text needs a UTF8 database; error messages and
 // other free text are stored with invalid UTF-8 and NUL bytes replaced.
+//
+// # Table maintenance
+//
+// After its first 1,000 spawned children, and then every 20,000, a store refreshes the
+// planner's statistics of the workflows table (ANALYZE), so that claims keep walking the
+// runnable index while a fan-out grows the table faster than autovacuum analyzes it. The
+// refresh never runs inside the spawn that made it due: it runs in the background, one at a
+// time per store (spawns that make it due meanwhile coalesce into one more run), bounded by
+// a statement_timeout of one minute, and Close stops it and waits for it. A failure only
+// forgoes that refresh: it is logged as a warning (see WithLogger), not returned.
 package postgres
 
 import (
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -67,16 +78,14 @@ type Store struct {
 	migrated atomic.Bool
 	closed   atomic.Bool // set by Close; every method then returns storage.ErrClosed
 
-	// spawned counts children inserted since the store last analyzed the workflows table.
-	spawned  atomic.Int64
-	analyzed atomic.Bool
-
 	listen listener
+	maint  *maintainer
 }
 
 type config struct {
 	schema string
 	prefix string
+	logger *slog.Logger
 }
 
 // Option configures New.
@@ -109,6 +118,19 @@ func WithTablePrefix(prefix string) Option {
 	}
 }
 
+// WithLogger sets the logger of the store's background work (default slog.Default()): table
+// maintenance logs its failures there as warnings. A nil logger makes New return an error
+// wrapping storage.ErrInvalid.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: postgres: nil logger", storage.ErrInvalid)
+		}
+		c.logger = l
+		return nil
+	}
+}
+
 // New returns a store over pool. It does not touch the database: call Migrate once (at
 // deployment or start-up) to create or upgrade the tables. The application owns pool; Close
 // leaves it open. New returns an error wrapping storage.ErrInvalid for a nil pool or an
@@ -117,7 +139,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: postgres: nil pool", storage.ErrInvalid)
 	}
-	cfg := config{prefix: DefaultTablePrefix}
+	cfg := config{prefix: DefaultTablePrefix, logger: slog.Default()}
 	for _, o := range opts {
 		if o == nil {
 			return nil, fmt.Errorf("%w: postgres: nil option", storage.ErrInvalid)
@@ -135,6 +157,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.lockKey = lockKey(cfg.schema, cfg.prefix)
 	s.q = buildQueries(s)
 	s.listen.s = s
+	s.maint = newMaintainer(s, cfg.logger)
 	return s, nil
 }
 
@@ -179,14 +202,16 @@ func (s *Store) TablePrefix() string { return s.prefix }
 // Channel returns the NOTIFY channel on which the store announces runnable work.
 func (s *Store) Channel() string { return s.channel }
 
-// Close stops the store's listener (closing every channel Listen returned) and waits for it.
-// It leaves the pool open: the application owns it. Every method called after Close returns
-// an error wrapping storage.ErrClosed; a second Close returns nil.
+// Close stops the store's listener (closing every channel Listen returned) and its table
+// maintenance, and waits for both. It leaves the pool open: the application owns it. Every
+// method called after Close returns an error wrapping storage.ErrClosed; a second Close
+// returns nil.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
 	s.listen.close()
+	s.maint.close()
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 
@@ -77,10 +76,7 @@ func (s *Store) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, er
 // FindWorkflow returns the workflow with the given name and key, or an error wrapping
 // storage.ErrNotFound.
 func (s *Store) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
-	if err := storage.ValidateName(name); err != nil {
-		return storage.Workflow{}, err
-	}
-	if err := storage.ValidateKey(key); err != nil {
+	if err := storage.ValidateFind(name, key); err != nil {
 		return storage.Workflow{}, err
 	}
 	w, err := s.one(ctx, s.q.find, pgx.StrictNamedArgs{"name": name, "key": key})
@@ -202,7 +198,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 // listQuery builds the query of ListWorkflows from fixed fragments, one per condition f sets.
 func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 	where := []string{"id > @after"}
-	args := pgx.StrictNamedArgs{"after": max(f.AfterID, 0), "limit": storage.ClampLimit(f.Limit, 100, 1000)}
+	args := pgx.StrictNamedArgs{"after": max(f.AfterID, 0), "limit": storage.ListLimit(f)}
 	if f.Name != "" {
 		where = append(where, "name = @name")
 		args["name"] = f.Name
@@ -240,7 +236,7 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	limit = storage.ClampLimit(limit, 100, math.MaxInt)
+	limit = storage.ErrorsLimit(limit)
 	var (
 		out   []storage.ErrorRecord
 		found bool
@@ -294,7 +290,7 @@ func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (i
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}
-	limit := storage.ClampLimit(r.Limit, 1000, math.MaxInt32)
+	limit := storage.CleanupLimit(r)
 	var n int64
 	err := retry(ctx, once, func(ctx context.Context) error {
 		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(r.Before), "limit": limit})
