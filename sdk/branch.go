@@ -126,11 +126,13 @@ func (b *BranchScope) spawn(name string, steps []storage.Step, children []storag
 		}
 	}
 	all = append(all, steps...)
-	wctx, cancel := r.eng.detached(r.ctx)
+	sctx, obs := r.startSpawn(b.name, name, steps, children) // telemetry: the batch's span; each child stores its context
+	wctx, cancel := r.eng.detached(sctx)
 	defer cancel()
 	res, err := r.eng.store.SpawnBatch(wctx, r.lease, storage.SpawnRequest{
 		Branch: b.record, Steps: all, Children: children, Now: r.eng.clock.Now(),
 	})
+	obs.End(sctx, res.Inserted, err)
 	if err != nil {
 		what := fmt.Sprintf("branch %q", b.name)
 		if name != "" {
