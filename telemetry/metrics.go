@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -142,19 +143,66 @@ func newInstruments(m metric.Meter) (instruments, error) {
 	return in, nil
 }
 
-// named is the attribute option of a measurement labelled with a workflow name and kvs.
-func named(workflow string, kvs ...attribute.KeyValue) metric.MeasurementOption {
-	all := make([]attribute.KeyValue, 0, 1+len(kvs))
-	all = append(all, AttrWorkflowName.String(workflow))
-	return metric.WithAttributes(append(all, kvs...)...)
+// labelKey is one label set: a workflow name and up to two more labels (a zero KeyValue is
+// none).
+type labelKey struct {
+	workflow string
+	a, b     attribute.KeyValue
 }
+
+// measureOpts are the options of a measurement with one label set, built once.
+type measureOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+// labelCache keeps the options of every label set seen: labels are names, outcomes and
+// reasons, so there are as many as the code has, and a measurement then allocates nothing
+// for its attributes.
+type labelCache struct {
+	mu sync.RWMutex
+	m  map[labelKey]*measureOpts
+}
+
+// labels returns the measurement options for the label set (workflow, a, b).
+func (t *Telemetry) labels(workflow string, a, b attribute.KeyValue) *measureOpts {
+	k := labelKey{workflow, a, b}
+	c := &t.cache
+	c.mu.RLock()
+	o := c.m[k]
+	c.mu.RUnlock()
+	if o != nil {
+		return o
+	}
+	kvs := []attribute.KeyValue{AttrWorkflowName.String(workflow)}
+	for _, kv := range []attribute.KeyValue{a, b} {
+		if kv.Key != "" {
+			kvs = append(kvs, kv)
+		}
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	o = &measureOpts{add: []metric.AddOption{opt}, record: []metric.RecordOption{opt}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[labelKey]*measureOpts{}
+	}
+	if held := c.m[k]; held != nil {
+		return held
+	}
+	c.m[k] = o
+	return o
+}
+
+// none is the absent label.
+var none attribute.KeyValue
 
 func seconds(d time.Duration) float64 { return d.Seconds() }
 
 // RecordClaimLag records how long a workflow named workflow was due before its claim.
 func (t *Telemetry) RecordClaimLag(ctx context.Context, workflow string, lag time.Duration) {
 	if t.m.claimLag.Enabled(ctx) {
-		t.m.claimLag.Record(ctx, seconds(max(lag, 0)), named(workflow))
+		t.m.claimLag.Record(ctx, seconds(max(lag, 0)), t.labels(workflow, none, none).record...)
 	}
 }
 
@@ -162,6 +210,6 @@ func (t *Telemetry) RecordClaimLag(ctx context.Context, workflow string, lag tim
 // state (completed, failed or cancelled), from its creation, by the engine's clock.
 func (t *Telemetry) RecordWorkflowEnd(ctx context.Context, workflow, state string, age time.Duration) {
 	if t.m.workflowDuration.Enabled(ctx) {
-		t.m.workflowDuration.Record(ctx, seconds(max(age, 0)), named(workflow, AttrWorkflowState.String(state)))
+		t.m.workflowDuration.Record(ctx, seconds(max(age, 0)), t.labels(workflow, AttrWorkflowState.String(state), none).record...)
 	}
 }

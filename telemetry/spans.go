@@ -27,15 +27,17 @@ type Workflow struct {
 
 // set puts the workflow's identity on a recording span; empty fields are left out.
 func (w Workflow) set(span trace.Span) {
+	kvs := make([]attribute.KeyValue, 0, 3)
 	if w.Name != "" {
-		span.SetAttributes(AttrWorkflowName.String(w.Name))
+		kvs = append(kvs, AttrWorkflowName.String(w.Name))
 	}
 	if w.Key != "" {
-		span.SetAttributes(AttrWorkflowKey.String(w.Key))
+		kvs = append(kvs, AttrWorkflowKey.String(w.Key))
 	}
 	if w.ID != 0 {
-		span.SetAttributes(AttrWorkflowID.Int64(w.ID))
+		kvs = append(kvs, AttrWorkflowID.Int64(w.ID))
 	}
+	span.SetAttributes(kvs...)
 }
 
 // fail marks a recording span as failed by err, whose class is errType (a Go type name or
@@ -51,7 +53,7 @@ func fail(span trace.Span, err error, errType string) {
 // StartProducer starts the producer span of a Start, Signal, Retry or Cancel (op), a child
 // of the caller's span in ctx. wf holds what is known before the operation.
 func (t *Telemetry) StartProducer(ctx context.Context, op string, wf Workflow) (context.Context, trace.Span) {
-	ctx, span := t.tracer.Start(ctx, SpanName(op, wf.Name), optsProducer...)
+	ctx, span := t.start(ctx, op, wf.Name, optsProducer)
 	if span.IsRecording() {
 		wf.set(span)
 	}
@@ -84,15 +86,15 @@ func EndStart(span trace.Span, wf Workflow, created bool, err error, errType str
 
 // startLinked starts a consumer span for work on a stored workflow: a new root linked to
 // the stored context, or its child when runs are children.
-func (t *Telemetry) startLinked(ctx context.Context, name string, stored []byte) (context.Context, trace.Span) {
+func (t *Telemetry) startLinked(ctx context.Context, op, target string, stored []byte) (context.Context, trace.Span) {
 	ctx, sc := t.Extract(ctx, stored)
 	switch {
-	case !sc.IsValid():
-		return t.tracer.Start(ctx, name, optsRootConsumer...)
+	case !sc.IsValid() || t.off():
+		return t.start(ctx, op, target, optsRootConsumer)
 	case t.children:
-		return t.tracer.Start(trace.ContextWithRemoteSpanContext(ctx, sc), name, optsConsumer...)
+		return t.start(trace.ContextWithRemoteSpanContext(ctx, sc), op, target, optsConsumer)
 	}
-	return t.tracer.Start(ctx, name, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(trace.Link{SpanContext: sc}))
+	return t.start(ctx, op, target, []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(trace.Link{SpanContext: sc})})
 }
 
 // RunStart describes a run as it starts.
@@ -125,7 +127,7 @@ type Run struct {
 // StartRun starts the span of a run (see startLinked) and counts it as active. The returned
 // context carries the span and the stored baggage; pass it to everything the run does.
 func (t *Telemetry) StartRun(ctx context.Context, s RunStart) (context.Context, Run) {
-	ctx, span := t.startLinked(ctx, SpanName(OpRun, s.Workflow.Name), s.Stored)
+	ctx, span := t.startLinked(ctx, OpRun, s.Workflow.Name, s.Stored)
 	r := Run{t: t, span: span, name: s.Workflow.Name}
 	if span.IsRecording() {
 		s.Workflow.set(span)
@@ -142,7 +144,7 @@ func (t *Telemetry) StartRun(ctx context.Context, s RunStart) (context.Context, 
 	}
 	if t.m.runActive.Enabled(ctx) {
 		r.active = true
-		t.m.runActive.Add(ctx, 1, named(r.name))
+		t.m.runActive.Add(ctx, 1, t.labels(r.name, none, none).add...)
 	}
 	if r.timed = span.IsRecording() || t.m.runDuration.Enabled(ctx); r.timed {
 		r.start = time.Now()
@@ -194,23 +196,23 @@ func (r *Run) End(ctx context.Context, e RunEnd) {
 	}
 	r.span.End()
 	if r.timed && t.m.runDuration.Enabled(ctx) {
-		kvs := []attribute.KeyValue{AttrRunOutcome.String(string(e.Outcome))}
+		reason := none
 		if e.Reason != "" {
-			kvs = append(kvs, AttrSuspensionReason.String(string(e.Reason)))
+			reason = AttrSuspensionReason.String(string(e.Reason))
 		}
-		t.m.runDuration.Record(ctx, time.Since(r.start).Seconds(), named(r.name, kvs...))
+		t.m.runDuration.Record(ctx, time.Since(r.start).Seconds(), t.labels(r.name, AttrRunOutcome.String(string(e.Outcome)), reason).record...)
 	}
 	if t.m.runReplayed.Enabled(ctx) {
-		t.m.runReplayed.Record(ctx, int64(r.Replayed), named(r.name))
+		t.m.runReplayed.Record(ctx, int64(r.Replayed), t.labels(r.name, none, none).record...)
 	}
 	if e.Outcome == OutcomeStalled && t.m.stalls.Enabled(ctx) {
-		t.m.stalls.Add(ctx, 1, named(r.name, AttrStallReason.String(string(e.Stall))))
+		t.m.stalls.Add(ctx, 1, t.labels(r.name, AttrStallReason.String(string(e.Stall)), none).add...)
 	}
 	if e.Outcome == OutcomeLeaseLost && t.m.leasesLost.Enabled(ctx) {
-		t.m.leasesLost.Add(ctx, 1, named(r.name))
+		t.m.leasesLost.Add(ctx, 1, t.labels(r.name, none, none).add...)
 	}
 	if r.active {
-		t.m.runActive.Add(ctx, -1, named(r.name))
+		t.m.runActive.Add(ctx, -1, t.labels(r.name, none, none).add...)
 	}
 	r.t = nil // ended
 }
@@ -250,7 +252,7 @@ func (r *Run) StartStep(ctx context.Context, name string, attempt int) (context.
 		return ctx, s
 	}
 	if r.Tracing() {
-		ctx, s.span = r.t.tracer.Start(ctx, SpanName(OpStep, name), optsInternal...)
+		ctx, s.span = r.t.start(ctx, OpStep, name, optsInternal)
 		if s.span.IsRecording() {
 			s.span.SetAttributes(AttrStepName.String(name), AttrStepAttempt.Int(attempt))
 		}
@@ -279,10 +281,10 @@ func (s *Step) End(ctx context.Context, outcome StepOutcome, err error, errType 
 	}
 	m := &r.t.m
 	if s.timed && m.stepDuration.Enabled(ctx) {
-		m.stepDuration.Record(ctx, time.Since(s.start).Seconds(), named(r.name, AttrStepName.String(s.name), AttrStepOutcome.String(string(outcome))))
+		m.stepDuration.Record(ctx, time.Since(s.start).Seconds(), r.t.labels(r.name, AttrStepName.String(s.name), AttrStepOutcome.String(string(outcome))).record...)
 	}
 	if outcome == StepRetrying && m.stepRetries.Enabled(ctx) {
-		m.stepRetries.Add(ctx, 1, named(r.name, AttrStepName.String(s.name)))
+		m.stepRetries.Add(ctx, 1, r.t.labels(r.name, AttrStepName.String(s.name), none).add...)
 	}
 	s.run = nil
 }
@@ -305,7 +307,7 @@ func (r *Run) StartSpawn(ctx context.Context, branch, spawn string, index int64,
 		return ctx, s
 	}
 	if r.Tracing() {
-		ctx, s.span = r.t.tracer.Start(ctx, SpanName(OpSpawn, branch), optsProducer...)
+		ctx, s.span = r.t.start(ctx, OpSpawn, branch, optsProducer)
 		if s.span.IsRecording() {
 			s.span.SetAttributes(AttrBranchName.String(branch), AttrSpawnName.String(spawn),
 				AttrSpawnBatchIndex.Int64(index), AttrBatchMessageCount.Int(children))
@@ -335,13 +337,13 @@ func (s *Spawn) End(ctx context.Context, inserted int, err error) {
 	m := &r.t.m
 	if err == nil {
 		if s.timed && m.spawnBatchDuration.Enabled(ctx) {
-			m.spawnBatchDuration.Record(ctx, time.Since(s.start).Seconds(), named(r.name))
+			m.spawnBatchDuration.Record(ctx, time.Since(s.start).Seconds(), r.t.labels(r.name, none, none).record...)
 		}
 		if m.spawnBatchSize.Enabled(ctx) {
-			m.spawnBatchSize.Record(ctx, int64(s.children), named(r.name))
+			m.spawnBatchSize.Record(ctx, int64(s.children), r.t.labels(r.name, none, none).record...)
 		}
 		if m.spawnChildren.Enabled(ctx) {
-			m.spawnChildren.Add(ctx, int64(inserted), named(r.name))
+			m.spawnChildren.Add(ctx, int64(inserted), r.t.labels(r.name, none, none).add...)
 		}
 	}
 	s.run = nil
@@ -358,7 +360,7 @@ type Probe struct {
 // workflow: linked to (or, with RunsAsChildren, a child of) the workflow's stored context,
 // like a run.
 func (t *Telemetry) StartProbe(ctx context.Context, wf Workflow, stored []byte, owner string, branches int) (context.Context, Probe) {
-	ctx, span := t.startLinked(ctx, SpanName(OpProbe, wf.Name), stored)
+	ctx, span := t.startLinked(ctx, OpProbe, wf.Name, stored)
 	if span.IsRecording() {
 		wf.set(span)
 		span.SetAttributes(AttrMergeBranches.Int(branches))
@@ -374,7 +376,7 @@ func (t *Telemetry) StartProbe(ctx context.Context, wf Workflow, stored []byte, 
 func (r *Run) StartProbe(ctx context.Context, branches int) (context.Context, Probe) {
 	p := Probe{t: r.t, name: r.name}
 	if r.t != nil && r.Tracing() {
-		ctx, p.span = r.t.tracer.Start(ctx, SpanName(OpProbe, r.name), optsInternal...)
+		ctx, p.span = r.t.start(ctx, OpProbe, r.name, optsInternal)
 		if p.span.IsRecording() {
 			p.span.SetAttributes(AttrMergeBranches.Int(branches))
 		}
@@ -412,7 +414,7 @@ func (p *Probe) End(ctx context.Context, e ProbeEnd) {
 		p.span.End()
 	}
 	if e.Err == nil && p.t.m.probePending.Enabled(ctx) {
-		p.t.m.probePending.Record(ctx, int64(e.Pending), named(p.name))
+		p.t.m.probePending.Record(ctx, int64(e.Pending), p.t.labels(p.name, none, none).record...)
 	}
 	p.t = nil
 }
@@ -424,11 +426,13 @@ func (t *Telemetry) Claimed(ctx context.Context, start time.Time, owner string, 
 	if n <= 0 {
 		return
 	}
-	_, span := t.tracer.Start(ctx, OpClaim, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
-		span.SetAttributes(AttrBatchMessageCount.Int(n), AttrClaimLimit.Int(limit), AttrWorkerOwner.String(owner))
+	if !t.off() {
+		_, span := t.start(ctx, OpClaim, "", []trace.SpanStartOption{trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient)})
+		if span.IsRecording() {
+			span.SetAttributes(AttrBatchMessageCount.Int(n), AttrClaimLimit.Int(limit), AttrWorkerOwner.String(owner))
+		}
+		span.End()
 	}
-	span.End()
 	if t.m.claimBatch.Enabled(ctx) {
 		t.m.claimBatch.Record(ctx, int64(n))
 	}

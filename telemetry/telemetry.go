@@ -3,12 +3,14 @@ package telemetry
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Options are what an application configures; zero values mean the global providers.
@@ -30,12 +32,15 @@ type Options struct {
 // Telemetry is the instrumentation of one engine. It is safe for concurrent use. Its methods
 // do nothing measurable when no provider is configured.
 type Telemetry struct {
-	tracer   trace.Tracer
+	tracer trace.Tracer
+	// off reports that no span can record: see New.
+	off      func() bool
 	meter    metric.Meter
 	prop     propagation.TextMapPropagator
 	propSet  bool
 	children bool
 	m        instruments
+	cache    labelCache
 }
 
 // w3c is the propagator used while the application configures none.
@@ -51,6 +56,7 @@ func New(o Options) (*Telemetry, error) {
 		mp = otel.GetMeterProvider()
 	}
 	t := &Telemetry{
+		off:      tracingOff(o.TracerProvider),
 		tracer:   tp.Tracer(ScopeName),
 		meter:    mp.Meter(ScopeName),
 		prop:     o.Propagator,
@@ -66,6 +72,35 @@ func New(o Options) (*Telemetry, error) {
 	}
 	t.m = m
 	return t, nil
+}
+
+// tracingOff returns the test that no span can record, so that none is started at all: a
+// span of the global provider allocates even while that provider is a no-op. It holds for
+// the no-op provider (go.opentelemetry.io/otel/trace/noop), and for the global default
+// while the application has not replaced it: otel.SetTracerProvider installs another
+// provider, which otel.GetTracerProvider then returns and the test sees at once.
+func tracingOff(configured trace.TracerProvider) func() bool {
+	switch configured.(type) {
+	case noop.TracerProvider, *noop.TracerProvider:
+		return func() bool { return true }
+	case nil:
+		def := otel.GetTracerProvider()
+		if fmt.Sprintf("%T", def) != "*global.tracerProvider" {
+			return func() bool { return false } // the application set a global provider before
+		}
+		return func() bool { return otel.GetTracerProvider() == def }
+	}
+	return func() bool { return false }
+}
+
+// start starts a span with the tracer, or returns ctx and a non-recording span at no cost
+// when tracing is off.
+// The span is named SpanName(op, target), built only then.
+func (t *Telemetry) start(ctx context.Context, op, target string, opts []trace.SpanStartOption) (context.Context, trace.Span) {
+	if t.off() {
+		return ctx, trace.SpanFromContext(context.Background()) // the shared no-op span
+	}
+	return t.tracer.Start(ctx, SpanName(op, target), opts...)
 }
 
 // Tracer returns the tracer of scope ScopeName.
