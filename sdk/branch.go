@@ -88,6 +88,7 @@ func Branch(c *Context, name string, body func(b *BranchScope) error, opts ...Br
 	}
 	b := &BranchScope{r: r, name: name, record: rec, stepID: stored.ID}
 	r.inBranch = true
+	r.live() // the body runs: the branch was not sealed by an earlier run
 	err := body(b)
 	r.inBranch = false
 	if r.stopped != nil {

@@ -31,14 +31,16 @@ func (c *Context) Key() string { return c.run.wf.Key }
 // ID and, when the run is traced, the trace and span IDs of the run's span.
 //
 // It is quiet while the run replays what earlier runs did, so each record is logged once,
-// not once per replay: a run that finds records stored by earlier runs drops every record
-// until it first does something no earlier run did, that is until an SDK call executes a
-// step, checks a wait condition, records a wait, a branch, a spawn or a merge, or suspends,
-// stalls or fails the run. A step, sleep or merge read back from storage does not end the
-// quiet; from that first new thing to the end of the run everything is logged. A first run
-// (no stored records) logs from its start. A run that redoes nothing new (the workflow
-// function fails again before any new step) logs nothing: the engine logs each failed run.
-// Replaying reports the same state.
+// not once per replay. A run that finds step records stored by earlier runs starts quiet
+// and drops every record until it first does new work: an SDK call runs a step's function
+// or a wait's condition, runs a branch body, records a result (a sleep that is over, a
+// spawn batch, a merge), or suspends, stalls or fails the run. A step, sleep, branch or
+// merge read back from storage does not end the quiet. From that point to the end of the
+// run everything is logged. A first run (no stored records) logs from its start. So a line
+// between two steps is logged by the run that executes the step before it (or, after a
+// crash that lost that run's write, once more by the run that redoes it). A run that does
+// nothing new (the workflow function fails again before any new step) logs nothing
+// through it; the engine logs each failed run itself. Replaying reports the same state.
 func (c *Context) Logger() *slog.Logger { return c.run.userLogger() }
 
 // Replaying reports whether the run is still replaying what earlier runs did; see Logger.

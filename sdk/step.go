@@ -155,6 +155,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 // context, turning a panic into a *PanicError. While it runs, SDK calls that record steps
 // are refused (run.use).
 func callStep[T any](r *run, what string, fn func(context.Context) (T, error)) (v T, err error) {
+	r.live() // user code runs: new work, so Context.Logger speaks from here on
 	r.inside = what
 	defer func() {
 		r.inside = ""

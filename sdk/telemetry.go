@@ -47,9 +47,6 @@ func WithRunsAsChildren() Option {
 	return func(e *Engine) error { e.telOpts.RunsAsChildren = true; return nil }
 }
 
-// Telemetry returns the engine's instrumentation (its tracer and meter).
-func (e *Engine) Telemetry() *telemetry.Telemetry { return e.tel }
-
 // observed is a run's telemetry: its span and counts, and whether it is still replaying.
 type observed struct {
 	run telemetry.Run
