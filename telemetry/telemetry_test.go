@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -153,6 +155,15 @@ func TestMetricsTable(t *testing.T) {
 			require.NotContains(t, []string{string(telemetry.AttrWorkflowKey), string(telemetry.AttrWorkflowID), string(telemetry.AttrErrorType)}, string(l),
 				"metric %s is labelled with a key, an ID or an error", m.Name)
 		}
+	}
+}
+
+// TestREADMEMetricTable: the README's metric table lists every metric with its unit.
+func TestREADMEMetricTable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	for _, m := range telemetry.Metrics() {
+		require.Contains(t, string(readme), fmt.Sprintf("| `%s` | %s |", m.Name, m.Unit), "README row of %s", m.Name)
 	}
 }
 
