@@ -6,9 +6,10 @@
 // It uses the OpenTelemetry API only. The application chooses the SDK and exporters and hands
 // its providers to the engine (sdk.WithTracerProvider, sdk.WithMeterProvider,
 // sdk.WithPropagator); by default the global ones are used. With no provider configured every
-// helper is a no-op whose cost is a few interface calls: attributes are built only for
-// recording spans and enabled instruments, and no span is started below a run whose own span
-// does not record.
+// helper is a no-op that allocates nothing: no span is started at all while the tracer
+// provider is the no-op one or the global one the application never set, attributes are
+// built only for recording spans and enabled instruments, no span is started below a run
+// whose own span does not record, and metric label sets are built once and cached.
 //
 // # Traces
 //
