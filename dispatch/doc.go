@@ -8,8 +8,9 @@
 // Run loops until that context is done:
 //
 //  1. While it has free slots (see Concurrency), it claims up to min(BatchSize, free slots)
-//     runnable workflows whose names the engine knows, in one storage.Claim. Each claimed
-//     workflow is leased to the worker for LeaseTTL.
+//     runnable workflows whose names the engine knows, in one storage.Claim (through
+//     sdk.Engine.Claim, which traces claims that took something). Each claimed workflow is
+//     leased to the worker for LeaseTTL.
 //  2. Each claimed workflow runs in its own goroutine. A heartbeat extends its lease every
 //     HeartbeatEvery of real time. If the store says the lease was lost (it expired and
 //     another worker took the workflow) or the workflow was cancelled, the run's context is

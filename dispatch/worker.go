@@ -261,7 +261,7 @@ func (l *loop) drain(cancelRuns context.CancelCauseFunc) {
 
 // claim takes up to limit workflows. Errors are logged and counted here; the caller backs off.
 func (w *Worker) claim(ctx context.Context, limit int) ([]storage.Workflow, error) {
-	claimed, err := w.store.Claim(ctx, storage.ClaimRequest{
+	claimed, err := w.eng.Claim(ctx, storage.ClaimRequest{
 		Owner: w.cfg.owner,
 		Limit: limit,
 		Names: w.names,

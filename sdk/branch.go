@@ -88,6 +88,7 @@ func Branch(c *Context, name string, body func(b *BranchScope) error, opts ...Br
 	}
 	b := &BranchScope{r: r, name: name, record: rec, stepID: stored.ID}
 	r.inBranch = true
+	r.live() // the body runs: the branch was not sealed by an earlier run
 	err := body(b)
 	r.inBranch = false
 	if r.stopped != nil {
@@ -126,11 +127,13 @@ func (b *BranchScope) spawn(name string, steps []storage.Step, children []storag
 		}
 	}
 	all = append(all, steps...)
-	wctx, cancel := r.eng.detached(r.ctx)
+	sctx, obs := r.startSpawn(b.name, name, steps, children) // telemetry: the batch's span; each child stores its context
+	wctx, cancel := r.eng.detached(sctx)
 	defer cancel()
 	res, err := r.eng.store.SpawnBatch(wctx, r.lease, storage.SpawnRequest{
 		Branch: b.record, Steps: all, Children: children, Now: r.eng.clock.Now(),
 	})
+	obs.End(sctx, res.Inserted, err)
 	if err != nil {
 		what := fmt.Sprintf("branch %q", b.name)
 		if name != "" {

@@ -27,8 +27,24 @@ func (c *Context) Name() string { return c.run.wf.Name }
 // Key returns the workflow's key.
 func (c *Context) Key() string { return c.run.wf.Key }
 
-// Logger returns a logger carrying the workflow's name and key.
-func (c *Context) Logger() *slog.Logger { return c.run.log }
+// Logger returns a logger for workflow code. Its records carry the workflow's name, key and
+// ID and, when the run is traced, the trace and span IDs of the run's span.
+//
+// It is quiet while the run replays what earlier runs did, so each record is logged once,
+// not once per replay. A run that finds step records stored by earlier runs starts quiet
+// and drops every record until it first does new work: an SDK call runs a step's function
+// or a wait's condition, runs a branch body, records a result (a sleep that is over, a
+// spawn batch, a merge), or suspends, stalls or fails the run. A step, sleep, branch or
+// merge read back from storage does not end the quiet. From that point to the end of the
+// run everything is logged. A first run (no stored records) logs from its start. So a line
+// between two steps is logged by the run that executes the step before it (or, after a
+// crash that lost that run's write, once more by the run that redoes it). A run that does
+// nothing new (the workflow function fails again before any new step) logs nothing
+// through it; the engine logs each failed run itself. Replaying reports the same state.
+func (c *Context) Logger() *slog.Logger { return c.run.userLogger() }
+
+// Replaying reports whether the run is still replaying what earlier runs did; see Logger.
+func (c *Context) Replaying() bool { return c.run.tel.replaying.Load() }
 
 // run is the state of one execution of a workflow function.
 type run struct {
@@ -59,6 +75,8 @@ type run struct {
 	// inside names the step (or wait) whose function is running; SDK calls that record
 	// steps are a programming error there.
 	inside string
+
+	tel observed // spans, metrics and the replay flag of the quiet logger (telemetry.go)
 }
 
 // check returns the sticky halt, or turns a cancelled run context into one.
@@ -74,6 +92,7 @@ func (r *run) check() error {
 
 // halt stops the run with the given kind and cause; the first halt wins.
 func (r *run) halt(kind haltKind, cause error) error {
+	r.live()
 	if r.stopped == nil {
 		r.stopped = &haltError{kind: kind, cause: cause}
 	}
@@ -84,6 +103,7 @@ func (r *run) halt(kind haltKind, cause error) error {
 func (r *run) suspend(runAt time.Time, wait storage.Wait) error {
 	if r.stopped == nil {
 		r.stopped = &haltError{kind: haltSuspend, runAt: runAt, wait: wait}
+		r.waitEvent(runAt, wait)
 	}
 	return r.stopped
 }
@@ -117,6 +137,7 @@ func (r *run) record(name string) (storage.Step, bool) {
 
 // queue schedules a record for the next commit and makes it the run's view of that record.
 func (r *run) queue(s storage.Step) {
+	r.live()
 	s.UpdatedAt = r.eng.clock.Now()
 	cp := s
 	r.steps[s.Name] = &cp

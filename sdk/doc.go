@@ -13,4 +13,9 @@
 //
 // Workflow code between steps must be deterministic: it runs again on every replay. Do I/O
 // inside steps, and do not call SDK functions from other goroutines.
+//
+// The engine is instrumented with OpenTelemetry (package telemetry): spans for starts, runs,
+// executed steps, spawn batches, merge probes and claims, metrics, and trace IDs on its log
+// records. It uses the application's providers (WithTracerProvider, WithMeterProvider,
+// WithPropagator; the global ones by default) and costs nothing measurable without one.
 package sdk

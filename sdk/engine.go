@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/telemetry"
 )
 
 // Engine starts, inspects and runs workflows over one storage.Storage. It holds the registry
@@ -28,6 +29,8 @@ type Engine struct {
 	cancelBatch    int // children per storage call of Cancel WithChildren
 	defs           map[string]*definition
 	names          []string
+	telOpts        telemetry.Options
+	tel            *telemetry.Telemetry
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -173,6 +176,11 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 			return nil, err
 		}
 	}
+	tel, err := telemetry.New(e.telOpts)
+	if err != nil {
+		return nil, err
+	}
+	e.tel = tel
 	for n := range e.defs {
 		e.names = append(e.names, n)
 	}
@@ -260,8 +268,11 @@ func (e *Engine) checkRegistered(d *definition) error {
 }
 
 func (e *Engine) create(ctx context.Context, name, key string, input []byte) (storage.Workflow, error) {
+	ctx, span := e.tel.StartProducer(ctx, telemetry.OpStart, telemetry.Workflow{Name: name, Key: key})
 	now := e.clock.Now()
-	wf, created, err := e.store.CreateWorkflow(ctx, storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: now, Now: now})
+	wf, created, err := e.store.CreateWorkflow(ctx, storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: now, Now: now,
+		TraceContext: e.tel.Inject(ctx, storage.MaxMeta)})
+	telemetry.EndStart(span, telemetry.Workflow{ID: wf.ID}, created, err, "")
 	if err != nil {
 		return storage.Workflow{}, fmt.Errorf("start workflow %q key %q: %w", name, key, err)
 	}
@@ -281,7 +292,9 @@ func (e *Engine) Get(ctx context.Context, id int64) (storage.Workflow, error) {
 // remains. A signal that arrives while the workflow runs is kept for when the run ends.
 // A completed, failed, cancelled or stalled workflow is not woken: Signal then returns an
 // error matching ErrWrongState that names the state (use Retry for a stalled one).
-func (e *Engine) Signal(ctx context.Context, id int64) error {
+func (e *Engine) Signal(ctx context.Context, id int64) (err error) {
+	ctx, span := e.tel.StartProducer(ctx, telemetry.OpSignal, telemetry.Workflow{ID: id})
+	defer func() { telemetry.EndProducer(span, telemetry.OpSignal, telemetry.Workflow{}, err, "") }()
 	woken, err := e.store.Wake(ctx, id, e.clock.Now())
 	if err != nil {
 		return fmt.Errorf("signal workflow %d: %w", id, err)
@@ -316,7 +329,9 @@ func WithChildren() CancelOption { return func(c *cancelConfig) { c.children = t
 // call and its step's context is cancelled; runs in other processes stop at their next write
 // or heartbeat. Nothing more is committed for it. Its branch children run on unless
 // WithChildren is given.
-func (e *Engine) Cancel(ctx context.Context, id int64, opts ...CancelOption) error {
+func (e *Engine) Cancel(ctx context.Context, id int64, opts ...CancelOption) (err error) {
+	ctx, span := e.tel.StartProducer(ctx, telemetry.OpCancel, telemetry.Workflow{ID: id})
+	defer func() { telemetry.EndProducer(span, telemetry.OpCancel, telemetry.Workflow{}, err, "") }()
 	var cfg cancelConfig
 	for _, o := range opts {
 		o(&cfg)

@@ -77,6 +77,7 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 	for i := range steps {
 		r.steps[steps[i].Name] = &steps[i]
 	}
+	e.startRun(r, claimed, steps) // telemetry: the run's span (in r.ctx), ended by finish
 	if len(wf.Values) > 0 {
 		if err := json.Unmarshal(wf.Values, &r.values); err != nil {
 			r.halt(haltFail, fmt.Errorf("%w: workflow %q key %q: durable values: %v", ErrDecode, wf.Name, wf.Key, err))
@@ -113,6 +114,7 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 		case haltAbort:
 			r.log.Debug("run aborted", "cause", h.cause)
 			if !errors.Is(h.cause, ErrShutdown) {
+				r.endRun(nil, fnErr, h.cause)
 				return nil // lease lost or cancelled: nothing more may be written
 			}
 			// Shutting down: keep what finished and give the workflow back, runnable now.
@@ -160,7 +162,9 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 	}
 	wctx, cancel := e.detached(r.ctx)
 	defer cancel()
-	if err := e.store.FinishRun(wctx, r.lease, f); err != nil {
+	err := e.store.FinishRun(wctx, r.lease, f)
+	r.endRun(&f, fnErr, err)
+	if err != nil {
 		if errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled) {
 			r.log.Debug("run outcome not written", "error", err)
 			return nil

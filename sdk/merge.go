@@ -162,7 +162,9 @@ func (r *run) merge(bs []*openBranch) error {
 	}
 	res, culprit, err := probeDone, storage.Workflow{}, error(nil)
 	if !r.drained(w.StepIDs) {
-		res, culprit, err = r.eng.probe(r.ctx, &w, now)
+		pctx, obs := r.tel.run.StartProbe(r.ctx, len(w.StepIDs)) // telemetry: the probe's span, a child of the run's
+		res, culprit, err = r.eng.probe(pctx, &w, now)
+		obs.End(pctx, probeEnd(res, &w, err))
 	}
 	if err != nil {
 		return r.halt(haltAbort, err)
@@ -303,7 +305,9 @@ func (e *Engine) probeClaimed(ctx context.Context, wf storage.Workflow) (bool, [
 		return true, nil, nil // unreadable: let the replay rebuild the wait
 	}
 	now := e.clock.Now()
+	ctx, obs := e.startProbe(ctx, wf, &w) // telemetry: a span linked to the workflow's start, and the claim lag
 	res, _, err := e.probe(ctx, &w, now)
+	defer func() { obs.End(ctx, probeEnd(res, &w, err)) }()
 	if res == probeDone && err == nil {
 		return true, w.StepIDs, nil
 	}

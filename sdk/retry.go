@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/telemetry"
 )
 
 // retryPrefix names the step records that Retry writes: "$retry$<n>", one per retry.
@@ -22,11 +23,15 @@ type retryRecord struct {
 // waits) get a fresh attempt budget, its workflow-level attempts restart, and the retry is
 // recorded as its own step record. Retrying a workflow in any other state returns an error
 // matching ErrWrongState and changes nothing.
-func (e *Engine) Retry(ctx context.Context, id int64) error {
+func (e *Engine) Retry(ctx context.Context, id int64) (err error) {
+	ctx, span := e.tel.StartProducer(ctx, telemetry.OpRetry, telemetry.Workflow{ID: id})
+	var target telemetry.Workflow // named once loaded
+	defer func() { telemetry.EndProducer(span, telemetry.OpRetry, target, err, "") }()
 	wf, steps, err := e.store.Load(ctx, id)
 	if err != nil {
 		return fmt.Errorf("retry workflow %d: %w", id, err)
 	}
+	target = telemetry.Workflow{Name: wf.Name, Key: wf.Key}
 	if wf.State != storage.StateStalled && wf.State != storage.StateFailed {
 		return fmt.Errorf("retry workflow %q key %q: %w: it is %s; only stalled or failed workflows can be retried", wf.Name, wf.Key, ErrWrongState, wf.State)
 	}

@@ -79,6 +79,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	rec, _ := r.record(name)
 	switch rec.State {
 	case storage.StepCompleted:
+		r.tel.run.Replayed++ // read back from storage: no span
 		var v T
 		if err := r.eng.codec.Unmarshal(rec.Result, &v); err != nil {
 			return zero, r.halt(haltFail, decodeError(r, name, reflect.TypeFor[T](), err))
@@ -104,7 +105,9 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	if err := r.flush(); err != nil {
 		return zero, err
 	}
+	obs := r.startStep(name, rec.Attempts+1) // telemetry: the step's span, ended once its fate is decided
 	v, err := callStep(r, "step "+quote(name), fn)
+	defer obs.end(r, &rec, &err)
 	if r.stopped != nil {
 		return zero, r.stopped // the function misused the SDK (see run.use); nothing is recorded
 	}
@@ -152,6 +155,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 // context, turning a panic into a *PanicError. While it runs, SDK calls that record steps
 // are refused (run.use).
 func callStep[T any](r *run, what string, fn func(context.Context) (T, error)) (v T, err error) {
+	r.live() // user code runs: new work, so Context.Logger speaks from here on
 	r.inside = what
 	defer func() {
 		r.inside = ""
@@ -159,7 +163,7 @@ func callStep[T any](r *run, what string, fn func(context.Context) (T, error)) (
 			err = &PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
-	return fn(r.ctx)
+	return fn(r.stepContext())
 }
 
 // PanicError is the error recorded when a step's function or a wait condition panics.

@@ -30,7 +30,8 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"SignalWakesContinueIf", testE2ESignal},
 			{"UnknownNameUntouched", testE2EUnknownName},
 		}
-		for _, c := range append(cases, branchCases()...) {
+		cases = append(cases, branchCases()...)
+		for _, c := range append(cases, traceCases()...) {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
 				c.run(t, factory)
