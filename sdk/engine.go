@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -322,7 +323,9 @@ type cancelConfig struct{ children bool }
 // any child: one load of the workflow, then one storage call per
 // storage.MaxCancelChildren children of a level (and one per storage.MaxCancelSteps
 // branches), so 100,000 children cost about 100 calls instead of two per child. Memory holds
-// one level's branch step IDs. Completed and failed children are left as they are.
+// one level's branch step IDs. Completed and failed children are left as they are. Given
+// for a workflow that is cancelled already, Cancel goes on with its children, so a cancel of a
+// tree that was interrupted (a crash, a lost connection) is completed by calling it again.
 func WithChildren() CancelOption { return func(c *cancelConfig) { c.children = true } }
 
 // Cancel marks the workflow cancelled. A run in progress in this process stops at its next SDK
@@ -337,7 +340,12 @@ func (e *Engine) Cancel(ctx context.Context, id int64, opts ...CancelOption) (er
 		o(&cfg)
 	}
 	if err := e.cancel(ctx, id); err != nil {
-		return err
+		// Cancelling an already cancelled workflow WithChildren carries on with its children,
+		// so a cancel of a tree that was interrupted can be completed by calling it again.
+		wf, gerr := e.store.GetWorkflow(ctx, id)
+		if !cfg.children || !errors.Is(err, storage.ErrWrongState) || gerr != nil || wf.State != storage.StateCancelled {
+			return err
+		}
 	}
 	if cfg.children {
 		if err := e.cancelChildren(ctx, id); err != nil {

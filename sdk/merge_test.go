@@ -303,3 +303,28 @@ func TestResumedMergeCountsItsChildrenOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, e.count.counts.Load()-before, "the probe counts; the replay after it does not")
 }
+
+// TestCancelWithChildrenCompletesAnInterruptedCancel: the parent was cancelled but its
+// children were not (a cancel without WithChildren, or one interrupted after the parent);
+// cancelling it again WithChildren goes on with the children instead of refusing.
+func TestCancelWithChildrenCompletesAnInterruptedCancel(t *testing.T) {
+	t.Parallel()
+	parent := sdk.New("cancel.again", func(c *sdk.Context, _ int) (int, error) {
+		if err := sdk.Branch(c, "b", func(b *sdk.BranchScope) error { return sdk.Spawn(b, "parked", parked, 1) }); err != nil {
+			return 0, err
+		}
+		return 1, sdk.Merge(c, "b")
+	})
+	e := newEnv(t, sdk.WithWorkflows(parent, parked))
+	h, err := parent.Start(ctx, e.eng, "p", 0)
+	require.NoError(t, err)
+	e.drain()
+	require.NoError(t, h.Cancel(ctx))
+	child, err := parked.Lookup(ctx, e.eng, "p$b$parked")
+	require.NoError(t, err)
+	require.Equal(t, storage.StateIdle, e.state(child.ID()).State, "a plain cancel leaves the children")
+
+	require.ErrorIs(t, h.Cancel(ctx), sdk.ErrWrongState, "a plain cancel of a cancelled workflow is refused")
+	require.NoError(t, h.Cancel(ctx, sdk.WithChildren()), "WithChildren carries on with the children")
+	require.Equal(t, storage.StateCancelled, e.state(child.ID()).State)
+}
