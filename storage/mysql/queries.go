@@ -8,22 +8,22 @@ import (
 // shape depends on the request (multi-row inserts, IN lists) are built where they are used,
 // from the same table names, always with parameters for values.
 type queries struct {
-	insertWorkflow string
-	getWorkflow    string
-	findWorkflow   string
-	load           string
-	claimed        string
-	fence          string
-	fenceBranch    string
-	heartbeat      string
-	release        string
-	wake           string
-	stateOf        string
-	cancel         string
-	lockWorkflow   string
-	retry          string
-	branchID       string
-	listErrors     string
+	insertWorkflow                             string
+	getWorkflow                                string
+	findWorkflow                               string
+	load                                       string
+	claimed                                    string
+	fence                                      string
+	fenceBranch                                string
+	heartbeat                                  string
+	release                                    string
+	wake                                       string
+	stateOf                                    string
+	cancel                                     string
+	lockWorkflow                               string
+	retry                                      string
+	branchID                                   string
+	listErrors                                 string
 	deleteFinished, deleteSteps, deleteEmptied string
 }
 
