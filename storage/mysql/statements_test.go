@@ -202,3 +202,46 @@ func TestSpawnStatementCounts(t *testing.T) {
 	require.Len(t, kids, 5)
 	require.NotEqual(t, p.ID, kids[0].ID)
 }
+
+// TestStatementCountsCleanupManySteps: a completed workflow with 10,000 steps is deleted in
+// at most 11 DeleteFinished calls, each one transaction of three statements deleting at most
+// DefaultCleanupSteps step rows.
+func TestStatementCountsCleanupManySteps(t *testing.T) {
+	t.Parallel()
+	s, c := countingStore(t)
+	ctx := context.Background()
+	w := create(t, s, "big", "k", at(0))
+	got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: 1, TTL: time.Minute, Now: at(0)})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+	for from := 0; from < 10_000; from += 1000 {
+		steps := make([]storage.Step, 1000)
+		for i := range steps {
+			steps[i] = storage.Step{Name: fmt.Sprintf("s%05d", from+i), State: storage.StepCompleted, Attempts: 1, Result: []byte(`1`)}
+		}
+		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: steps, Now: at(time.Second)}))
+	}
+	require.NoError(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: at(time.Minute)}, State: storage.StateCompleted}))
+
+	calls, steps := 0, 0
+	for {
+		var res storage.CleanupResult
+		calls++
+		measure(t, c, fmt.Sprint("DeleteFinished call ", calls), snapshot{Exec: 2, Query: 1, Begin: 1, Commit: 1}, func() {
+			res, err = s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Hour)})
+			require.NoError(t, err)
+		})
+		require.LessOrEqual(t, res.Steps, storage.DefaultCleanupSteps, "call %d", calls)
+		steps += res.Steps
+		if res.Deleted == 1 {
+			break
+		}
+		require.True(t, res.More, "call %d left the workflow without saying so", calls)
+		require.Less(t, calls, 11, "calls to delete 10,000 steps")
+	}
+	require.Equal(t, 10_000, steps)
+	_, err = s.GetWorkflow(ctx, w.ID)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	t.Logf("10,000 steps deleted in %d calls", calls)
+}
