@@ -276,8 +276,11 @@ type Storage interface {
 	// records. It deletes steps of the selected workflows first, then those selected
 	// workflows that have no step left; a workflow whose steps did not fit stays, with part of
 	// its steps gone, and the result reports More, so the next call resumes it (a final
-	// workflow being cleaned may thus be read with some steps missing). A workflow with
-	// 10,000 steps is gone after at most ceil(10,000 / StepBudget) calls.
+	// workflow being cleaned may thus be read with some steps missing, and a failed one
+	// retried between those calls may run again steps whose records went). Every call that
+	// reports More has deleted StepBudget step rows, so repeated calls always progress: a
+	// workflow with 10,000 steps, alone in its batch, is gone after ceil(10,000 / StepBudget)
+	// calls. Error records are not counted against the budget.
 	//
 	// The call is one atomic unit (one transaction); it returns the workflows and step rows
 	// it deleted. Rows another cleanup holds may be skipped, so concurrent cleanups share the
