@@ -137,6 +137,7 @@ func testCleanupManySteps(t *testing.T, factory Factory) {
 			total += res.Steps
 			deleted += res.Deleted
 			if res.More {
+				require.Equal(t, want, res.Steps, "call %d reported More without using its whole budget", calls)
 				require.Equal(t, storage.StateCompleted, f.get(big.ID).State, "the big workflow stays until its last step is gone (call %d)", calls)
 			}
 			if !res.More && res.Deleted == 0 {
