@@ -83,6 +83,12 @@ type countingStore struct {
 	mu                                     sync.Mutex
 	loadsByID                              map[int64]int
 	loads, saves, finishes, spawns, counts atomic.Int64
+	cleanups                               atomic.Int64
+}
+
+func (c *countingStore) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
+	c.cleanups.Add(1)
+	return c.Storage.DeleteFinished(ctx, r)
 }
 
 func (c *countingStore) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {

@@ -25,6 +25,11 @@ const (
 	// MaxCleanupLimit is the largest limit DeleteFinished applies, for the same reason as
 	// MaxErrorsLimit.
 	MaxCleanupLimit = math.MaxInt32
+	// DefaultCleanupSteps is how many step rows DeleteFinished deletes at most when
+	// CleanupRequest.StepBudget is not positive.
+	DefaultCleanupSteps = 1000
+	// MaxCleanupSteps is the largest step budget DeleteFinished applies.
+	MaxCleanupSteps = math.MaxInt32
 )
 
 // ListLimit returns the page size ListWorkflows uses for f: f.Limit, DefaultListLimit when it
@@ -43,6 +48,21 @@ func ErrorsLimit(limit int) int {
 // DefaultCleanupLimit when it is not positive, and never more than MaxCleanupLimit.
 func CleanupLimit(r CleanupRequest) int {
 	return ClampLimit(r.Limit, DefaultCleanupLimit, MaxCleanupLimit)
+}
+
+// CleanupSteps returns how many step rows DeleteFinished deletes at most for r:
+// r.StepBudget, DefaultCleanupSteps when it is not positive, never more than MaxCleanupSteps.
+func CleanupSteps(r CleanupRequest) int {
+	return ClampLimit(r.StepBudget, DefaultCleanupSteps, MaxCleanupSteps)
+}
+
+// CleanupStates returns the final states DeleteFinished considers for r: r.States, or every
+// final state when it is empty.
+func CleanupStates(r CleanupRequest) []State {
+	if len(r.States) == 0 {
+		return []State{StateCompleted, StateFailed, StateCancelled}
+	}
+	return r.States
 }
 
 // ClampLimit returns limit, or def when limit is not positive, and never more than max.

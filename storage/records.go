@@ -269,8 +269,24 @@ type CleanupRequest struct {
 	// Before: workflows that reached a final state before it are deleted with their steps and
 	// error records.
 	Before time.Time
+	// States limits the call to these final states; empty means every final state
+	// (completed, failed and cancelled). A non-final state is invalid (ValidateCleanup).
+	States []State
 	// Limit bounds the workflows deleted by one call; 0 means 1,000.
 	Limit int
+	// StepBudget bounds the step rows deleted by one call; 0 means DefaultCleanupSteps.
+	StepBudget int
+}
+
+// CleanupResult is the outcome of DeleteFinished.
+type CleanupResult struct {
+	// Deleted is how many workflows the call deleted.
+	Deleted int
+	// Steps is how many step rows the call deleted (of deleted and of unfinished ones).
+	Steps int
+	// More reports that the step budget ran out: a selected workflow still holds steps and
+	// was not deleted yet. Call again to resume it.
+	More bool
 }
 
 // SpawnRequest is the input of SpawnBatch: one batch of a branch's children.

@@ -267,11 +267,26 @@ type Storage interface {
 	// less means DefaultErrorsLimit, 100), in one round trip. It returns ErrNotFound for an unknown workflow.
 	ListErrors(ctx context.Context, workflowID int64, limit int) ([]ErrorRecord, error)
 
-	// DeleteFinished deletes up to r.Limit final workflows whose FinishedAt is before
-	// r.Before, earliest FinishedAt first, with their steps and error records, and returns
-	// how many it deleted. Children of a deleted workflow are not deleted with it (they are
-	// deleted by their own FinishedAt); their ParentStepID then names a step that is gone.
-	DeleteFinished(ctx context.Context, r CleanupRequest) (int, error)
+	// DeleteFinished deletes up to r.Limit final workflows in r.States (every final state when
+	// empty) whose FinishedAt is before r.Before, earliest FinishedAt first, with their steps
+	// and error records. It never deletes an idle, running or stalled workflow, however old.
+	//
+	// Cost is bounded by a step budget: one call deletes at most r.StepBudget step rows (0
+	// means DefaultCleanupSteps, 1,000) besides the selected workflow rows and their error
+	// records. It deletes steps of the selected workflows first, then those selected
+	// workflows that have no step left; a workflow whose steps did not fit stays, with part of
+	// its steps gone, and the result reports More, so the next call resumes it (a final
+	// workflow being cleaned may thus be read with some steps missing, and a failed one
+	// retried between those calls may run again steps whose records went). Every call that
+	// reports More has deleted StepBudget step rows, so repeated calls always progress: a
+	// workflow with 10,000 steps, alone in its batch, is gone after ceil(10,000 / StepBudget)
+	// calls. Error records are not counted against the budget.
+	//
+	// The call is one atomic unit (one transaction); it returns the workflows and step rows
+	// it deleted. Rows another cleanup holds may be skipped, so concurrent cleanups share the
+	// work. Children of a deleted workflow are not deleted with it (they are deleted by their
+	// own FinishedAt) and keep running; their ParentStepID then names a step that is gone.
+	DeleteFinished(ctx context.Context, r CleanupRequest) (CleanupResult, error)
 
 	// Close releases the store's resources. Stores built over a pool the application owns
 	// leave that pool open. Every later call returns an error wrapping ErrClosed; a second

@@ -370,8 +370,13 @@ func DueByBound(dueBy time.Time) (bound time.Time, ok bool) {
 }
 
 // ValidateCleanup checks the input of DeleteFinished: the cutoff Before is given and in
-// range.
+// range, and States holds final states only.
 func ValidateCleanup(r CleanupRequest) error {
+	for _, st := range r.States {
+		if !st.Final() {
+			return fmt.Errorf("%w: cleanup state %q is not final", ErrInvalid, st)
+		}
+	}
 	return validateNow("cleanup cutoff", r.Before)
 }
 

@@ -70,7 +70,7 @@ func testCancelDuringRun(t *testing.T, factory Factory) {
 
 	f.awaitStoreClock(shortTTL)
 	f.requireNoClaim(at(ttl+time.Second), "a cancelled workflow is not taken over when its lease expires")
-	n, err := f.s.DeleteFinished(f.ctx, storage.CleanupRequest{Before: at(time.Hour)})
+	res, err := f.s.DeleteFinished(f.ctx, storage.CleanupRequest{Before: at(time.Hour)})
 	require.NoError(t, err)
-	require.Equal(t, 1, n, "a cancelled workflow is finished and can be cleaned up")
+	require.Equal(t, 1, res.Deleted, "a cancelled workflow is finished and can be cleaned up")
 }

@@ -14,7 +14,7 @@ func (f *fixture) deleteFinished(before time.Time, limit int) int {
 	f.t.Helper()
 	n, err := f.s.DeleteFinished(f.ctx, storage.CleanupRequest{Before: before, Limit: limit})
 	require.NoError(f.t, err, "DeleteFinished before %v limit %d", before, limit)
-	return n
+	return n.Deleted
 }
 
 // testCleanupFinished: cleanup deletes final workflows finished before the cutoff and nothing

@@ -74,9 +74,9 @@ func testRetryFailed(t *testing.T, factory Factory) {
 	require.Equal(t, storage.StateIdle, got.State)
 	require.Zero(t, got.Attempt)
 
-	n, err := f.s.DeleteFinished(f.ctx, storage.CleanupRequest{Before: at(24 * time.Hour)})
+	res, err := f.s.DeleteFinished(f.ctx, storage.CleanupRequest{Before: at(24 * time.Hour)})
 	require.NoError(t, err)
-	require.Zero(t, n, "a retried workflow is not finished")
+	require.Zero(t, res.Deleted, "a retried workflow is not finished")
 	f.claimOne(w, "worker-a", at(time.Minute))
 }
 

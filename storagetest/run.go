@@ -121,6 +121,10 @@ func storageCases() []storageCase {
 		{"CleanupLimit", testCleanupLimit},
 		{"CleanupDefaultLimit", testCleanupDefaultLimit},
 		{"CleanupRemovesRecords", testCleanupRemovesRecords},
+		{"CleanupStates", testCleanupStates},
+		{"CleanupNeverLive", testCleanupNeverLive},
+		{"CleanupManySteps", testCleanupManySteps},
+		{"CleanupOrphanRuns", testCleanupOrphanRuns},
 
 		{"SpawnIdempotent", testSpawnIdempotent},
 		{"SpawnCursorResume", testSpawnCursorResume},

@@ -4,43 +4,98 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows whose FinishedAt is
-// before r.Before, oldest first, with their key, steps, error records and index entries, in
-// one write transaction. It returns how many workflows it deleted.
-func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
+// DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows in r.States whose
+// FinishedAt is before r.Before, oldest first, with their key, steps, error records and index
+// entries, in one write transaction. At most r.StepBudget step records go per call: the first
+// workflow whose steps do not fit loses as many as fit and stays for a later call (More).
+func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
 	if err := storage.ValidateCleanup(r); err != nil {
-		return 0, err
+		return storage.CleanupResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return storage.CleanupResult{}, err
 	}
-	limit := storage.CleanupLimit(r)
+	limit, budget, states := storage.CleanupLimit(r), storage.CleanupSteps(r), storage.CleanupStates(r)
 	cutoff := timeIDKey(r.Before, 0) // id 0 is never used, so this sorts before every row at Before
-	var deleted int
+	var res storage.CleanupResult
 	err := s.update(func(t *txn) error {
+		res = storage.CleanupResult{}
 		var ids []int64
+		var partial int64
+		var partialSteps [][]byte
 		c := t.finished.Cursor()
 		for k, _ := c.First(); k != nil && len(ids) < limit && bytes.Compare(k, cutoff) < 0; k, _ = c.Next() {
-			ids = append(ids, int64(beUint(k[8:])))
+			id := int64(beUint(k[8:]))
+			w, err := t.get(id)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(states, w.State) {
+				continue
+			}
+			// Read at most one step past the budget left: enough to know whether all fit.
+			left := budget - res.Steps
+			steps := prefixKeysN(t.steps, idKey(id), left+1)
+			if len(steps) > left {
+				partial, partialSteps = id, steps[:left]
+				break
+			}
+			res.Steps += len(steps)
+			ids = append(ids, id)
 		}
+		// Deleting under the cursor would move it: the walk collects, this deletes.
 		for _, id := range ids {
 			if err := t.delete(id); err != nil {
 				return err
 			}
 		}
-		deleted = len(ids)
+		if partial != 0 {
+			if err := t.deleteSteps(partial, partialSteps); err != nil {
+				return err
+			}
+			res.Steps += len(partialSteps)
+			res.More = true
+		}
+		res.Deleted = len(ids)
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("bolt: delete finished before %v: %w", r.Before, err)
+		return storage.CleanupResult{}, fmt.Errorf("bolt: delete finished before %v: %w", r.Before, err)
 	}
-	return deleted, nil
+	return res, nil
+}
+
+// deleteSteps removes the step records under keys (of workflow id) and their branch index
+// entries, leaving the workflow and its other steps.
+func (t *txn) deleteSteps(id int64, keys [][]byte) error {
+	for _, k := range keys {
+		if stepID, err := stepIDOf(t.steps.Get(k)); err != nil {
+			return fmt.Errorf("workflow %d step %q: %w", id, k[8:], err)
+		} else if err := t.branches.Delete(idKey(stepID)); err != nil {
+			return err
+		}
+		if err := t.steps.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixKeysN returns copies of at most n keys of b that start with prefix, in order.
+func prefixKeysN(b *bbolt.Bucket, prefix []byte, n int) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(keys) < n && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, append([]byte{}, k...))
+	}
+	return keys
 }
 
 // delete removes a workflow with everything stored under it.

@@ -145,9 +145,9 @@ func TestSpawnBatch(t *testing.T) {
 		require.NoError(t, s.FinishRun(ctx, c.Lease(), storage.Finish{Commit: storage.Commit{Now: at(4 * time.Second)}, State: storage.StateCompleted}))
 	}
 	checkIndexes(t, s)
-	n, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Minute)})
+	del, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Minute)})
 	require.NoError(t, err)
-	require.Equal(t, 4, n)
+	require.Equal(t, 4, del.Deleted)
 	checkIndexes(t, s)
 	left := listAll(t, s, storage.ListFilter{ParentStepID: res.BranchStepID})
 	require.Len(t, left, 1)

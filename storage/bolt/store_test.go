@@ -719,10 +719,10 @@ func TestDeleteFinished(t *testing.T) {
 
 	n, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(3 * time.Second), Limit: 2})
 	require.NoError(t, err)
-	require.Equal(t, 2, n)
+	require.Equal(t, 2, n.Deleted)
 	n, err = s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(3 * time.Second)})
 	require.NoError(t, err)
-	require.Equal(t, 1, n, "FinishedAt equal to Before is not before it")
+	require.Equal(t, 1, n.Deleted, "FinishedAt equal to Before is not before it")
 	for i, id := range done {
 		_, err := s.GetWorkflow(ctx, id)
 		if i < 3 {

@@ -299,7 +299,7 @@ func TestDeleteFinishedIndexes(t *testing.T) {
 	require.Equal(t, 2, n)
 	deleted, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: base.Add(time.Second)})
 	require.NoError(t, err)
-	require.Equal(t, 1, deleted)
+	require.Equal(t, 1, deleted.Deleted)
 	n, err = s.CountChildren(ctx, storage.ChildQuery{StepIDs: []int64{res.BranchStepID}, States: all, Cap: 10})
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "the deleted child is not counted")

@@ -11,10 +11,9 @@ import (
 
 // Defaults and bounds of the listing and cleanup calls, as package storage documents them.
 const (
-	listDefault    = 100
-	listMax        = 1000
-	errorsDefault  = 100
-	cleanupDefault = 1000
+	listDefault   = 100
+	listMax       = 1000
+	errorsDefault = 100
 )
 
 // CreateWorkflow stores a new idle workflow runnable at w.RunAt (w.Now when zero), or returns
@@ -194,30 +193,54 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 	return out, nil
 }
 
-// DeleteFinished deletes up to r.Limit final workflows finished before r.Before, those that
-// finished first first, with their steps and error records.
-func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
+// DeleteFinished deletes up to r.Limit final workflows in r.States finished before
+// r.Before, those that finished first first, with their steps and error records, deleting
+// at most r.StepBudget steps: the first workflow whose steps do not fit loses as many as fit
+// and stays until a later call.
+func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
+	var res storage.CleanupResult
 	if err := storage.ValidateCleanup(r); err != nil {
-		return 0, err
+		return res, err
 	}
 	if err := s.begin(ctx, "delete finished"); err != nil {
-		return 0, err
+		return res, err
 	}
 	defer s.mu.Unlock()
-	limit := r.Limit
-	if limit <= 0 {
-		limit = cleanupDefault
-	}
+	limit, budget, states := storage.CleanupLimit(r), storage.CleanupSteps(r), storage.CleanupStates(r)
 	var ids []int64
+	var partial *record
 	s.finished.ascend(func(e entry) bool {
-		if len(ids) == limit || !s.byID[e.id].w.FinishedAt.Before(r.Before) {
+		w := s.byID[e.id]
+		if len(ids) == limit || !w.w.FinishedAt.Before(r.Before) {
 			return false
 		}
+		if !slices.Contains(states, w.w.State) {
+			return true
+		}
+		if n := len(w.steps); n > budget-res.Steps {
+			partial = w
+			return false
+		}
+		res.Steps += len(w.steps)
 		ids = append(ids, e.id)
 		return true
 	})
+	if partial != nil {
+		n := budget - res.Steps
+		cut := partial.steps[len(partial.steps)-n:]
+		for _, st := range cut {
+			delete(s.stepOwner, st.ID)
+			if partial.byName != nil {
+				delete(partial.byName, st.Name)
+			}
+		}
+		partial.steps = slices.Clip(partial.steps[:len(partial.steps)-n])
+		res.Steps += n
+		res.More = true
+	}
 	s.drop(ids)
-	return len(ids), nil
+	res.Deleted = len(ids)
+	return res, nil
 }
 
 // uniq returns xs without repeats, in first-seen order.

@@ -67,7 +67,10 @@
 //	                       and state (+1 UPDATE of the parents it found to wake)
 //	Wake, Cancel           1 UPDATE (+1 SELECT when it changed nothing, to say why)
 //	Retry                  1 transaction: SELECT ... FOR UPDATE, the step upsert, one UPDATE
-//	ListWorkflows, ListErrors, DeleteFinished   1 statement
+//	ListWorkflows, ListErrors   1 statement
+//	DeleteFinished         1 transaction: SELECT the batch FOR UPDATE SKIP LOCKED, DELETE at
+//	                       most the step budget of its steps, DELETE its workflows left
+//	                       without steps (error records cascade)
 //
 // MySQL has no UPDATE ... RETURNING, so a claim cannot be one statement as on PostgreSQL.
 // It is one UPDATE that picks the due rows in a derived table (ORDER BY run_at LIMIT k FOR

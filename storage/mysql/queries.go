@@ -8,23 +8,23 @@ import (
 // shape depends on the request (multi-row inserts, IN lists) are built where they are used,
 // from the same table names, always with parameters for values.
 type queries struct {
-	insertWorkflow string
-	getWorkflow    string
-	findWorkflow   string
-	load           string
-	claimed        string
-	fence          string
-	fenceBranch    string
-	heartbeat      string
-	release        string
-	wake           string
-	stateOf        string
-	cancel         string
-	lockWorkflow   string
-	retry          string
-	branchID       string
-	listErrors     string
-	deleteFinished string
+	insertWorkflow                             string
+	getWorkflow                                string
+	findWorkflow                               string
+	load                                       string
+	claimed                                    string
+	fence                                      string
+	fenceBranch                                string
+	heartbeat                                  string
+	release                                    string
+	wake                                       string
+	stateOf                                    string
+	cancel                                     string
+	lockWorkflow                               string
+	retry                                      string
+	branchID                                   string
+	listErrors                                 string
+	deleteFinished, deleteSteps, deleteEmptied string
 }
 
 func newQueries(r *strings.Replacer) queries {
@@ -93,9 +93,16 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
     WHERE w.id = ? ORDER BY e.id LIMIT ?`),
 
 		// Steps and error records go with their workflow (ON DELETE CASCADE).
-		deleteFinished: r.Replace(`DELETE FROM {{workflows}}
-    WHERE finished_at < ` + ts + ` AND state IN ('completed', 'failed', 'cancelled')
-    ORDER BY finished_at, id LIMIT ?`),
+		// A cleanup's batch: locked for the transaction, skipping rows another cleanup holds.
+		// The state list is appended by the caller (one placeholder per state).
+		deleteFinished: r.Replace(`SELECT id FROM {{workflows}}
+    WHERE finished_at < ` + ts + ` AND state IN (%s)
+    ORDER BY finished_at, id LIMIT ? FOR UPDATE SKIP LOCKED`),
+		// At most the step budget of the batch's step rows (IDs appended by the caller).
+		deleteSteps: r.Replace(`DELETE FROM {{steps}} WHERE workflow_id IN (%s) LIMIT ?`),
+		// The batch's workflows left without steps; their errors cascade.
+		deleteEmptied: r.Replace(`DELETE FROM {{workflows}} WHERE id IN (%s)
+    AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = {{workflows}}.id)`),
 	}
 }
 

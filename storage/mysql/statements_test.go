@@ -116,12 +116,13 @@ func TestStatementCounts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, at(4*time.Second), got2.RunAt, "the wake during the run moved RunAt earlier")
 
-	// Cancel: one UPDATE. DeleteFinished: one DELETE, steps and errors cascading.
+	// Cancel: one UPDATE. DeleteFinished: one transaction: SELECT the batch, DELETE at most
+	// the step budget of its steps, DELETE its emptied workflows (errors cascading).
 	measure(t, c, "Cancel", snapshot{Exec: 1}, func() { require.NoError(t, s.Cancel(ctx, w.ID, at(6*time.Second))) })
-	measure(t, c, "DeleteFinished", snapshot{Exec: 1}, func() {
-		n, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Hour)})
+	measure(t, c, "DeleteFinished", snapshot{Exec: 2, Query: 1, Begin: 1, Commit: 1}, func() {
+		res, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Hour)})
 		require.NoError(t, err)
-		require.Equal(t, 1, n)
+		require.Equal(t, 1, res.Deleted)
 	})
 }
 
@@ -200,4 +201,47 @@ func TestSpawnStatementCounts(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, kids, 5)
 	require.NotEqual(t, p.ID, kids[0].ID)
+}
+
+// TestStatementCountsCleanupManySteps: a completed workflow with 10,000 steps is deleted in
+// at most 11 DeleteFinished calls, each one transaction of three statements deleting at most
+// DefaultCleanupSteps step rows.
+func TestStatementCountsCleanupManySteps(t *testing.T) {
+	t.Parallel()
+	s, c := countingStore(t)
+	ctx := context.Background()
+	w := create(t, s, "big", "k", at(0))
+	got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: 1, TTL: time.Minute, Now: at(0)})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+	for from := 0; from < 10_000; from += 1000 {
+		steps := make([]storage.Step, 1000)
+		for i := range steps {
+			steps[i] = storage.Step{Name: fmt.Sprintf("s%05d", from+i), State: storage.StepCompleted, Attempts: 1, Result: []byte(`1`)}
+		}
+		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: steps, Now: at(time.Second)}))
+	}
+	require.NoError(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: at(time.Minute)}, State: storage.StateCompleted}))
+
+	calls, steps := 0, 0
+	for {
+		var res storage.CleanupResult
+		calls++
+		measure(t, c, fmt.Sprint("DeleteFinished call ", calls), snapshot{Exec: 2, Query: 1, Begin: 1, Commit: 1}, func() {
+			res, err = s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Hour)})
+			require.NoError(t, err)
+		})
+		require.LessOrEqual(t, res.Steps, storage.DefaultCleanupSteps, "call %d", calls)
+		steps += res.Steps
+		if res.Deleted == 1 {
+			break
+		}
+		require.True(t, res.More, "call %d left the workflow without saying so", calls)
+		require.Less(t, calls, 11, "calls to delete 10,000 steps")
+	}
+	require.Equal(t, 10_000, steps)
+	_, err = s.GetWorkflow(ctx, w.ID)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	t.Logf("10,000 steps deleted in %d calls", calls)
 }

@@ -217,7 +217,8 @@ func TestGenericPlansUseIndexes(t *testing.T) {
 		{"Wake", s.q.wake, pgx.StrictNamedArgs{"id": int64(5000), "at": ts(now)}},
 		{"Cancel", s.q.cancel, pgx.StrictNamedArgs{"id": int64(5000), "now": ts(now)}},
 		{"ListErrors", s.q.listErrors, pgx.StrictNamedArgs{"id": int64(5000), "limit": 100}},
-		{"DeleteFinished", s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(now), "limit": 1000}},
+		{"DeleteFinished", s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(now), "limit": 1000, "budget": 1000, "states": []string{"completed", "failed", "cancelled"}}},
+		{"DeleteFinished emptied", s.q.deleteEmptied, pgx.StrictNamedArgs{"ids": []int64{1, 2, 3}}},
 		{"CreateWorkflow", s.q.create, pgx.StrictNamedArgs{
 			"name": "n", "key": "k", "input": []byte(nil), "trace": []byte(nil),
 			"parent": pgtype.Int8{}, "run_at": ts(now), "now": ts(now),

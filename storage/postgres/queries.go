@@ -99,6 +99,7 @@ type queries struct {
 	wake, retry, cancel                     string
 	spawn, spawnConflict, countChildren     string
 	listErrors, deleteFinished, listColumns string
+	deleteEmptied                           string
 	wakeMergeWaiters                        string
 	cancelChildren, branchSteps             string
 }
@@ -353,21 +354,33 @@ ORDER BY e.id`,
 
 		// Oldest first along the finished index; the ids go through an array so the delete
 		// finds them by primary key under any plan. Rows another cleanup holds are skipped.
+		// The first statement of a cleanup locks its batch (skipping rows another cleanup
+		// holds) and deletes at most @budget of the batch's step rows; the second, in the same
+		// transaction, deletes the batch's workflows left without steps (errors cascade).
 		deleteFinished: `
-DELETE FROM {{workflows}} WHERE id = ANY(ARRAY(
+WITH batch AS (
 	SELECT id FROM {{workflows}}
-	WHERE finished_at < @before::timestamptz AND state IN ('completed', 'failed', 'cancelled')
+	WHERE finished_at < @before::timestamptz AND state = ANY(@states::text[])
 	ORDER BY finished_at
 	LIMIT @limit
 	FOR UPDATE SKIP LOCKED
-))`,
+), gone AS (
+	DELETE FROM {{steps}} WHERE id = ANY(ARRAY(
+		SELECT id FROM {{steps}} WHERE workflow_id IN (SELECT id FROM batch) LIMIT @budget
+	))
+	RETURNING 1
+)
+SELECT ARRAY(SELECT id FROM batch), (SELECT count(*) FROM gone)`,
+		deleteEmptied: `
+DELETE FROM {{workflows}} w WHERE w.id = ANY(@ids::bigint[])
+AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 
 		listColumns: `SELECT ` + wcols + ` FROM {{workflows}}`,
 	}
 	for _, p := range []*string{
 		&q.create, &q.get, &q.find, &q.load, &q.claim, &q.heartbeat, &q.saveSteps, &q.finishRun,
 		&q.release, &q.leaseState, &q.fenceState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.spawnConflict, &q.countChildren,
-		&q.listErrors, &q.deleteFinished, &q.listColumns,
+		&q.listErrors, &q.deleteFinished, &q.deleteEmptied, &q.listColumns,
 	} {
 		*p = r.Replace(*p)
 	}

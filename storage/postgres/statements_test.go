@@ -338,9 +338,57 @@ func TestStatementsOtherUnits(t *testing.T) {
 	s.requireOne("Cancel", func(ctx context.Context) {
 		require.NoError(t, s.Cancel(ctx, parent.ID, base(2*time.Second)))
 	})
-	s.requireOne("DeleteFinished", func(ctx context.Context) {
-		n, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: base(time.Hour)})
+	// DeleteFinished: one transaction of two statements (lock the batch and delete its
+	// steps within the budget; delete the emptied workflows), whatever the batch's size.
+	sql = s.count(func(ctx context.Context) {
+		res, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: base(time.Hour)})
 		require.NoError(t, err)
-		require.Equal(t, 1, n)
+		require.Equal(t, 1, res.Deleted)
 	})
+	require.LessOrEqual(t, len(sql), 4, "DeleteFinished: BEGIN, two statements, COMMIT:\n%s", strings.Join(sql, "\n"))
+}
+
+// TestStatementsCleanupManySteps: a completed workflow with 10,000 steps is deleted in at
+// most 11 DeleteFinished calls, each one transaction of two statements deleting at most
+// DefaultCleanupSteps step rows.
+func TestStatementsCleanupManySteps(t *testing.T) {
+	t.Parallel()
+	s := newCountingStore(t)
+	ctx := t.Context()
+	w, _, err := s.CreateWorkflow(ctx, storage.NewWorkflow{Name: "big", Key: "k", Now: base(0)})
+	require.NoError(t, err)
+	got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: 1, TTL: time.Minute, Now: base(0)})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+	for from := 0; from < 10_000; from += 1000 {
+		steps := make([]storage.Step, 1000)
+		for i := range steps {
+			steps[i] = storage.Step{Name: fmt.Sprintf("s%05d", from+i), State: storage.StepCompleted, Attempts: 1, Result: []byte(`1`)}
+		}
+		require.NoError(t, s.SaveSteps(ctx, l, storage.Commit{Steps: steps, Now: base(time.Second)}))
+	}
+	require.NoError(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: base(time.Minute)}, State: storage.StateCompleted}))
+
+	calls, steps := 0, 0
+	for {
+		var res storage.CleanupResult
+		sql := s.count(func(ctx context.Context) {
+			res, err = s.DeleteFinished(ctx, storage.CleanupRequest{Before: base(time.Hour)})
+			require.NoError(t, err)
+		})
+		calls++
+		require.LessOrEqual(t, len(sql), 4, "call %d: BEGIN, two statements, COMMIT:\n%s", calls, strings.Join(sql, "\n"))
+		require.LessOrEqual(t, res.Steps, storage.DefaultCleanupSteps, "call %d", calls)
+		steps += res.Steps
+		if res.Deleted == 1 {
+			break
+		}
+		require.True(t, res.More, "call %d left the workflow without saying so", calls)
+		require.Less(t, calls, 11, "calls to delete 10,000 steps")
+	}
+	require.Equal(t, 10_000, steps)
+	_, err = s.GetWorkflow(ctx, w.ID)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	t.Logf("10,000 steps deleted in %d calls", calls)
 }

@@ -279,28 +279,47 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 	return out, nil
 }
 
-// DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows whose FinishedAt is
-// before r.Before, oldest first, in one statement; their steps and error records go with them
-// (ON DELETE CASCADE). Rows locked by another cleanup are skipped, so concurrent cleanups
-// share the work. It returns how many workflows it deleted.
-func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (int, error) {
+// DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows in r.States whose
+// FinishedAt is before r.Before, oldest first, in one transaction of two statements: the
+// first locks the batch (skipping rows another cleanup holds, so concurrent cleanups share
+// the work) and deletes at most r.StepBudget of its step rows, the second deletes the batch's
+// workflows left without steps; their error records go with them (ON DELETE CASCADE).
+func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
+	var res storage.CleanupResult
 	if err := storage.ValidateCleanup(r); err != nil {
-		return 0, err
+		return res, err
 	}
 	if err := s.ready(ctx); err != nil {
-		return 0, err
+		return res, err
 	}
-	limit := storage.CleanupLimit(r)
-	var n int64
+	args := pgx.StrictNamedArgs{
+		"before": ts(r.Before), "limit": storage.CleanupLimit(r),
+		"budget": storage.CleanupSteps(r), "states": strs(storage.CleanupStates(r)),
+	}
 	err := retry(ctx, once, func(ctx context.Context) error {
-		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(r.Before), "limit": limit})
-		n = tag.RowsAffected()
-		return err
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var ids []int64
+			var steps int64
+			if err := tx.QueryRow(ctx, s.q.deleteFinished, args).Scan(&ids, &steps); err != nil {
+				return err
+			}
+			res = storage.CleanupResult{Steps: int(steps)}
+			if len(ids) == 0 {
+				return nil
+			}
+			tag, err := tx.Exec(ctx, s.q.deleteEmptied, pgx.StrictNamedArgs{"ids": ids})
+			if err != nil {
+				return err
+			}
+			res.Deleted = int(tag.RowsAffected())
+			res.More = res.Deleted < len(ids)
+			return nil
+		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("postgres: delete finished before %v: %w", r.Before, err)
+		return storage.CleanupResult{}, fmt.Errorf("postgres: delete finished before %v: %w", r.Before, err)
 	}
-	return int(n), nil
+	return res, nil
 }
 
 // strs converts states to strings for a text[] parameter, deduplicated.
