@@ -103,6 +103,10 @@ func (s Schedule) tick(start time.Time, loc *time.Location, k int64) time.Time {
 		return start.Add(time.Duration(k) * s.every)
 	}
 	l := start.In(loc)
+	if s.daily {
+		// The configured time of day, even if the start fell in a DST gap and was moved.
+		return time.Date(l.Year(), l.Month(), l.Day()+int(k)*s.days, s.hour, s.min, 0, 0, loc)
+	}
 	if s.days > 0 {
 		// time.Date normalises the day overflow by the calendar and keeps the wall clock.
 		return time.Date(l.Year(), l.Month(), l.Day()+int(k)*s.days, l.Hour(), l.Minute(), l.Second(), l.Nanosecond(), loc)
@@ -132,13 +136,16 @@ func (s Schedule) firstAtOrAfter(start time.Time, loc *time.Location, from int64
 		}
 		return max(k, from)
 	}
-	// A calendar period is within a few percent of its nominal length (DST shifts an hour, a
-	// month is 28 to 31 days): estimate low, then step forward.
-	nominal := time.Duration(s.days) * day
-	if s.months > 0 {
-		nominal = time.Duration(s.months) * 31 * day
+	// Estimate from the calendar distance (a DST change moves a day tick by an hour, the
+	// month-end clamp moves a month tick by a few days), one period low, then correct by
+	// the few steps the estimate is off.
+	if s.days > 0 {
+		k = int64(t.Sub(start)/(time.Duration(s.days)*day)) - 1
+	} else {
+		a, b := start.In(loc), t.In(loc)
+		months := int64(b.Year()-a.Year())*12 + int64(b.Month()-a.Month())
+		k = months/int64(s.months) - 1
 	}
-	k = int64(t.Sub(start)/nominal) - 1
 	k = max(k, from)
 	for s.tick(start, loc, k).Before(t) {
 		k++
@@ -183,7 +190,7 @@ func TickTimeout(d time.Duration) RepeatOption {
 }
 
 // StallOnError makes a tick whose retries are spent stall the workflow until Engine.Retry,
-// which retries that tick. By default the Repeat records the error and goes on with the next
+// which retries that tick, however old it is by then. By default the Repeat records the error and goes on with the next
 // tick.
 func StallOnError() RepeatOption { return repeatOption(func(c *repeatConfig) { c.stall = true }) }
 
@@ -268,6 +275,7 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 	}
 	now := r.eng.clock.Now()
 	changed := !stored
+	retried := false // an operator's Retry runs the stalled tick, however old
 	if meta.Start.IsZero() {
 		at := now
 		if !cfg.start.IsZero() {
@@ -282,6 +290,7 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 		}
 		// Engine.Retry reset the stall record: the tick gets a fresh budget.
 		meta.Stall, meta.Used, meta.NextAt, changed = false, nil, time.Time{}, true
+		retried = true
 	}
 	save := func() {
 		rec.Meta, _ = json.Marshal(meta)
@@ -294,7 +303,7 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 	}
 
 	tick := schedule.tick(meta.Start, cfg.loc, meta.Next)
-	if meta.NextAt.IsZero() && tick.Before(now.Add(-cfg.timeout)) {
+	if !retried && meta.NextAt.IsZero() && tick.Before(now.Add(-cfg.timeout)) {
 		// Catch-up: every tick older than the window is skipped at once.
 		k := schedule.firstAtOrAfter(meta.Start, cfg.loc, meta.Next, now.Add(-cfg.timeout))
 		n := k - meta.Next

@@ -29,6 +29,7 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"OneLoadPerRun", testE2EOneLoadPerRun},
 			{"SignalWakesContinueIf", testE2ESignal},
 			{"UnknownNameUntouched", testE2EUnknownName},
+			{"Repeat", testE2ERepeat},
 		}
 		cases = append(cases, branchCases()...)
 		for _, c := range append(cases, traceCases()...) {
