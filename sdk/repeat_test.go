@@ -322,3 +322,51 @@ func TestRepeatTickTimeoutBoundsFn(t *testing.T) {
 	require.Len(t, errs, 1)
 	require.Contains(t, errs[0].Message, context.DeadlineExceeded.Error())
 }
+
+func TestRepeatRejectsInvalidSchedules(t *testing.T) {
+	t.Parallel()
+	for name, sched := range map[string]sdk.Schedule{
+		"zero":        sdk.Every(0),
+		"36h":         sdk.Every(36 * time.Hour),
+		"no days":     sdk.EveryDays(0),
+		"neg months":  sdk.EveryMonths(-1),
+		"hour 25":     sdk.Daily(25, 0),
+		"zero values": {},
+	} {
+		e, k, h := repeatEnv(t, t0, sched, 3)
+		e.drain()
+		_, err := h.Result(ctx)
+		require.ErrorIs(t, err, sdk.ErrFailed, name)
+		require.ErrorContains(t, err, `repeat "job"`, name)
+		require.Empty(t, k.seen(), name)
+	}
+}
+
+func TestRepeatRetriedStalledTickRunsAfterLongDowntime(t *testing.T) {
+	t.Parallel()
+	e, k, h := repeatEnv(t, t0, sdk.Every(time.Minute), 3, sdk.WithRetry(sdk.NoRetry), sdk.StallOnError())
+	k.fail = func(context.Context, time.Time) error { return errors.New("down") }
+	require.Equal(t, 1, e.drain())
+	require.Equal(t, storage.StateStalled, e.state(h.ID()).State)
+	k.mu.Lock()
+	k.fail = nil
+	k.mu.Unlock()
+	e.clock.Advance(24 * time.Hour)
+	require.NoError(t, e.eng.Retry(ctx, h.ID()))
+	require.Equal(t, 3, e.drain(), "the retried tick, then the two ticks inside the one-minute window")
+	require.Equal(t, []time.Time{t0, t0.Add(24*time.Hour - time.Minute), t0.Add(24 * time.Hour)}, k.seen())
+	require.EqualValues(t, 24*60-2, repeatMeta(t, e, h.ID())["skipped"])
+}
+
+func TestRepeatDailyCatchUpOverYearsInBerlin(t *testing.T) {
+	t.Parallel()
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	require.NoError(t, err)
+	e, k, h := repeatEnv(t, t0, sdk.Daily(9, 0), 1<<30, sdk.In(berlin), sdk.StartAt(time.Date(2016, 1, 1, 0, 0, 0, 0, berlin)))
+	require.Equal(t, 1, e.drain())
+	// t0 is 2026-01-01 13:00 in Berlin: the window (one day) holds today's 09:00 tick.
+	require.Equal(t, []time.Time{time.Date(2026, 1, 1, 9, 0, 0, 0, berlin)}, k.seen())
+	days := int64(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Sub(time.Date(2016, 1, 1, 0, 0, 0, 0, time.UTC)) / (24 * time.Hour))
+	require.EqualValues(t, days, repeatMeta(t, e, h.ID())["skipped"])
+	require.True(t, time.Date(2026, 1, 2, 9, 0, 0, 0, berlin).Equal(e.state(h.ID()).RunAt))
+}
