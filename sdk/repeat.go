@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/telemetry"
 )
 
 // Record names of a Repeat: one coordination record for all its ticks, and one more, written
@@ -338,7 +339,12 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 		return err
 	}
 	timeout := cfg.timeout
-	_, err := callStep(r, "repeat "+quote(name), func(ctx context.Context) (struct{}, error) {
+	// Telemetry: each tick is an executed step with a span, ended once its fate is known.
+	obs := r.startStep(recName, rec.Attempts+1)
+	outcome := telemetry.StepAborted
+	var err error
+	defer func() { r.endTick(&obs, outcome, err) }()
+	_, err = callStep(r, "repeat "+quote(name), func(ctx context.Context) (struct{}, error) {
 		if timeout > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -352,6 +358,7 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 	now = r.eng.clock.Now()
 	rec.Attempts++
 	if err == nil {
+		outcome = telemetry.StepCompleted
 		meta.Ran++
 		meta.Last = tick
 		meta.Next++
@@ -370,8 +377,10 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 	meta.Used[key]++
 	r.recordError(recName, rec.Attempts, err)
 	rec.LastError = storage.Truncate(err.Error(), maxErrorMessage)
+	outcome = telemetry.StepFailed
 	switch {
 	case again:
+		outcome = telemetry.StepRetrying
 		meta.NextAt = now.Add(delay)
 		save()
 		return r.suspend(meta.NextAt, storage.Wait{Kind: storage.WaitRetry, Step: recName})
@@ -389,4 +398,15 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 	meta.Used, meta.NextAt = nil, time.Time{}
 	save()
 	return r.suspend(schedule.tick(meta.Start, cfg.loc, meta.Next), storage.Wait{Kind: storage.WaitRepeat, Step: recName})
+}
+
+// endTick ends the telemetry of one tick: its span and step measurements.
+func (r *run) endTick(o *stepObs, outcome telemetry.StepOutcome, err error) {
+	ctx := r.stepContext()
+	r.tel.stepCtx = nil
+	errType := ""
+	if err != nil {
+		errType = errorType(err)
+	}
+	o.s.End(ctx, outcome, err, errType)
 }
