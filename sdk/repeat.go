@@ -208,12 +208,12 @@ type repeatMeta struct {
 	Stall  bool           `json:"stalled,omitempty"` // the next tick stalled the workflow
 	// Skipped is the total of ticks skipped by catch-up; Skip describes the latest catch-up.
 	Skipped int64       `json:"skipped,omitempty"`
-	Skip    *RepeatSkip `json:"skip,omitempty"`
+	Skip    *repeatSkip `json:"skip,omitempty"`
 }
 
-// RepeatSkip is the summary of one catch-up: Count ticks from First to Last were skipped
+// repeatSkip is the summary of one catch-up: Count ticks from First to Last were skipped
 // because they were older than the tick timeout when the workflow ran.
-type RepeatSkip struct {
+type repeatSkip struct {
 	Count int64     `json:"count"`
 	First time.Time `json:"first"`
 	Last  time.Time `json:"last"`
@@ -308,7 +308,7 @@ func Repeat(c *Context, name string, schedule Schedule, till func(next time.Time
 		// Catch-up: every tick older than the window is skipped at once.
 		k := schedule.firstAtOrAfter(meta.Start, cfg.loc, meta.Next, now.Add(-cfg.timeout))
 		n := k - meta.Next
-		meta.Skip = &RepeatSkip{Count: n, First: tick, Last: schedule.tick(meta.Start, cfg.loc, k-1), At: now}
+		meta.Skip = &repeatSkip{Count: n, First: tick, Last: schedule.tick(meta.Start, cfg.loc, k-1), At: now}
 		meta.Skipped += n
 		meta.Next, meta.Used = k, nil
 		tick = schedule.tick(meta.Start, cfg.loc, k)
