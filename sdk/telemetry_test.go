@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chronoforge/chronoforge/sdk"
 	"github.com/chronoforge/chronoforge/storage"
@@ -240,4 +241,37 @@ func TestObserveQueue(t *testing.T) {
 		telemetry.MetricQueueDue + " ":          2,
 		telemetry.MetricQueueOldestDueAge:       30, // "a", due since it started 30 s ago
 	}, got)
+}
+
+// TestRepeatTickSpans: each tick is a step span named after the Repeat's record, with its
+// outcome; the tick's function gets the span's context.
+func TestRepeatTickSpans(t *testing.T) {
+	ticks := 0
+	wf := sdk.New("span.repeat", func(c *sdk.Context, _ int) (int, error) {
+		err := sdk.Repeat(c, "beat", sdk.Every(time.Minute), func(time.Time) bool { return ticks >= 2 },
+			func(ctx context.Context, _ time.Time) error {
+				ticks++
+				if !trace.SpanFromContext(ctx).SpanContext().IsValid() {
+					return errors.New("no span in the tick's context")
+				}
+				return nil
+			}, sdk.WithRetry(sdk.NoRetry))
+		return ticks, err
+	})
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	e := newEnv(t, sdk.WithWorkflows(wf), sdk.WithTracerProvider(tp))
+	h, err := wf.Start(ctx, e.eng, "k", 0)
+	require.NoError(t, err)
+	for e.next(h.ID(), 0) {
+	}
+	require.Empty(t, e.errors(h.ID()))
+	n := 0
+	for _, s := range spans.Ended() {
+		if s.Name() == "step repeat$beat" {
+			n++
+			require.Contains(t, s.Attributes(), telemetry.AttrStepOutcome.String(string(telemetry.StepCompleted)))
+		}
+	}
+	require.Equal(t, 2, n)
 }

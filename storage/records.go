@@ -75,6 +75,8 @@ const (
 	WaitSignal WaitKind = "signal"
 	// WaitRetry: a step or the workflow function between retries, until RunAt.
 	WaitRetry WaitKind = "retry"
+	// WaitRepeat: a Repeat until its next tick at RunAt.
+	WaitRepeat WaitKind = "repeat"
 	// WaitMerge: a merge of branches; Data holds the probe's state. Read by WakeMergeWaiters.
 	WaitMerge WaitKind = "merge"
 )

@@ -30,6 +30,7 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"SignalWakesContinueIf", testE2ESignal},
 			{"UnknownNameUntouched", testE2EUnknownName},
 			{"CleanupWhileRunning", testE2ECleanupWhileRunning},
+			{"Repeat", testE2ERepeat},
 		}
 		cases = append(cases, branchCases()...)
 		for _, c := range append(cases, traceCases()...) {
