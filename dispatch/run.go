@@ -77,8 +77,10 @@ func (w *Worker) heartbeat(ctx context.Context, wf storage.Workflow, cancelRun c
 		switch {
 		case err == nil:
 		case errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled):
-			if ctx.Err() != nil {
-				return // the run already ended; its final write is what moved the lease on
+			if ctx.Err() != nil || errors.Is(err, storage.ErrLeaseReleased) {
+				// The run already ended (or is ending): its own final write released the
+				// lease, so nothing was lost.
+				return
 			}
 			w.stats.heartbeatsLost.Add(1)
 			w.log.Warn("heartbeat: stopping the run", "workflow", wf.Name, "key", wf.Key, "id", wf.ID, "error", err)

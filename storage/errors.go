@@ -18,6 +18,10 @@ var (
 	// clock, so the write was refused (fencing). Nothing was written. The message says why
 	// (see Fence): superseded, naming the current holder, released, or expired.
 	ErrLeaseLost = errors.New("storage: lease lost")
+	// ErrLeaseReleased: the lease's own holder ended it (its run finished or gave it back), so
+	// a write under it, typically a heartbeat racing the run's final write, was refused. It
+	// comes wrapped together with ErrLeaseLost; nobody else holds the workflow.
+	ErrLeaseReleased = errors.New("storage: lease released by its holder")
 	// ErrCancelled: the workflow was cancelled; the write was refused.
 	ErrCancelled = errors.New("storage: workflow cancelled")
 	// ErrWrongState: the workflow is not in a state that allows the operation.

@@ -34,7 +34,7 @@ func Fence(l Lease, cur Workflow, storeNow time.Time) error {
 	case cur.LeaseToken < l.Token:
 		return fmt.Errorf("%w: workflow %d never had lease token %d; the latest is %d, of %q", ErrLeaseLost, cur.ID, l.Token, cur.LeaseToken, cur.LeaseOwner)
 	case cur.State != StateRunning:
-		return fmt.Errorf("%w: workflow %d: the lease of %s was released and the workflow is %s", ErrLeaseLost, cur.ID, mine, cur.State)
+		return fmt.Errorf("%w: workflow %d: the lease of %s was released and the workflow is %s (%w)", ErrLeaseLost, cur.ID, mine, cur.State, ErrLeaseReleased)
 	case !storeNow.Before(cur.LeaseUntil):
 		return fmt.Errorf("%w: workflow %d: the lease of %s expired at %s by the store's clock, which reads %s", ErrLeaseLost, cur.ID, mine,
 			cur.LeaseUntil.UTC().Format(time.RFC3339Nano), storeNow.UTC().Format(time.RFC3339Nano))

@@ -41,5 +41,8 @@ func TestFence(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: message %q does not say %q", tc.name, err, tc.says)
 		}
+		if released := errors.Is(err, ErrLeaseReleased); released != (tc.name == "released") {
+			t.Errorf("%s: errors.Is(err, ErrLeaseReleased) = %v", tc.name, released)
+		}
 	}
 }
