@@ -56,7 +56,9 @@
 //
 // Writes under a lease report, in this order: ErrCancelled when the workflow was cancelled,
 // ErrLeaseLost when another lease superseded it, it was released, or it expired by the
-// store's clock (Fence decides and words it; use it). A method given an unknown workflow ID
+// store's clock (Fence decides and words it; use it). A lease its own holder ended (its run
+// finished or released it) also matches ErrLeaseReleased, so a heartbeat racing its run's
+// final write can tell that nothing was lost. A method given an unknown workflow ID
 // returns ErrNotFound (ListErrors included: no records for an unknown workflow is
 // ErrNotFound, an empty list means a workflow without errors).
 //
@@ -253,8 +255,8 @@ type Storage interface {
 	// not yet vacuumed may still be stepped over), and no row is written per child. It is one
 	// statement or transaction per call (on backends without UPDATE ... RETURNING, a fixed
 	// number of statements; an embedded store may read first and write only when it wakes
-	// something). Call it after the children's final writes committed: of children finishing at once, the
-	// last to commit then finds no sibling left in r.States. Step IDs should name branch steps
+	// something). Call it after the children's final writes committed: of children
+	// finishing at once, the last to commit then finds no sibling left in r.States. Step IDs should name branch steps
 	// (SpawnResult.BranchStepID): for any other step a backend may do nothing or wake its
 	// workflow as if it were a branch without children, which a merge wait tolerates.
 	WakeMergeWaiters(ctx context.Context, r MergeWakeRequest) (woken int, err error)
@@ -264,7 +266,8 @@ type Storage interface {
 
 	// ListErrors returns the error records of a workflow in the order they were written (ID
 	// order; their CreatedAt, which callers may set, is not the order), at most limit (0 or
-	// less means DefaultErrorsLimit, 100), in one round trip. It returns ErrNotFound for an unknown workflow.
+	// less means DefaultErrorsLimit, 100), in one round trip. It returns ErrNotFound for an
+	// unknown workflow.
 	ListErrors(ctx context.Context, workflowID int64, limit int) ([]ErrorRecord, error)
 
 	// DeleteFinished deletes up to r.Limit final workflows in r.States (every final state when
