@@ -65,7 +65,11 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	if err == nil && !matched {
 		err = s.refuse(ctx, l)
 		if errors.Is(err, errLeaseHolds) {
-			err = fmt.Errorf("%w: branch step %q is neither in the batch nor recorded on workflow %d", storage.ErrInvalid, r.Branch, l.WorkflowID)
+			// The fence holds now, so either the branch step is unknown, or the lease changed
+			// while the statement ran (a heartbeat that began before the lease ran out and
+			// extended it after the statement read it): tell the two apart rather than report
+			// a lease race as bad input, which would fail the workflow.
+			err = s.branchKnown(ctx, l, r)
 		}
 	}
 	if isSpawnConflict(err) {
@@ -131,4 +135,26 @@ func (s *Store) CountChildren(ctx context.Context, q storage.ChildQuery) (int, e
 		return 0, fmt.Errorf("postgres: count children: %w", err)
 	}
 	return int(n), nil
+}
+
+// branchKnown explains a spawn refused while its lease holds: ErrInvalid when the branch step
+// is neither in the batch nor recorded, ErrLeaseLost (the lease changed during the write)
+// otherwise.
+func (s *Store) branchKnown(ctx context.Context, l storage.Lease, r storage.SpawnRequest) error {
+	for _, st := range r.Steps {
+		if st.Name == r.Branch {
+			return fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
+		}
+	}
+	var stored bool
+	err := retry(ctx, idempotent, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+s.steps+` WHERE workflow_id = $1 AND name = $2)`, l.WorkflowID, r.Branch).Scan(&stored)
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("workflow %d: read the branch step after a refused spawn: %w", l.WorkflowID, err)
+	case stored:
+		return fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
+	}
+	return fmt.Errorf("%w: branch step %q is neither in the batch nor recorded on workflow %d", storage.ErrInvalid, r.Branch, l.WorkflowID)
 }
