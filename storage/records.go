@@ -79,6 +79,10 @@ const (
 	WaitRepeat WaitKind = "repeat"
 	// WaitMerge: a merge of branches; Data holds the probe's state. Read by WakeMergeWaiters.
 	WaitMerge WaitKind = "merge"
+	// WaitMessage: a receive of the next message on a topic; Data holds the topic (its bytes,
+	// as given). Read by SendMessage, which wakes such a workflow when a message arrives on
+	// that topic.
+	WaitMessage WaitKind = "message"
 )
 
 // Wait describes what an idle workflow waits for: a timer needs only RunAt, a signal wait has
@@ -124,6 +128,9 @@ type Workflow struct {
 	ParentStepID int64
 	// TraceContext carries the propagated trace context of the creator (W3C headers, JSON).
 	TraceContext []byte
+	// Tags is the small string metadata given when the workflow was created (see
+	// ValidateTags), nil when none. Tags never change after creation.
+	Tags map[string]string
 	// LastError is the message of the most recent error record, for listings.
 	LastError string
 	CreatedAt time.Time
@@ -192,6 +199,8 @@ type NewWorkflow struct {
 	Key          string
 	Input        []byte
 	TraceContext []byte
+	// Tags are stored with the workflow as given (nil or empty: none); see ValidateTags.
+	Tags map[string]string
 	// ParentStepID links a child to its branch step. CreateWorkflow stores it as given;
 	// SpawnBatch sets it to the branch step's ID.
 	ParentStepID int64
@@ -259,6 +268,9 @@ type ListFilter struct {
 	DueBy time.Time
 	// ParentStepID selects the children of one branch step.
 	ParentStepID int64
+	// Tags selects workflows carrying every one of these tags with the same value (an empty
+	// value matches a tag stored with the empty value, not a missing tag). At most MaxTags.
+	Tags map[string]string
 	// AfterID pages: only workflows with an ID greater than it, in ID order.
 	AfterID int64
 	// Limit is the page size; 0 or less means DefaultListLimit (100), and at most

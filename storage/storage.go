@@ -111,6 +111,13 @@ type Storage interface {
 	// stored input wins). It is atomic: concurrent calls for one name and key create one row.
 	CreateWorkflow(ctx context.Context, w NewWorkflow) (wf Workflow, created bool, err error)
 
+	// CreateWorkflows is CreateWorkflow for a batch (ValidateCreateBatch: 1..MaxCreateBatch
+	// workflows, no name and key twice) in one statement or transaction, never one per
+	// workflow: each workflow of ws is created, or, when its name and key exist, returned
+	// unchanged. out and created follow the order of ws. It is all or nothing: an error
+	// means none was created (unless it came after the commit: a lost reply).
+	CreateWorkflows(ctx context.Context, ws []NewWorkflow) (out []Workflow, created []bool, err error)
+
 	// GetWorkflow returns the workflow with the given id, or ErrNotFound.
 	GetWorkflow(ctx context.Context, id int64) (Workflow, error)
 
@@ -170,6 +177,30 @@ type Storage interface {
 	// when RunAt was already earlier) and false, changing nothing, for a final or stalled one;
 	// ErrNotFound for an unknown id. It carries no Now, so UpdatedAt is left alone.
 	Wake(ctx context.Context, id int64, at time.Time) (bool, error)
+
+	// SendMessage appends a message to a workflow's mailbox, in one statement or
+	// transaction. A message with a Key the workflow already holds is not stored again: the
+	// stored one is returned with created == false (even after it was consumed, and even
+	// once the workflow is final). Otherwise it returns ErrNotFound for an unknown workflow
+	// and ErrWrongState, storing nothing, for a final one (completed, failed, cancelled); a
+	// stalled workflow keeps the message for when it is retried.
+	//
+	// A stored message wakes the workflow as Wake would at m.Now when it is idle and waiting
+	// for a message on m.Topic (Wait.Kind WaitMessage, Wait.Data the topic) or running (the
+	// wake is remembered, so a run that looked at the mailbox just before still suspends no
+	// later than m.Now); other workflows are left alone. On a Notifier store a wake that makes
+	// the workflow runnable at once is announced.
+	SendMessage(ctx context.Context, m NewMessage) (msg Message, created bool, err error)
+
+	// ConsumeMessage takes the next message of the leased workflow's mailbox on r.Topic (the
+	// unconsumed one with the lowest ID), in one transaction fenced like SaveSteps: it writes
+	// r.Commit as SaveSteps would, and, if a message was waiting, marks it consumed by r.Step
+	// at r.Now and upserts the step record r.Step as completed (Attempts 1, Result the
+	// message's payload, Meta and LastError empty) in the same transaction, then returns it
+	// with ok == true. With no message waiting it writes the commit alone and returns
+	// ok == false. A message is consumed at most once: the step record and the mark commit
+	// together or not at all.
+	ConsumeMessage(ctx context.Context, l Lease, r ConsumeRequest) (msg Message, ok bool, err error)
 
 	// Retry moves a stalled or failed workflow back to idle, runnable at r.Now, resets its
 	// workflow-level attempt count, clears Wait and FinishedAt (LastError and Output stay)
@@ -261,7 +292,8 @@ type Storage interface {
 	// workflow as if it were a branch without children, which a merge wait tolerates.
 	WakeMergeWaiters(ctx context.Context, r MergeWakeRequest) (woken int, err error)
 
-	// ListWorkflows returns one page of workflows matching f, in ID order.
+	// ListWorkflows returns one page of workflows matching f, in ID order. A filter on tags
+	// may scan (no index is required for it); every other filter uses one.
 	ListWorkflows(ctx context.Context, f ListFilter) ([]Workflow, error)
 
 	// ListErrors returns the error records of a workflow in the order they were written (ID
@@ -284,6 +316,9 @@ type Storage interface {
 	// reports More has deleted StepBudget step rows, so repeated calls always progress: a
 	// workflow with 10,000 steps, alone in its batch, is gone after ceil(10,000 / StepBudget)
 	// calls. Error records are not counted against the budget.
+	//
+	// The messages of a deleted workflow are deleted with it, like its error records and not
+	// counted against the budget.
 	//
 	// The call is one atomic unit (one transaction); it returns the workflows and step rows
 	// it deleted. Rows another cleanup holds may be skipped, so concurrent cleanups share the

@@ -167,7 +167,7 @@ func ValidateNew(w NewWorkflow) error {
 	if w.ParentStepID < 0 {
 		return fmt.Errorf("%w: negative parent step id %d", ErrInvalid, w.ParentStepID)
 	}
-	return nil
+	return ValidateTags(w.Tags)
 }
 
 // ValidateClaim checks the input of Claim: the owner, the limit, a TTL of 1ns..MaxLeaseTTL,
@@ -348,6 +348,9 @@ func ValidateList(f ListFilter) error {
 	}
 	if f.ParentStepID < 0 {
 		return fmt.Errorf("%w: list filter has negative parent step id %d", ErrInvalid, f.ParentStepID)
+	}
+	if err := ValidateTags(f.Tags); err != nil {
+		return fmt.Errorf("list filter: %w", err)
 	}
 	return nil
 }

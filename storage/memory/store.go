@@ -2,6 +2,7 @@ package memory
 
 import (
 	"bytes"
+	"maps"
 	"context"
 	"fmt"
 	"sync"
@@ -24,7 +25,7 @@ type Store struct {
 	closed bool
 
 	// The last IDs given out; IDs are never reused, not even after DeleteFinished.
-	lastWorkflow, lastStep, lastError int64
+	lastWorkflow, lastStep, lastError, lastMessage int64
 
 	byID      map[int64]*record
 	byKey     map[nameKey]*record
@@ -52,6 +53,9 @@ type record struct {
 	// fan-out) have one or two, and a map each would double their footprint.
 	byName map[string]*storage.Step
 	errs   []storage.ErrorRecord // oldest first
+	// msgs is the mailbox, oldest first; consumed messages stay (a key stays taken) until
+	// the workflow is deleted.
+	msgs []*storage.Message
 }
 
 // stepScanMax is the most steps a record finds by name without its byName index.
@@ -203,7 +207,16 @@ func (r *record) out() storage.Workflow {
 	w.Values = clone(w.Values)
 	w.TraceContext = clone(w.TraceContext)
 	w.Wait = cloneWait(w.Wait)
+	w.Tags = cloneTags(w.Tags)
 	return w
+}
+
+// cloneTags copies tags; none (nil or empty) is nil.
+func cloneTags(tags map[string]string) map[string]string {
+	if len(tags) == 0 {
+		return nil
+	}
+	return maps.Clone(tags)
 }
 
 func copyStep(st *storage.Step) storage.Step {

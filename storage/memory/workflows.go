@@ -34,6 +34,29 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	return r.out(), true, nil
 }
 
+// CreateWorkflows creates each workflow of ws that does not exist yet, under one lock.
+func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+	if err := storage.ValidateCreateBatch(ws); err != nil {
+		return nil, nil, err
+	}
+	if err := s.begin(ctx, "create workflows"); err != nil {
+		return nil, nil, err
+	}
+	defer s.mu.Unlock()
+	out, created := make([]storage.Workflow, len(ws)), make([]bool, len(ws))
+	for i, w := range ws {
+		r := s.byKey[nameKey{w.Name, w.Key}]
+		if r == nil {
+			r, created[i] = s.insert(w, w.ParentStepID, w.Now), true
+		}
+		out[i] = r.out()
+	}
+	if slices.Contains(created, true) {
+		s.notify()
+	}
+	return out, created, nil
+}
+
 // insert stores the new workflow w as a child of parentStep (0: a root) at now. The caller has
 // checked that its name and key are free.
 func (s *Store) insert(w storage.NewWorkflow, parentStep int64, now time.Time) *record {
@@ -48,6 +71,7 @@ func (s *Store) insert(w storage.NewWorkflow, parentStep int64, now time.Time) *
 		RunAt:        stampOr(w.RunAt, now),
 		ParentStepID: parentStep,
 		TraceContext: clone(w.TraceContext),
+		Tags:         cloneTags(w.Tags),
 		CreatedAt:    now,
 		UpdatedAt:    now,
 	})
@@ -117,7 +141,8 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 			len(f.States) > 0 && !slices.Contains(f.States, w.State),
 			slices.Contains(f.NotNames, w.Name),
 			!dueBy.IsZero() && (w.RunAt.IsZero() || w.RunAt.After(dueBy)),
-			f.ParentStepID != 0 && w.ParentStepID != f.ParentStepID:
+			f.ParentStepID != 0 && w.ParentStepID != f.ParentStepID,
+			!hasTags(w.Tags, f.Tags):
 			return false
 		}
 		return true
@@ -252,4 +277,14 @@ func uniq[T comparable](xs []T) []T {
 		}
 	}
 	return out
+}
+
+// hasTags reports whether have carries every tag of want with the same value.
+func hasTags(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
