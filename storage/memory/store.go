@@ -2,9 +2,9 @@ package memory
 
 import (
 	"bytes"
-	"maps"
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
