@@ -79,7 +79,7 @@ func callResult[Out any](r *run, name string, data []byte) (Out, error) {
 		return zero, r.halt(haltFail, decodeError(r, callRecord(name), reflect.TypeFor[callOutcome](), err))
 	}
 	if o.State != storage.StateCompleted {
-		return zero, &WorkflowError{ID: o.ID, Name: o.Name, Key: o.Key, State: o.State, Message: o.Message}
+		return zero, &WorkflowError{ID: o.ID, Name: o.Name, Key: o.Key, State: State(o.State), Message: o.Message}
 	}
 	var v Out
 	if err := r.eng.codec.Unmarshal(o.Output, &v); err != nil {

@@ -272,21 +272,6 @@ func (e *Engine) checkRegistered(d *definition) error {
 	return nil
 }
 
-func (e *Engine) create(ctx context.Context, name, key string, input []byte) (storage.Workflow, error) {
-	ctx, span := e.tel.StartProducer(ctx, telemetry.OpStart, telemetry.Workflow{Name: name, Key: key})
-	now := e.clock.Now()
-	wf, created, err := e.store.CreateWorkflow(ctx, storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: now, Now: now,
-		TraceContext: e.tel.Inject(ctx, storage.MaxMeta)})
-	telemetry.EndStart(span, telemetry.Workflow{ID: wf.ID}, created, err, "")
-	if err != nil {
-		return storage.Workflow{}, fmt.Errorf("start workflow %q key %q: %w", name, key, err)
-	}
-	if created {
-		e.notify()
-	}
-	return wf, nil
-}
-
 // Get returns the stored workflow with the given id.
 func (e *Engine) Get(ctx context.Context, id int64) (storage.Workflow, error) {
 	return e.store.GetWorkflow(ctx, id)

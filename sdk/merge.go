@@ -376,7 +376,7 @@ type ChildResult[Out any] struct {
 	ID    int64
 	Key   string
 	Name  string
-	State storage.State
+	State State
 	// Output is the decoded output of a completed child.
 	Output Out
 	// Err is, for a child that did not complete, a *WorkflowError carrying its state and last
@@ -456,7 +456,7 @@ func childResults[Out any](ctx context.Context, e *Engine, branch string, stepID
 				return
 			}
 			for _, w := range page {
-				res := ChildResult[Out]{ID: w.ID, Key: w.Key, Name: w.Name, State: w.State}
+				res := ChildResult[Out]{ID: w.ID, Key: w.Key, Name: w.Name, State: State(w.State)}
 				switch {
 				case w.State == storage.StateCompleted:
 					if err := e.codec.Unmarshal(w.Output, &res.Output); err != nil {
@@ -465,7 +465,7 @@ func childResults[Out any](ctx context.Context, e *Engine, branch string, stepID
 				default:
 					// Cancelled (a merge completes over those), or failed or stalled when
 					// read before the merge.
-					res.Err = &WorkflowError{ID: w.ID, Name: w.Name, Key: w.Key, State: w.State, Message: w.LastError}
+					res.Err = &WorkflowError{ID: w.ID, Name: w.Name, Key: w.Key, State: State(w.State), Message: w.LastError}
 				}
 				if !yield(res, nil) {
 					return

@@ -77,34 +77,25 @@ func (w *Workflow[In, Out]) Name() string { return w.def.name }
 
 func (w *Workflow[In, Out]) definition() *definition { return w.def }
 
-// Start creates the workflow with the given key and input, runnable at once, and returns a
-// handle to it. Start is idempotent on (name, key): if the workflow exists, it returns a
-// handle to that one and its stored input wins. Bad keys and unencodable or oversized
-// inputs return an error and write nothing.
-func (w *Workflow[In, Out]) Start(ctx context.Context, e *Engine, key string, in In) (*Handle[Out], error) {
-	if err := e.checkRegistered(w.def); err != nil {
-		return nil, err
-	}
-	if err := validateUserKey(key); err != nil {
-		return nil, fmt.Errorf("start workflow %q: %w", w.def.name, err)
-	}
-	input, err := e.codec.Marshal(in)
+// LookupID returns a handle to the existing workflow with this id, or an error matching
+// ErrNotFound (also when the id names a workflow of another name).
+func (w *Workflow[In, Out]) LookupID(ctx context.Context, e *Engine, id int64) (*Handle[Out], error) {
+	wf, err := e.store.GetWorkflow(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("start workflow %q key %q: encode input %s: %w", w.def.name, key, reflect.TypeFor[In](), err)
+		return nil, fmt.Errorf("lookup workflow %q id %d: %w", w.def.name, id, err)
 	}
-	wf, err := e.create(ctx, w.def.name, key, input)
-	if err != nil {
-		return nil, err
+	if wf.Name != w.def.name {
+		return nil, fmt.Errorf("lookup workflow %q id %d: %w: it is a %q workflow", w.def.name, id, ErrNotFound, wf.Name)
 	}
-	return &Handle[Out]{eng: e, id: wf.ID, name: wf.Name, key: wf.Key}, nil
+	return newHandle[Out](e, wf), nil
 }
 
-// Lookup returns a handle to the existing workflow with this key, or an error wrapping
-// ErrNotFound.
+// Lookup returns a handle to the existing workflow with this name and key, or an error
+// wrapping ErrNotFound.
 func (w *Workflow[In, Out]) Lookup(ctx context.Context, e *Engine, key string) (*Handle[Out], error) {
 	wf, err := e.store.FindWorkflow(ctx, w.def.name, key)
 	if err != nil {
 		return nil, fmt.Errorf("lookup workflow %q key %q: %w", w.def.name, key, err)
 	}
-	return &Handle[Out]{eng: e, id: wf.ID, name: wf.Name, key: wf.Key}, nil
+	return newHandle[Out](e, wf), nil
 }
