@@ -27,7 +27,8 @@ type Engine struct {
 	writeTimeout   time.Duration
 	pollMin        time.Duration // Result's poll for changes by other processes
 	pollMax        time.Duration
-	cancelBatch    int // children per storage call of Cancel WithChildren
+	cancelBatch    int      // children per storage call of Cancel WithChildren
+	stepHook       StepHook // WithStepHook: test overrides of step functions
 	defs           map[string]*definition
 	names          []string
 	telOpts        telemetry.Options

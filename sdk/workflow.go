@@ -19,6 +19,9 @@ type definition struct {
 	name  string
 	retry RetryPolicy
 	err   error
+	// steps are the step options given at definition (WithStepDefaults under "", WithStep
+	// under the step's name), applied before those of the call.
+	steps map[string][]StepOption
 	// run decodes the input, calls the function and encodes the output.
 	run func(c *Context, input []byte) ([]byte, error)
 }
@@ -50,6 +53,22 @@ func New[In, Out any](name string, fn func(ctx *Context, in In) (Out, error), op
 			d.err = fmt.Errorf("workflow %q: %w", name, err)
 		}
 	}
+	for step, opts := range d.steps {
+		if d.err != nil {
+			break
+		}
+		var cfg stepConfig
+		for _, o := range opts {
+			o.applyStep(&cfg)
+		}
+		if err := cfg.validate(); err != nil {
+			what := "WithStepDefaults"
+			if step != "" {
+				what = fmt.Sprintf("WithStep(%q)", step)
+			}
+			d.err = fmt.Errorf("workflow %q: %s: %w", name, what, err)
+		}
+	}
 	d.run = func(c *Context, input []byte) ([]byte, error) {
 		var in In
 		if err := c.run.eng.codec.Unmarshal(input, &in); err != nil {
@@ -66,6 +85,35 @@ func New[In, Out any](name string, fn func(ctx *Context, in In) (Out, error), op
 		return data, nil
 	}
 	return &Workflow[In, Out]{def: d}
+}
+
+// WithStepDefaults sets options of every step of the workflow (under those given for one
+// step by WithStep and at the Step call), checked when the workflow is registered.
+func WithStepDefaults(opts ...StepOption) WorkflowOption {
+	return workflowOption(func(d *definition) { d.addSteps("", opts) })
+}
+
+// WithStep sets options of the workflow's step named name (under those given at the Step
+// call), checked when the workflow is registered: a bad policy or timeout fails NewEngine,
+// not the workflow's first run.
+func WithStep(name string, opts ...StepOption) WorkflowOption {
+	return workflowOption(func(d *definition) {
+		if err := validateUserName("step", name); err != nil && d.err == nil {
+			d.err = fmt.Errorf("workflow %q: WithStep: %w", d.name, err)
+		}
+		d.addSteps(name, opts)
+	})
+}
+
+type workflowOption func(*definition)
+
+func (f workflowOption) applyWorkflow(d *definition) { f(d) }
+
+func (d *definition) addSteps(name string, opts []StepOption) {
+	if d.steps == nil {
+		d.steps = map[string][]StepOption{}
+	}
+	d.steps[name] = append(d.steps[name], opts...)
 }
 
 func validateWorkflowName(name string) error {
