@@ -82,3 +82,35 @@ func (e *Engine) Describe(ctx context.Context, id int64) (Description, error) {
 	}
 	return describe(w), nil
 }
+
+// Filter selects workflows for List. Zero fields select everything.
+type Filter struct {
+	// Name selects one workflow name.
+	Name string
+	// States selects workflows in any of these states.
+	States []State
+	// Tags selects workflows carrying every one of these tags with the same value.
+	Tags map[string]string
+	// AfterID pages: only workflows with a greater ID (pass the last ID of a page).
+	AfterID int64
+	// Limit is the page size: 0 means 100, and at most 1,000 are returned.
+	Limit int
+}
+
+// List returns one page of workflows matching f, in ID order: one storage call. A filter
+// by tags alone may scan the store; combine it with Name or States on large stores.
+func (e *Engine) List(ctx context.Context, f Filter) ([]Description, error) {
+	lf := storage.ListFilter{Name: f.Name, Tags: f.Tags, AfterID: f.AfterID, Limit: f.Limit}
+	for _, s := range f.States {
+		lf.States = append(lf.States, storage.State(s))
+	}
+	page, err := e.store.ListWorkflows(ctx, lf)
+	if err != nil {
+		return nil, fmt.Errorf("list workflows: %w", err)
+	}
+	out := make([]Description, len(page))
+	for i, w := range page {
+		out[i] = describe(w)
+	}
+	return out, nil
+}

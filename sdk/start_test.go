@@ -112,3 +112,25 @@ func TestHandlesByIDAndByKey(t *testing.T) {
 	_, err = other.LookupID(ctx, e.eng, h.ID())
 	require.ErrorIs(t, err, sdk.ErrNotFound, "an id of another workflow name is not found")
 }
+
+func TestListFiltersByTagsAndState(t *testing.T) {
+	t.Parallel()
+	e := newMemEnv(t, sdk.WithWorkflows(mirror))
+	for i := range 6 {
+		tags := map[string]string{"tenant": []string{"acme", "globex"}[i%2]}
+		_, err := mirror.Start(ctx, e.eng, fmt.Sprint("k", i), "x", sdk.Tags(tags), sdk.StartAfter(time.Duration(i%3)*time.Hour))
+		require.NoError(t, err)
+	}
+	e.drain() // k0 and k3 run now
+	acme, err := e.eng.List(ctx, sdk.Filter{Tags: map[string]string{"tenant": "acme"}})
+	require.NoError(t, err)
+	require.Len(t, acme, 3)
+	for _, d := range acme {
+		require.Equal(t, "acme", d.Tags["tenant"])
+	}
+	done, err := e.eng.List(ctx, sdk.Filter{Name: "mirror", States: []sdk.State{sdk.StateCompleted}})
+	require.NoError(t, err)
+	require.Len(t, done, 2)
+	_, err = e.eng.List(ctx, sdk.Filter{Tags: map[string]string{"bad\nkey": ""}})
+	require.ErrorIs(t, err, sdk.ErrInvalid)
+}
