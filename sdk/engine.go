@@ -273,7 +273,8 @@ func (e *Engine) checkRegistered(d *definition) error {
 	return nil
 }
 
-// Get returns the stored workflow with the given id.
+// Get returns the stored workflow row with the given id, for workers and tooling; everyday
+// code uses Describe, which speaks the SDK's own types.
 func (e *Engine) Get(ctx context.Context, id int64) (storage.Workflow, error) {
 	return e.store.GetWorkflow(ctx, id)
 }
