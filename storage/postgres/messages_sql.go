@@ -11,7 +11,9 @@ var messageColumns = []string{
 // CONFLICT DO NOTHING over the whole batch, in batch order (so new rows get IDs in that
 // order), then every row of the batch: the inserted ones from RETURNING and the existing ones
 // read by (name, key) in the statement's snapshot, each with its 1-based position in the
-// batch. A row a concurrent transaction committed after that snapshot is skipped by the
+// batch (one probe of the unique index per workflow: the LIMIT keeps the planner from
+// turning a large batch into a merge join with a walk of the whole index). A row a
+// concurrent transaction committed after that snapshot is skipped by the
 // insert (ON CONFLICT sees it) but invisible to the read, so its position is missing from
 // the result; the caller reads those positions again with a new statement. Listeners hear
 // of a new workflow due by its own Now.
@@ -36,7 +38,9 @@ FROM ins JOIN u ON u.name = ins.name AND u.key = ins.key
 CROSS JOIN (SELECT count(*) FROM n) AS notified
 UNION ALL
 SELECT u.ord, false, {{w.wcols}}
-FROM u JOIN {{workflows}} w ON w.name = u.name AND w.key = u.key`
+FROM u CROSS JOIN LATERAL (
+	SELECT * FROM {{workflows}} x WHERE x.name = u.name AND x.key = u.key LIMIT 1
+) AS w`
 
 // sendMessage is SendMessage's statement.
 //
