@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -372,6 +373,27 @@ func TestCreateWorkflows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []bool{false, false, false}, created)
 	require.Equal(t, out, again)
+
+	// A new workflow due by its Now is announced.
+	listenCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	wake, err := s.Listen(listenCtx)
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, func() bool { return len(listenerPIDs(t, s)) == 1 }, "the store listens")
+	for len(wake) > 0 {
+		<-wake
+	}
+	_, created, err = s.CreateWorkflows(ctx, []storage.NewWorkflow{
+		{Name: "bulk", Key: "later", RunAt: base(time.Hour), Now: base(time.Second)},
+		{Name: "bulk", Key: "now", Now: base(time.Second)},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, true}, created)
+	select {
+	case <-wake:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification for a batch with a workflow due at once")
+	}
 }
 
 // TestCreateWorkflowsConcurrentRow: a row another transaction commits while the batch's
@@ -600,4 +622,47 @@ func TestMigrateFromVersion1(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, id, msg.WorkflowID)
+}
+
+// TestMailboxSimpleProtocol: tags, bulk creation and mailboxes work over a pool that sends
+// every statement with the simple protocol (as behind PgBouncer), where pgx encodes the
+// arguments as text.
+func TestMailboxSimpleProtocol(t *testing.T) {
+	t.Parallel()
+	pool := ownPool(t, 2, func(c *pgxpool.Config) { c.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol })
+	s := newStore(t, pool)
+	ctx := t.Context()
+	tags := map[string]string{"team": `a"b`, "empty": ""}
+	out, created, err := s.CreateWorkflows(ctx, []storage.NewWorkflow{
+		{Name: "simple", Key: "a", Input: []byte{0, 1, 2}, Tags: tags, Now: base(0)},
+		{Name: "simple", Key: "b", Now: base(0)},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, true}, created)
+	require.Equal(t, tags, out[0].Tags)
+	require.Nil(t, out[1].Tags)
+	page, err := s.ListWorkflows(ctx, storage.ListFilter{Tags: map[string]string{"team": `a"b`}})
+	require.NoError(t, err)
+	require.Len(t, page, 1)
+	require.Equal(t, out[0], page[0])
+
+	msg, isNew, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: out[0].ID, Topic: "t", Key: "k", Payload: []byte{0, 255}, Now: base(time.Second)})
+	require.NoError(t, err)
+	require.True(t, isNew)
+	again, isNew, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: out[0].ID, Topic: "t", Key: "k", Now: base(2 * time.Second)})
+	require.NoError(t, err)
+	require.False(t, isNew)
+	require.Equal(t, msg, again)
+	got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: 1, TTL: time.Minute, Now: base(time.Second)})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, tags, got[0].Tags)
+	taken, ok, err := s.ConsumeMessage(ctx, got[0].Lease(), storage.ConsumeRequest{Commit: storage.Commit{Now: base(3 * time.Second)}, Topic: "t", Step: "recv"})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, []byte{0, 255}, taken.Payload)
+	_, steps, err := s.Load(ctx, out[0].ID)
+	require.NoError(t, err)
+	require.Len(t, steps, 1)
+	require.Equal(t, []byte{0, 255}, steps[0].Result)
 }
