@@ -358,7 +358,7 @@ ORDER BY e.id`,
 		// finds them by primary key under any plan. Rows another cleanup holds are skipped.
 		// The first statement of a cleanup locks its batch (skipping rows another cleanup
 		// holds) and deletes at most @budget of the batch's step rows; the second, in the same
-		// transaction, deletes the batch's workflows left without steps (errors cascade).
+		// transaction, deletes the batch's workflows left without steps (errors and messages cascade).
 		deleteFinished: `
 WITH batch AS (
 	SELECT id FROM {{workflows}}

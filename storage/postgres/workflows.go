@@ -394,7 +394,8 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 // FinishedAt is before r.Before, oldest first, in one transaction of two statements: the
 // first locks the batch (skipping rows another cleanup holds, so concurrent cleanups share
 // the work) and deletes at most r.StepBudget of its step rows, the second deletes the batch's
-// workflows left without steps; their error records go with them (ON DELETE CASCADE).
+// workflows left without steps; their error records and messages go with them (ON DELETE
+// CASCADE, in the same statement).
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
 	var res storage.CleanupResult
 	if err := storage.ValidateCleanup(r); err != nil {
