@@ -12,8 +12,8 @@ import (
 )
 
 // DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows in r.States whose
-// FinishedAt is before r.Before, oldest first, with their key, steps, error records and index
-// entries, in one write transaction. At most r.StepBudget step records go per call: the first
+// FinishedAt is before r.Before, oldest first, with their key, steps, error records, messages
+// and index entries, in one write transaction. At most r.StepBudget step records go per call: the first
 // workflow whose steps do not fit loses as many as fit and stays for a later call (More).
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
 	if err := storage.ValidateCleanup(r); err != nil {
@@ -98,7 +98,8 @@ func prefixKeysN(b *bbolt.Bucket, prefix []byte, n int) [][]byte {
 	return keys
 }
 
-// delete removes a workflow with everything stored under it.
+// delete removes a workflow with everything stored under it: steps, error records and its
+// mailbox (messages, waiting ones and keys).
 func (t *txn) delete(id int64) error {
 	r, err := t.get(id)
 	if err != nil {
@@ -116,7 +117,7 @@ func (t *txn) delete(id int64) error {
 	if err := t.unindexBranches(id); err != nil {
 		return err
 	}
-	for _, b := range []*bbolt.Bucket{t.steps, t.errors} {
+	for _, b := range []*bbolt.Bucket{t.steps, t.errors, t.messages, t.mailbox, t.msgKeys} {
 		for _, k := range prefixKeys(b, idKey(id)) {
 			if err := b.Delete(k); err != nil {
 				return err

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -17,9 +19,11 @@ import (
 //
 //	1  the first format
 //	2  workflow records carry Wait.Data after Wait.Step (steps and errors are unchanged)
+//	3  workflow records end with their Tags (a count, then key and value pairs in key
+//	   order); a record of an earlier version has none. Message records start at 3.
 
 // codecVersion is the first byte of every record this build writes.
-const codecVersion = 2
+const codecVersion = 3
 
 // errCorrupt marks a record that cannot be decoded; it means the file is damaged or was
 // written by an incompatible version.
@@ -170,7 +174,35 @@ func encodeWorkflow(r *record) []byte {
 	e.time(r.UpdatedAt)
 	e.time(r.FinishedAt)
 	e.time(r.Wake)
+	e.tags(r.Tags)
 	return e.b
+}
+
+// tags writes the count, then each key and value, in key order so equal tags encode alike.
+func (e *encoder) tags(tags map[string]string) {
+	e.b = binary.AppendUvarint(e.b, uint64(len(tags)))
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		e.string(k)
+		e.string(tags[k])
+	}
+}
+
+// tags reads what encoder.tags wrote; none is nil.
+func (d *decoder) tags() map[string]string {
+	n := d.uint()
+	if n == 0 || d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) { // each tag takes at least two bytes: a corrupt count
+		d.fail()
+		return nil
+	}
+	tags := make(map[string]string, n)
+	for range n {
+		k := d.string()
+		tags[k] = d.string()
+	}
+	return tags
 }
 
 func decodeWorkflow(b []byte) (*record, error) {
@@ -201,6 +233,9 @@ func decodeWorkflow(b []byte) (*record, error) {
 	r.UpdatedAt = d.time()
 	r.FinishedAt = d.time()
 	r.Wake = d.time()
+	if v >= 3 {
+		r.Tags = d.tags()
+	}
 	if err := d.done("workflow"); err != nil {
 		return nil, err
 	}
@@ -269,4 +304,35 @@ func decodeError(b []byte) (storage.ErrorRecord, error) {
 	r.Values = d.bytes()
 	r.CreatedAt = d.time()
 	return r, d.done("error")
+}
+
+func encodeMessage(m *storage.Message) []byte {
+	e := encoder{b: make([]byte, 0, 48+len(m.Topic)+len(m.Key)+len(m.Payload)+len(m.ConsumedBy))}
+	e.b = append(e.b, codecVersion)
+	e.int(m.ID)
+	e.int(m.WorkflowID)
+	e.string(m.Topic)
+	e.string(m.Key)
+	e.bytes(m.Payload)
+	e.time(m.CreatedAt)
+	e.string(m.ConsumedBy)
+	e.time(m.ConsumedAt)
+	return e.b
+}
+
+func decodeMessage(b []byte) (storage.Message, error) {
+	d := decoder{b: b}
+	if v := d.version("message"); d.err == nil && v < 3 {
+		d.err = fmt.Errorf("%w: message record has codec version %d; messages start at 3", errCorrupt, v)
+	}
+	var m storage.Message
+	m.ID = d.int()
+	m.WorkflowID = d.int()
+	m.Topic = d.string()
+	m.Key = d.string()
+	m.Payload = d.bytes()
+	m.CreatedAt = d.time()
+	m.ConsumedBy = d.string()
+	m.ConsumedAt = d.time()
+	return m, d.done("message")
 }

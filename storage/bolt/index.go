@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -90,6 +91,17 @@ type txn struct {
 	branches  *bbolt.Bucket
 	steps     *bbolt.Bucket
 	errors    *bbolt.Bucket
+	messages  *bbolt.Bucket
+	mailbox   *bbolt.Bucket
+	msgKeys   *bbolt.Bucket
+	// stats counts the store's index reads that tests bound; nil in a transaction of Open.
+	stats *stats
+}
+
+// stats counts index reads whose number a test bounds, in operations rather than time.
+type stats struct {
+	// mailboxKeys counts the keys of the mailbox index that ConsumeMessage read.
+	mailboxKeys atomic.Int64
 }
 
 func newTxn(tx *bbolt.Tx) *txn {
@@ -104,16 +116,26 @@ func newTxn(tx *bbolt.Tx) *txn {
 		branches:  tx.Bucket(bucketBranches),
 		steps:     tx.Bucket(bucketSteps),
 		errors:    tx.Bucket(bucketErrors),
+		messages:  tx.Bucket(bucketMessages),
+		mailbox:   tx.Bucket(bucketMailbox),
+		msgKeys:   tx.Bucket(bucketMsgKeys),
 	}
 }
 
 // view and update run fn in one read or write transaction.
 func (s *Store) view(fn func(t *txn) error) error {
-	return closed(s.db.View(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) }))
+	return closed(s.db.View(func(tx *bbolt.Tx) error { return fn(s.txn(tx)) }))
 }
 
 func (s *Store) update(fn func(t *txn) error) error {
-	return closed(s.db.Update(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) }))
+	return closed(s.db.Update(func(tx *bbolt.Tx) error { return fn(s.txn(tx)) }))
+}
+
+// txn wraps a transaction of s.
+func (s *Store) txn(tx *bbolt.Tx) *txn {
+	t := newTxn(tx)
+	t.stats = &s.stats
+	return t
 }
 
 // closed turns bbolt's error for a closed file into the contract's storage.ErrClosed.
@@ -128,7 +150,7 @@ func closed(err error) error {
 // commit: one fsync for the writes of many runs). fn must only depend on the transaction's
 // contents, as bbolt runs it again on its own if another function in the batch fails.
 func (s *Store) batch(fn func(t *txn) error) error {
-	return closed(s.db.Batch(func(tx *bbolt.Tx) error { return fn(newTxn(tx)) }))
+	return closed(s.db.Batch(func(tx *bbolt.Tx) error { return fn(s.txn(tx)) }))
 }
 
 // get loads a workflow or returns an error wrapping storage.ErrNotFound.

@@ -105,6 +105,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 				RunAt:        runAt,
 				ParentStepID: branch.ID,
 				TraceContext: c.TraceContext,
+				Tags:         tagsOrNil(c.Tags),
 				CreatedAt:    now,
 				UpdatedAt:    now,
 			}}

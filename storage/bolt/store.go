@@ -13,6 +13,13 @@
 //	branches   branch step id               -> id     (the workflow owning a branch step)
 //	steps      workflow id, step name       -> step record
 //	errors     workflow id, error id        -> error record
+//	messages   workflow id, message id      -> message record
+//	mailbox    workflow id, topic 0x00, message id -> empty (unconsumed messages)
+//	msgkeys    workflow id, message key     -> message id
+//
+// The mailbox index holds only the messages still waiting, so the next message of a topic is
+// the first key of its prefix: one cursor Seek, however many messages the workflow holds or
+// has consumed. A topic holds no control character, so the 0x00 after it ends the prefix.
 //
 // Ids are 8-byte big-endian and times are Unix nanoseconds with the sign bit flipped, so
 // byte order is numeric order and a cursor walks each index in the order it needs.
@@ -42,6 +49,8 @@ type Store struct {
 	// with. Requests' times decide only when a workflow is due. Tests may replace it before
 	// use.
 	clock func() time.Time
+	// stats counts index reads for tests that bound them.
+	stats stats
 }
 
 // systemClock is the process clock in UTC, without a monotonic reading (what is stored).
@@ -54,7 +63,10 @@ func systemClock() time.Time { return time.Now().UTC() }
 //	1  the first layout
 //	2  the children index; workflow records of codec version 2 (wait data)
 //	3  the branches index
-const schemaVersion = 3
+//	4  mailboxes (the messages, mailbox and msgkeys buckets); workflow records of codec
+//	   version 3 (tags). An older build refuses the file, as it would keep messages of
+//	   deleted workflows.
+const schemaVersion = 4
 
 var (
 	bucketMeta      = []byte("meta")
@@ -67,6 +79,9 @@ var (
 	bucketBranches  = []byte("branches")
 	bucketSteps     = []byte("steps")
 	bucketErrors    = []byte("errors")
+	bucketMessages  = []byte("messages")
+	bucketMailbox   = []byte("mailbox")
+	bucketMsgKeys   = []byte("msgkeys")
 
 	metaVersion = []byte("version")
 )
@@ -165,7 +180,7 @@ func initBuckets(tx *bbolt.Tx) error {
 		}
 		version = beUint(v)
 	}
-	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketBranches, bucketSteps, bucketErrors} {
+	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketBranches, bucketSteps, bucketErrors, bucketMessages, bucketMailbox, bucketMsgKeys} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -182,7 +197,8 @@ func initBuckets(tx *bbolt.Tx) error {
 }
 
 // migrate upgrades a file written at schema version from, in the transaction that opens it.
-// Old records stay as they are: the codec reads every earlier version.
+// Old records stay as they are: the codec reads every earlier version. Version 4 only adds
+// buckets, which initBuckets creates.
 func migrate(t *txn, from uint64) error {
 	if from < 2 {
 		// Version 1 did not store ParentStepID, so the children index starts empty; indexing

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -26,52 +27,102 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 		created bool
 	)
 	err := s.update(func(t *txn) error {
-		nk := nameKey(w.Name, w.Key)
-		if v := t.keys.Get(nk); v != nil {
-			r, err := t.get(int64(beUint(v)))
-			if err != nil {
-				return err
-			}
-			out = r.Workflow
-			return nil
-		}
-		seq, err := t.workflows.NextSequence()
-		if err != nil {
-			return err
-		}
-		now := w.Now.UTC()
-		runAt := w.RunAt
-		if runAt.IsZero() {
-			runAt = now
-		}
-		r := &record{Workflow: storage.Workflow{
-			ID:           int64(seq),
-			Name:         w.Name,
-			Key:          w.Key,
-			Input:        w.Input,
-			State:        storage.StateIdle,
-			RunAt:        runAt.UTC(),
-			ParentStepID: w.ParentStepID,
-			TraceContext: w.TraceContext,
-			CreatedAt:    now,
-			UpdatedAt:    now,
-		}}
-		if err := t.keys.Put(nk, idKey(r.ID)); err != nil {
-			return err
-		}
-		if err := t.put(nil, r); err != nil {
-			return err
-		}
-		out, created = r.Workflow, true
-		return nil
+		var err error
+		out, created, err = t.create(w)
+		return err
 	})
 	if err != nil {
 		return storage.Workflow{}, false, fmt.Errorf("bolt: create workflow %q key %q: %w", w.Name, w.Key, err)
 	}
-	// Copy the caller's slices so that the result does not alias their buffers.
-	out.Input = slices.Clone(out.Input)
-	out.TraceContext = slices.Clone(out.TraceContext)
+	return unalias(out), created, nil
+}
+
+// CreateWorkflows creates each workflow of ws whose name and key are not stored, and answers
+// the stored one for the others, in the order of ws, in one write transaction (one fsync for
+// the batch). Any error rolls the whole batch back.
+func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+	if err := storage.ValidateCreateBatch(ws); err != nil {
+		return nil, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	out, created := make([]storage.Workflow, len(ws)), make([]bool, len(ws))
+	err := s.update(func(t *txn) error {
+		for i, w := range ws {
+			var err error
+			if out[i], created[i], err = t.create(w); err != nil {
+				return fmt.Errorf("workflow %d (%q key %q): %w", i, w.Name, w.Key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bolt: create %d workflows: %w", len(ws), err)
+	}
+	for i := range out {
+		out[i] = unalias(out[i])
+	}
 	return out, created, nil
+}
+
+// create stores w as a new idle workflow runnable at w.RunAt (w.Now when zero), or returns the
+// stored workflow of its name and key with created == false.
+func (t *txn) create(w storage.NewWorkflow) (storage.Workflow, bool, error) {
+	nk := nameKey(w.Name, w.Key)
+	if v := t.keys.Get(nk); v != nil {
+		r, err := t.get(int64(beUint(v)))
+		if err != nil {
+			return storage.Workflow{}, false, err
+		}
+		return r.Workflow, false, nil
+	}
+	seq, err := t.workflows.NextSequence()
+	if err != nil {
+		return storage.Workflow{}, false, err
+	}
+	now := w.Now.UTC()
+	runAt := w.RunAt
+	if runAt.IsZero() {
+		runAt = now
+	}
+	r := &record{Workflow: storage.Workflow{
+		ID:           int64(seq),
+		Name:         w.Name,
+		Key:          w.Key,
+		Input:        w.Input,
+		State:        storage.StateIdle,
+		RunAt:        runAt.UTC(),
+		ParentStepID: w.ParentStepID,
+		TraceContext: w.TraceContext,
+		Tags:         tagsOrNil(w.Tags),
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}}
+	if err := t.keys.Put(nk, idKey(r.ID)); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	if err := t.put(nil, r); err != nil {
+		return storage.Workflow{}, false, err
+	}
+	return r.Workflow, true, nil
+}
+
+// unalias copies what a workflow built from the caller's input shares with it (input, trace
+// context, tags), so that the result does not alias the caller's buffers.
+func unalias(w storage.Workflow) storage.Workflow {
+	w.Input = slices.Clone(w.Input)
+	w.TraceContext = slices.Clone(w.TraceContext)
+	w.Tags = tagsOrNil(w.Tags)
+	return w
+}
+
+// tagsOrNil copies tags; none (nil or empty) is nil, as the contract returns it.
+func tagsOrNil(tags map[string]string) map[string]string {
+	if len(tags) == 0 {
+		return nil
+	}
+	return maps.Clone(tags)
 }
 
 // GetWorkflow returns the workflow with the given id, or an error wrapping
@@ -161,6 +212,7 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 // ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID. With
 // f.ParentStepID set it walks that branch step's ranges of the children index (only those of
 // f.States, if set); otherwise, with f.States set, the state index; else every workflow.
+// Tags have no index: f.Tags is checked on the rows the walk reads.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if err := storage.ValidateList(f); err != nil {
 		return nil, err
@@ -184,6 +236,11 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 		}
 		if !dueBy.IsZero() && (r.RunAt.IsZero() || r.RunAt.After(dueBy)) {
 			return false
+		}
+		for k, v := range f.Tags {
+			if got, ok := r.Tags[k]; !ok || got != v {
+				return false
+			}
 		}
 		return true
 	}
