@@ -23,13 +23,18 @@ func messageCases() []storageCase {
 	}
 }
 
-// messagesInOrder is how many messages MessagesInOrder sends to one workflow.
-const messagesInOrder = 10000
+// MessagesInOrder sends messagesBefore messages to one workflow before any worker runs and
+// messagesDuring more while two workers run it. Each message sent while the workflow waits
+// wakes it for a run that replays every receive before, so the second part is kept short.
+const (
+	messagesBefore = 10000
+	messagesDuring = 100
+)
 
-// testE2EMessagesInOrder: 10,000 messages to one workflow, half sent before any worker
-// runs and half while two workers run it, are received once each and in the order sent.
+// testE2EMessagesInOrder: 10,100 messages to one workflow, most sent before any worker runs
+// and the rest while two workers run it, are received once each and in the order sent.
 func testE2EMessagesInOrder(t *testing.T, factory Factory) {
-	const n = messagesInOrder
+	const n = messagesBefore + messagesDuring
 	wf := sdk.New("e2e.mailbox", func(c *sdk.Context, _ int) (int, error) {
 		for i := range n {
 			v, err := sdk.Receive[int](c, fmt.Sprint(i), "seq")
@@ -47,11 +52,11 @@ func testE2EMessagesInOrder(t *testing.T, factory Factory) {
 	ctx := resultCtx(t)
 	h, err := wf.Start(ctx, eng, "k", 0)
 	require.NoError(t, err)
-	for i := range n / 2 {
+	for i := range messagesBefore {
 		require.NoError(t, sdk.Send(ctx, eng, h, "seq", i))
 	}
 	startWorkers(t, eng, 2)
-	for i := n / 2; i < n; i++ {
+	for i := messagesBefore; i < n; i++ {
 		require.NoError(t, sdk.Send(ctx, eng, h, "seq", i))
 	}
 	out, err := h.Result(ctx)
