@@ -139,7 +139,7 @@ func TestTags(t *testing.T) {
 	s := newStore(t, sharedDB(t))
 	ctx := context.Background()
 	tricky := map[string]string{
-		`quo"te`:   `back\slash`,
+		`quo"te`:    `back\slash`,
 		"unicode é": "\u2028 <&> ☃",
 		"empty":     "",
 		"space":     "v ",
