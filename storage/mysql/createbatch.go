@@ -88,7 +88,7 @@ type statement struct {
 // large for the server's limits (see chunks). Every value was validated, so IGNORE can only
 // skip duplicates.
 func (s *Store) createInserts(ws []storage.NewWorkflow, nonce int64) []statement {
-	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, ?, ?, " + ts + ", " + ts
+	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", ?, " + ts + ", " + ts
 	const cols = 10
 	size := func(i int) int {
 		w := &ws[i]

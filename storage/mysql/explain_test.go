@@ -112,6 +112,23 @@ func TestIndexesUsed(t *testing.T) {
 		}
 	}
 
+	// CreateWorkflows reads its batch back through the unique (name, key) index too.
+	for _, n := range []int{3, 1000} {
+		ws := make([]storage.NewWorkflow, n)
+		for i := range ws {
+			ws[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("p$b1$i_%d", i)}
+		}
+		query, args := s.nameKeyQuery(ws)
+		plan = explain(t, db, query, args...)
+		t.Logf("CreateWorkflows read-back plan for %d workflows: %+v", n, plan)
+		require.True(t, usesIndex(plan, "name_key"), "%d workflows: the read-back must use the (name, key) index: %+v", n, plan)
+		for _, r := range plan {
+			if !strings.HasPrefix(r.table, "<") {
+				require.NotEqual(t, "ALL", r.accessType, "%d workflows: no full scan of %s: %+v", n, r.table, plan)
+			}
+		}
+	}
+
 	// The claiming UPDATE picks rows from the (name, run_at) index for its names, from the
 	// run_at index for any name, and then reaches each row by primary key.
 	for _, tc := range []struct {

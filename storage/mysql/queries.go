@@ -36,7 +36,7 @@ func newQueries(r *strings.Replacer) queries {
 	return queries{
 		insertWorkflow: r.Replace(`INSERT INTO {{workflows}}
     (name, ` + "`key`" + `, input, state, run_at, trace_context, parent_step_id, tags, created_at, updated_at)
-    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ?, ` + ts + `, ` + ts + `)`),
+    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ` + tagsSQL + `, ` + ts + `, ` + ts + `)`),
 
 		getWorkflow:  r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE id = ?`),
 		findWorkflow: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE name = ? AND ` + "`key`" + ` = ?`),

@@ -182,8 +182,13 @@ func scanWorkflows(rows *sql.Rows) ([]storage.Workflow, error) {
 // on MariaDB: its JSON_CONTAINS compares strings as their JSON text, so the filter of
 // ListWorkflows is encoded the same way as the stored tags.
 
-// encodeTags is the parameter for the tags column: NULL for none (nil or empty), else the
-// JSON object's text.
+// tagsSQL is the SQL of a tags parameter: its bytes are sent as binary, like every string
+// of the backend, and read as utf8mb4 text (JSON needs a character set), whatever the
+// connection's character set.
+const tagsSQL = "CONVERT(? USING utf8mb4)"
+
+// encodeTags is the parameter of tagsSQL for the tags column: NULL for none (nil or empty),
+// else the JSON object's text.
 func encodeTags(tags map[string]string) any {
 	if len(tags) == 0 {
 		return nil
@@ -191,16 +196,16 @@ func encodeTags(tags map[string]string) any {
 	return jsonText(tags)
 }
 
-// jsonText is the JSON text of tags. A map of strings always encodes (invalid UTF-8 would
-// be replaced, but tags were validated).
-func jsonText(tags map[string]string) string {
+// jsonText is the JSON text of tags, for tagsSQL. A map of strings always encodes (invalid
+// UTF-8 would be replaced, but tags were validated).
+func jsonText(tags map[string]string) []byte {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(tags); err != nil {
 		panic(fmt.Sprintf("mysql: encode tags: %v", err)) // unreachable for map[string]string
 	}
-	return string(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // tagsScanner reads the tags column into *m: nil for NULL or an empty object.

@@ -86,7 +86,7 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 	if len(children) == 0 {
 		return 0, nil
 	}
-	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, ?, " + ts + ", " + ts
+	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", " + ts + ", " + ts
 	const cols = 9
 	size := func(i int) int {
 		c := &children[i]

@@ -227,7 +227,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if len(f.Tags) > 0 {
 		// Every tag of the filter with the same value (a missing tag or NULL tags match
 		// nothing); the filter is encoded exactly as the stored tags are (see encodeTags).
-		b.WriteString(" AND JSON_CONTAINS(tags, ?)")
+		b.WriteString(" AND JSON_CONTAINS(tags, " + tagsSQL + ")")
 		args = append(args, jsonText(f.Tags))
 	}
 	b.WriteString(" ORDER BY id LIMIT ?")
