@@ -177,7 +177,7 @@ func scanWorkflows(rows *sql.Rows) ([]storage.Workflow, error) {
 	return out, rows.Err()
 }
 
-// Tags are stored as one JSON object of strings, NULL when there are none. encodeTags writes
+// Tags are stored as one JSON object of strings, NULL when there are none. jsonText writes
 // the same bytes for the same map every time (keys sorted, no HTML escaping), which matters
 // on MariaDB: its JSON_CONTAINS compares strings as their JSON text, so the filter of
 // ListWorkflows is encoded the same way as the stored tags.
