@@ -34,6 +34,12 @@ func newEnv(t *testing.T, opts ...sdk.Option) *env {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "sdk.db"), bolt.WithNoSync())
 	require.NoError(t, err)
+	return newEnvOn(t, st, opts...)
+}
+
+// newEnvOn is newEnv over the given store, which it closes when the test ends.
+func newEnvOn(t *testing.T, st storage.Storage, opts ...sdk.Option) *env {
+	t.Helper()
 	t.Cleanup(func() { _ = st.Close() })
 	cs := &countingStore{Storage: st}
 	clock := sdk.NewFakeClock(t0)

@@ -38,6 +38,8 @@ type stepMeta struct {
 	WakeAt time.Time `json:"wake_at,omitzero"`
 	// Deadline is the timeout of a wait, fixed when first recorded.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// TimedOut marks a Receive that ended at its deadline without a message.
+	TimedOut bool `json:"timed_out,omitempty"`
 }
 
 func readMeta(s storage.Step) stepMeta {

@@ -46,19 +46,22 @@ func Sleep(c *Context, name string, d time.Duration) error {
 	return r.suspend(meta.WakeAt, storage.Wait{Kind: storage.WaitSleep, Step: recName})
 }
 
-// WaitOption configures WaitUntil.
-type WaitOption func(*waitConfig)
+// WaitOption configures WaitUntil and Receive.
+type WaitOption interface{ applyWait(*waitConfig) }
+
+type waitOption func(*waitConfig)
+
+func (f waitOption) applyWait(c *waitConfig) { f(c) }
 
 type waitConfig struct {
 	timeout  time.Duration
 	interval time.Duration
 }
 
-// Timeout sets how long WaitUntil waits in all (default 1 hour), fixed when first recorded.
-func Timeout(d time.Duration) WaitOption { return func(c *waitConfig) { c.timeout = d } }
-
 // CheckEvery sets how often WaitUntil checks its condition (default 15 seconds).
-func CheckEvery(d time.Duration) WaitOption { return func(c *waitConfig) { c.interval = d } }
+func CheckEvery(d time.Duration) WaitOption {
+	return waitOption(func(c *waitConfig) { c.interval = d })
+}
 
 // WaitUntil waits until cond reports true, checking it once per run and every check interval
 // (a Signal checks it at once). The timeout is fixed when the wait is first recorded; when it
@@ -75,7 +78,7 @@ func WaitUntil(c *Context, name string, cond func(ctx context.Context) (bool, er
 	}
 	cfg := waitConfig{timeout: time.Hour, interval: 15 * time.Second}
 	for _, o := range opts {
-		o(&cfg)
+		o.applyWait(&cfg)
 	}
 	if cfg.timeout <= 0 || cfg.interval <= 0 {
 		return r.halt(haltFail, fmt.Errorf("%w: wait %q needs a positive timeout and check interval", ErrInvalid, name))

@@ -49,7 +49,7 @@ func TestWaitUntilChecksEveryIntervalAndStallsAtTheTimeout(t *testing.T) {
 		if err := sdk.WaitUntil(c, "ready", func(context.Context) (bool, error) {
 			checks++
 			return ready, nil
-		}, sdk.Timeout(time.Hour), sdk.CheckEvery(25*time.Minute)); err != nil {
+		}, sdk.WaitTimeout(time.Hour), sdk.CheckEvery(25*time.Minute)); err != nil {
 			return 0, err
 		}
 		return checks, nil

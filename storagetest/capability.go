@@ -67,6 +67,8 @@ func capabilityCases() []capabilityCase {
 		{storageCase{"NotifyRelease", testNotifyRelease}, Notifier},
 		{storageCase{"NotifyCoalesced", testNotifyCoalesced}, Notifier},
 		{storageCase{"NotifyListeners", testNotifyListeners}, Notifier},
+		{storageCase{"NotifyCreateBatch", testNotifyCreateBatch}, Notifier},
+		{storageCase{"NotifySendMessage", testNotifySendMessage}, Notifier},
 	}
 }
 

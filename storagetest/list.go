@@ -104,8 +104,15 @@ func matches(w storage.Workflow, f storage.ListFilter) bool {
 		return false
 	case !f.DueBy.IsZero() && (w.RunAt.IsZero() || w.RunAt.After(f.DueBy)):
 		return false
+	case f.ParentStepID != 0 && w.ParentStepID != f.ParentStepID:
+		return false
 	case w.ID <= f.AfterID:
 		return false
+	}
+	for k, v := range f.Tags {
+		if got, ok := w.Tags[k]; !ok || got != v {
+			return false
+		}
 	}
 	return true
 }

@@ -12,6 +12,7 @@ const (
 	OpSignal = "signal"
 	OpRetry  = "retry"
 	OpCancel = "cancel"
+	OpSend   = "send"
 	OpRun    = "run"
 	OpStep   = "step"
 	OpSpawn  = "spawn"
