@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -107,6 +108,17 @@ func callWorkflow(r *run, def *definition) (out []byte, err error) {
 }
 
 // finish writes the outcome of a run.
+// ceilMicro rounds t up to the microsecond; the zero time stays zero.
+func ceilMicro(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	if u := t.Truncate(time.Microsecond); !u.Equal(t) {
+		return u.Add(time.Microsecond)
+	}
+	return t
+}
+
 func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 	f := storage.Finish{Attempt: r.wf.Attempt}
 	if h := r.stopped; h != nil {
@@ -120,7 +132,10 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 			// Shutting down: keep what finished and give the workflow back, runnable now.
 			f.State, f.RunAt = storage.StateIdle, e.clock.Now()
 		case haltSuspend:
-			f.State, f.RunAt, f.Wait = storage.StateIdle, h.runAt, h.wait
+			// Stores keep microseconds: round the wake-up up, so that a run claimed at the
+			// stored RunAt finds its wait (a retry's NextAt, a sleep's WakeAt, kept to the
+			// nanosecond in the records) over, rather than suspending again at the same RunAt.
+			f.State, f.RunAt, f.Wait = storage.StateIdle, ceilMicro(h.runAt), h.wait
 		case haltStall:
 			f.State = storage.StateStalled
 			r.log.Warn("workflow stalled", "error", h.cause)

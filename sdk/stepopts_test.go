@@ -153,3 +153,29 @@ func TestStepHookReplacesAndFailsSteps(t *testing.T) {
 	require.Equal(t, storage.StateStalled, e2.state(h2.ID()).State)
 	require.Contains(t, e2.errors(h2.ID())[0].Message, "not a func(context.Context) (int, error)")
 }
+
+// A retry due at a time with nanoseconds is stored to the microsecond; the stored RunAt is
+// rounded up, so a run claimed at it finds the retry due instead of suspending again at
+// the same RunAt forever.
+func TestWakeTimesWithNanosecondsAreRoundedUpNotLooped(t *testing.T) {
+	t.Parallel()
+	tries := 0
+	wf := sdk.New("nanos", func(c *sdk.Context, _ int) (int, error) {
+		return sdk.Step(c, "s", func(context.Context) (int, error) {
+			if tries++; tries == 1 {
+				return 0, errors.New("once")
+			}
+			return tries, nil
+		}, sdk.WithRetry(sdk.Policy{Name: "p", MaxAttempts: 2, Base: 1500 * time.Nanosecond}))
+	})
+	e := newMemEnv(t, sdk.WithWorkflows(wf))
+	e.clock.Advance(time.Nanosecond) // the engine's clock is off the microsecond grid
+	h, err := wf.Start(ctx, e.eng, "k", 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, e.drain())
+	runAt := e.state(h.ID()).RunAt
+	require.Equal(t, t0.Add(2*time.Microsecond), runAt, "1ns + 1.5µs, rounded up")
+	e.clock.Advance(runAt.Sub(e.clock.Now()))
+	require.Equal(t, 1, e.drain(), "one run at the stored RunAt completes the retry")
+	require.Equal(t, storage.StateCompleted, e.state(h.ID()).State)
+}
