@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/chronoforge/chronoforge/sdk"
@@ -32,6 +31,15 @@ const leaseTTL = time.Hour
 // owner is the lease owner the Env claims workflows as.
 const owner = "sdktest"
 
+// TB is the part of testing.TB an Env uses: *testing.T, *testing.B and *testing.F satisfy it.
+// An Env reports what went wrong with Fatalf, and closes the store it made with Cleanup. When
+// t also has a Context method (testing.TB does), the Env's storage calls use that context.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
 // Options configures NewWith. The zero value is what New uses.
 type Options struct {
 	// Store is the storage the engine runs over. Nil means a fresh memory.Store, closed when
@@ -57,7 +65,7 @@ type Options struct {
 // Env is an engine, its store and its fake clock, driven by the test: workflows run only in
 // Drain, Advance and RunDue, one at a time, in the test's goroutine. It starts no goroutine.
 type Env struct {
-	t       testing.TB
+	t       TB
 	store   storage.Storage
 	clock   *sdk.FakeClock
 	eng     *sdk.Engine
@@ -74,14 +82,14 @@ type Env struct {
 // New returns an Env running defs over a fresh in-memory store, with the clock at
 // DefaultStart. The store is closed when the test ends. It fails the test if the engine
 // refuses the definitions (an invalid or duplicate name, a bad policy).
-func New(t testing.TB, defs ...sdk.Definition) *Env {
+func New(t TB, defs ...sdk.Definition) *Env {
 	t.Helper()
 	return NewWith(t, Options{}, defs...)
 }
 
 // NewWith is New configured by opts: another store (any storage.Storage), start time,
 // bounds, codec or engine options.
-func NewWith(t testing.TB, opts Options, defs ...sdk.Definition) *Env {
+func NewWith(t TB, opts Options, defs ...sdk.Definition) *Env {
 	t.Helper()
 	e := &Env{
 		t:         t,
@@ -134,8 +142,15 @@ func (e *Env) Store() storage.Storage { return e.store }
 // runs what became due.
 func (e *Env) Clock() *sdk.FakeClock { return e.clock }
 
-// Now returns the fake clock's time.
+// Now returns the fake clock's time: Options.Start (DefaultStart) exactly until the Env
+// first moves it, and after each move the last nanosecond of a microsecond (see Advance).
 func (e *Env) Now() time.Time { return e.clock.Now() }
 
-// ctx is the context of the Env's calls: the test's, cancelled as the test ends.
-func (e *Env) ctx() context.Context { return e.t.Context() }
+// ctx is the context of the Env's calls: the test's when it has one (cancelled as the test
+// ends), else the background.
+func (e *Env) ctx() context.Context {
+	if c, ok := e.t.(interface{ Context() context.Context }); ok {
+		return c.Context()
+	}
+	return context.Background()
+}
