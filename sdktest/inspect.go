@@ -182,7 +182,7 @@ func (e *Env) load(target sdk.Target) (storage.Workflow, []storage.Step) {
 // Result returns the outcome of the workflow h names without waiting: its output once it
 // completed, or for a failed, cancelled or stalled one the *sdk.WorkflowError that
 // h.Result returns (errors.Is matches sdk.ErrFailed, sdk.ErrCancelled or sdk.ErrStalled).
-// It fails the test if the workflow is idle or running, which a Drain before it settles.
+// It fails the test if the workflow is idle or running: Drain (or Advance) first.
 func Result[Out any](e *Env, h *sdk.Handle[Out]) (Out, error) {
 	e.t.Helper()
 	d := e.Describe(h)

@@ -169,9 +169,10 @@ func (e *Env) nextWake(withMerges bool) (time.Time, bool) {
 // timers returns the idle workflows of registered names that have a RunAt, in ID order.
 func (e *Env) timers() []storage.Workflow {
 	e.t.Helper()
+	names := e.eng.Names()
 	var out []storage.Workflow
 	for _, wf := range e.list(storage.ListFilter{States: []storage.State{storage.StateIdle}}) {
-		if !wf.RunAt.IsZero() && slices.Contains(e.eng.Names(), wf.Name) {
+		if _, ok := slices.BinarySearch(names, wf.Name); ok && !wf.RunAt.IsZero() {
 			out = append(out, wf)
 		}
 	}

@@ -282,6 +282,9 @@ func TestResultOfAnUnfinishedWorkflowFails(t *testing.T) {
 	require.Empty(t, fatals)
 	require.Equal(t, "hi", out)
 	require.Equal(t, sdktest.DefaultStart, env.Now(), "no time passed")
+	var got string
+	require.NoError(t, env.Step(h, "receive$msg").Decode(&got))
+	require.Equal(t, "hi", got)
 
 	require.ErrorIs(t, env.Send(h, "in", "late"), sdk.ErrWrongState, "control calls return the engine's error")
 	require.ErrorIs(t, env.Signal(h), sdk.ErrWrongState)
