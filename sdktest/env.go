@@ -138,8 +138,10 @@ func (e *Env) Engine() *sdk.Engine { return e.eng }
 // Store returns the storage the engine runs over.
 func (e *Env) Store() storage.Storage { return e.store }
 
-// Clock returns the Env's fake clock. Moving it by hand runs nothing; Advance moves it and
-// runs what became due.
+// Clock returns the Env's fake clock. Moving it by hand runs nothing; prefer Advance, which
+// moves it and runs what became due, and lands on the last nanosecond of a microsecond (see
+// Advance): a clock moved by hand to the middle of a microsecond can show a retry due by its
+// stored RunAt that the SDK still finds early, and RunDue would run it until MaxRuns.
 func (e *Env) Clock() *sdk.FakeClock { return e.clock }
 
 // Now returns the fake clock's time: Options.Start (DefaultStart) exactly until the Env

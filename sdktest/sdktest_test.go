@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,4 +424,28 @@ func TestCancel(t *testing.T) {
 	require.ErrorIs(t, err, sdk.ErrCancelled)
 	require.ErrorIs(t, env.Cancel(h), sdk.ErrWrongState)
 	require.Equal(t, sdktest.DefaultStart, env.Now(), "a cancelled sleep leaves no timer to jump to")
+}
+
+func TestSignalWakesAContinueIf(t *testing.T) {
+	t.Parallel()
+	var open atomic.Bool
+	gate := sdk.New("gate", func(c *sdk.Context, _ struct{}) (string, error) {
+		if err := sdk.ContinueIf(c, "open", func(context.Context) (bool, error) { return open.Load(), nil }); err != nil {
+			return "", err
+		}
+		return "through", nil
+	})
+	env := sdktest.New(t, gate)
+	h := start(t, env, gate, "g", struct{}{})
+	require.Equal(t, 1, env.Drain(), "a signal wait has no timer: Drain settles at once")
+	require.Equal(t, "signal", env.Describe(h).Waiting)
+	require.Equal(t, sdktest.DefaultStart, env.Now())
+
+	open.Store(true)
+	require.Zero(t, env.Drain(), "nothing runs until the signal")
+	require.NoError(t, env.Signal(h))
+	require.Equal(t, 1, env.Drain())
+	out, err := sdktest.Result(env, h)
+	require.NoError(t, err)
+	require.Equal(t, "through", out)
 }
