@@ -518,6 +518,7 @@ func (m *mailMutant) tagged(ws []storage.Workflow) []storage.Workflow {
 	return ws
 }
 
+// one applies faultTagsEmptyNotNil to one workflow read back.
 func (m *mailMutant) one(w storage.Workflow) storage.Workflow {
 	return m.tagged([]storage.Workflow{w})[0]
 }
