@@ -30,8 +30,12 @@ type openBranch struct {
 	merged bool
 }
 
-// BranchOption configures a branch.
-type BranchOption func(*branchConfig)
+// BranchOption configures a branch (Branch).
+type BranchOption interface{ applyBranch(*branchConfig) }
+
+type branchOption func(*branchConfig)
+
+func (f branchOption) applyBranch(c *branchConfig) { f(c) }
 
 type branchConfig struct {
 	autoMerge bool
@@ -41,7 +45,9 @@ type branchConfig struct {
 // AutoMerge joins the branch when the workflow function returns: the steps after the branch
 // run while its children run, and the workflow completes only once they are done. Call Merge
 // right after Branch instead to block there.
-func AutoMerge() BranchOption { return func(c *branchConfig) { c.autoMerge = true } }
+func AutoMerge() BranchOption {
+	return branchOption(func(c *branchConfig) { c.autoMerge = true })
+}
 
 // BranchScope is what a branch body receives: the handle Spawn and SpawnEach write through.
 type BranchScope struct {
@@ -70,7 +76,7 @@ func Branch(c *Context, name string, body func(b *BranchScope) error, opts ...Br
 	}
 	cfg := branchConfig{merge: defaultMerge()}
 	for _, o := range opts {
-		o(&cfg)
+		o.applyBranch(&cfg)
 	}
 	if err := cfg.merge.validate(name); err != nil {
 		return r.halt(haltFail, fmt.Errorf("workflow %q: %w", r.wf.Name, err))
@@ -268,13 +274,19 @@ func Spawn[In, Out any](b *BranchScope, name string, wf *Workflow[In, Out], in I
 }
 
 // SpawnOption configures SpawnEach.
-type SpawnOption func(*spawnConfig)
+type SpawnOption interface{ applySpawn(*spawnConfig) }
+
+type spawnOption func(*spawnConfig)
+
+func (f spawnOption) applySpawn(c *spawnConfig) { f(c) }
 
 type spawnConfig struct{ batch int }
 
 // BatchSize sets how many children SpawnEach writes per transaction (default
 // DefaultSpawnBatch, at most storage.MaxSpawnBatch).
-func BatchSize(n int) SpawnOption { return func(c *spawnConfig) { c.batch = n } }
+func BatchSize(n int) SpawnOption {
+	return spawnOption(func(c *spawnConfig) { c.batch = n })
+}
 
 // spawnMeta is the cursor of a SpawnEach, stored in its record after every batch.
 type spawnMeta struct {
@@ -317,7 +329,7 @@ func SpawnEach[T any](b *BranchScope, name string, source Source[T], fn func(ite
 	}
 	cfg := spawnConfig{batch: DefaultSpawnBatch}
 	for _, o := range opts {
-		o(&cfg)
+		o.applySpawn(&cfg)
 	}
 	if cfg.batch < 1 || cfg.batch > storage.MaxSpawnBatch {
 		return r.halt(haltFail, fmt.Errorf("%w: spawn %q batch size %d must be 1..%d", ErrInvalid, name, cfg.batch, storage.MaxSpawnBatch))

@@ -43,6 +43,50 @@ func (c *Context) Key() string { return c.run.wf.Key }
 // through it; the engine logs each failed run itself. Replaying reports the same state.
 func (c *Context) Logger() *slog.Logger { return c.run.userLogger() }
 
+// Now returns the current time by the engine's clock, recorded the first time each call
+// runs, so a replay gets the same time: the workflow's n-th call to Now returns what the n-th
+// call returned when it first ran. Use it, not time.Now, in workflow code between steps.
+// (Inside a step's function it is not recorded; it is the clock's time.)
+func (c *Context) Now() time.Time {
+	r := c.run
+	if r.inside != "" || r.stopped != nil {
+		return r.eng.clock.Now()
+	}
+	r.nows++
+	name := fmt.Sprintf("now$%d", r.nows)
+	if s := r.steps[name]; s != nil && s.State == storage.StepCompleted {
+		var t time.Time
+		if err := json.Unmarshal(s.Result, &t); err == nil {
+			return t
+		}
+	}
+	now := r.eng.clock.Now()
+	rec, _ := r.record(name)
+	rec.State, rec.Attempts, rec.CompletedAt, rec.Result = storage.StepCompleted, 1, now, mustJSON(now)
+	r.queue(rec) // written with the run's next write, before any later step runs
+	return now
+}
+
+// Info describes the workflow a Context runs.
+type Info struct {
+	ID   int64
+	Name string
+	Key  string
+	// Attempt is the run's attempt of the workflow function: 1, plus one per failed run
+	// that the workflow's retry policy retried.
+	Attempt int
+	// Tags are the workflow's start tags (nil when none); do not modify them.
+	Tags map[string]string
+	// Child reports a branch child (spawned, or started by Call).
+	Child bool
+}
+
+// Info returns the identity of the workflow the run belongs to.
+func (c *Context) Info() Info {
+	w := &c.run.wf
+	return Info{ID: w.ID, Name: w.Name, Key: w.Key, Attempt: w.Attempt + 1, Tags: w.Tags, Child: w.ParentStepID != 0}
+}
+
 // Replaying reports whether the run is still replaying what earlier runs did; see Logger.
 func (c *Context) Replaying() bool { return c.run.tel.replaying.Load() }
 
@@ -68,6 +112,9 @@ type run struct {
 
 	branches map[string]*openBranch // branches opened in this run, by name
 	inBranch bool                   // a branch body is running (branches do not nest)
+
+	// nows counts this run's calls to Context.Now, naming their records.
+	nows int
 
 	// probed are branch steps whose children the merge probe before this run found finished.
 	probed []int64

@@ -27,7 +27,8 @@ type Engine struct {
 	writeTimeout   time.Duration
 	pollMin        time.Duration // Result's poll for changes by other processes
 	pollMax        time.Duration
-	cancelBatch    int // children per storage call of Cancel WithChildren
+	cancelBatch    int      // children per storage call of Cancel WithChildren
+	stepHook       StepHook // WithStepHook: test overrides of step functions
 	defs           map[string]*definition
 	names          []string
 	telOpts        telemetry.Options
@@ -49,12 +50,16 @@ type watch struct {
 // runEntry lets Cancel reach a run in progress in this process.
 type runEntry struct{ cancel context.CancelCauseFunc }
 
-// Option configures an Engine.
-type Option func(*Engine) error
+// Option configures an Engine (NewEngine).
+type Option interface{ applyEngine(*Engine) error }
+
+type engineOption func(*Engine) error
+
+func (f engineOption) applyEngine(e *Engine) error { return f(e) }
 
 // WithWorkflows registers workflow definitions. Names must be valid and unique.
 func WithWorkflows(defs ...Definition) Option {
-	return func(e *Engine) error {
+	return engineOption(func(e *Engine) error {
 		for _, d := range defs {
 			if d == nil {
 				return fmt.Errorf("%w: nil workflow definition", ErrInvalid)
@@ -69,45 +74,45 @@ func WithWorkflows(defs ...Definition) Option {
 			e.defs[def.name] = def
 		}
 		return nil
-	}
+	})
 }
 
 // WithCodec sets the payload codec (default JSONCodec).
 func WithCodec(c Codec) Option {
-	return func(e *Engine) error { e.codec = c; return nil }
+	return engineOption(func(e *Engine) error { e.codec = c; return nil })
 }
 
 // WithClock sets the clock (default SystemClock).
 func WithClock(c Clock) Option {
-	return func(e *Engine) error { e.clock = c; return nil }
+	return engineOption(func(e *Engine) error { e.clock = c; return nil })
 }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
-	return func(e *Engine) error { e.logger = l; return nil }
+	return engineOption(func(e *Engine) error { e.logger = l; return nil })
 }
 
 // WithStepRetry sets the default retry policy of steps (default DefaultStepPolicy).
 func WithStepRetry(p RetryPolicy) Option {
-	return func(e *Engine) error {
+	return engineOption(func(e *Engine) error {
 		if err := p.validate(); err != nil {
 			return fmt.Errorf("step retry: %w", err)
 		}
 		e.stepPolicy = p
 		return nil
-	}
+	})
 }
 
 // WithWorkflowRetry sets the default retry policy of workflow functions (default
 // DefaultWorkflowPolicy).
 func WithWorkflowRetry(p RetryPolicy) Option {
-	return func(e *Engine) error {
+	return engineOption(func(e *Engine) error {
 		if err := p.validate(); err != nil {
 			return fmt.Errorf("workflow retry: %w", err)
 		}
 		e.workflowPolicy = p
 		return nil
-	}
+	})
 }
 
 // DefaultWriteTimeout bounds a write that must outlive its run's cancellation; see
@@ -121,13 +126,13 @@ const DefaultWriteTimeout = 30 * time.Second
 // DefaultWriteTimeout). Past the lease's TTL the store refuses such a write anyway, so d
 // need not exceed it.
 func WithWriteTimeout(d time.Duration) Option {
-	return func(e *Engine) error {
+	return engineOption(func(e *Engine) error {
 		if d <= 0 {
 			return fmt.Errorf("%w: WithWriteTimeout(%v) must be positive", ErrInvalid, d)
 		}
 		e.writeTimeout = d
 		return nil
-	}
+	})
 }
 
 // WithResultPoll sets how often Handle.Result reads its workflow to notice changes made by
@@ -135,13 +140,13 @@ func WithWriteTimeout(d time.Duration) Option {
 // doubling up to max, in real time (default 10 ms to 1 s). Changes made through this engine
 // wake its waiters at once whatever the poll. Both must be positive and min at most max.
 func WithResultPoll(min, max time.Duration) Option {
-	return func(e *Engine) error {
+	return engineOption(func(e *Engine) error {
 		if min <= 0 || max <= 0 || min > max {
 			return fmt.Errorf("%w: WithResultPoll(%v, %v): both must be positive and the minimum at most the maximum", ErrInvalid, min, max)
 		}
 		e.pollMin, e.pollMax = min, max
 		return nil
-	}
+	})
 }
 
 // detached returns a context for a write that must outlive ctx's cancellation (keeping its
@@ -173,7 +178,7 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		watched:        map[int64]*watch{},
 	}
 	for _, o := range opts {
-		if err := o(e); err != nil {
+		if err := o.applyEngine(e); err != nil {
 			return nil, err
 		}
 	}
@@ -268,22 +273,8 @@ func (e *Engine) checkRegistered(d *definition) error {
 	return nil
 }
 
-func (e *Engine) create(ctx context.Context, name, key string, input []byte) (storage.Workflow, error) {
-	ctx, span := e.tel.StartProducer(ctx, telemetry.OpStart, telemetry.Workflow{Name: name, Key: key})
-	now := e.clock.Now()
-	wf, created, err := e.store.CreateWorkflow(ctx, storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: now, Now: now,
-		TraceContext: e.tel.Inject(ctx, storage.MaxMeta)})
-	telemetry.EndStart(span, telemetry.Workflow{ID: wf.ID}, created, err, "")
-	if err != nil {
-		return storage.Workflow{}, fmt.Errorf("start workflow %q key %q: %w", name, key, err)
-	}
-	if created {
-		e.notify()
-	}
-	return wf, nil
-}
-
-// Get returns the stored workflow with the given id.
+// Get returns the stored workflow row with the given id, for workers and tooling; everyday
+// code uses Describe, which speaks the SDK's own types.
 func (e *Engine) Get(ctx context.Context, id int64) (storage.Workflow, error) {
 	return e.store.GetWorkflow(ctx, id)
 }
@@ -313,7 +304,11 @@ func (e *Engine) Signal(ctx context.Context, id int64) (err error) {
 }
 
 // CancelOption configures Cancel.
-type CancelOption func(*cancelConfig)
+type CancelOption interface{ applyCancel(*cancelConfig) }
+
+type cancelOption func(*cancelConfig)
+
+func (f cancelOption) applyCancel(c *cancelConfig) { f(c) }
 
 type cancelConfig struct{ children bool }
 
@@ -326,7 +321,9 @@ type cancelConfig struct{ children bool }
 // one level's branch step IDs. Completed and failed children are left as they are. Given
 // for a workflow that is cancelled already, Cancel goes on with its children, so a cancel of a
 // tree that was interrupted (a crash, a lost connection) is completed by calling it again.
-func WithChildren() CancelOption { return func(c *cancelConfig) { c.children = true } }
+func WithChildren() CancelOption {
+	return cancelOption(func(c *cancelConfig) { c.children = true })
+}
 
 // Cancel marks the workflow cancelled. A run in progress in this process stops at its next SDK
 // call and its step's context is cancelled; runs in other processes stop at their next write
@@ -337,7 +334,7 @@ func (e *Engine) Cancel(ctx context.Context, id int64, opts ...CancelOption) (er
 	defer func() { telemetry.EndProducer(span, telemetry.OpCancel, telemetry.Workflow{}, err, "") }()
 	var cfg cancelConfig
 	for _, o := range opts {
-		o(&cfg)
+		o.applyCancel(&cfg)
 	}
 	if err := e.cancel(ctx, id); err != nil {
 		// Cancelling an already cancelled workflow WithChildren carries on with its children,

@@ -34,10 +34,16 @@ var (
 	ErrDecode = errors.New("chronoforge: cannot decode payload")
 	// ErrWaitTimeout: a WaitUntil condition did not hold before its timeout.
 	ErrWaitTimeout = errors.New("chronoforge: wait timed out")
-	// ErrFailed, ErrStalled and ErrCancelled match a WorkflowError by its state.
-	ErrFailed    = errors.New("chronoforge: workflow failed")
-	ErrStalled   = errors.New("chronoforge: workflow stalled")
-	ErrCancelled = errors.New("chronoforge: workflow cancelled")
+	// ErrFailed and ErrStalled match a WorkflowError by its state.
+	ErrFailed  = errors.New("chronoforge: workflow failed")
+	ErrStalled = errors.New("chronoforge: workflow stalled")
+	// ErrCancelled is storage.ErrCancelled, the one error of a cancelled workflow: a
+	// WorkflowError of a cancelled workflow (Result, Call, ChildResult) matches it, and so
+	// does any write refused because the workflow was cancelled meanwhile.
+	ErrCancelled = storage.ErrCancelled
+	// ErrStepTimeout: a step's attempt ran past its StepTimeout; the attempt failed and the
+	// step's policy decides whether it is tried again.
+	ErrStepTimeout = errors.New("chronoforge: step attempt timed out")
 )
 
 // WorkflowError is what Handle.Result returns for a workflow that did not complete: it
@@ -46,7 +52,7 @@ type WorkflowError struct {
 	ID      int64
 	Name    string
 	Key     string
-	State   storage.State
+	State   State
 	Message string
 }
 
@@ -60,11 +66,11 @@ func (e *WorkflowError) Error() string {
 // Is matches ErrFailed, ErrStalled or ErrCancelled by state.
 func (e *WorkflowError) Is(target error) bool {
 	switch e.State {
-	case storage.StateFailed:
+	case StateFailed:
 		return target == ErrFailed
-	case storage.StateStalled:
+	case StateStalled:
 		return target == ErrStalled
-	case storage.StateCancelled:
+	case StateCancelled:
 		return target == ErrCancelled
 	}
 	return false

@@ -26,9 +26,14 @@ func (h *Handle[Out]) Name() string { return h.name }
 // Key returns the workflow's key.
 func (h *Handle[Out]) Key() string { return h.key }
 
-// Workflow returns the stored workflow row as it is now.
-func (h *Handle[Out]) Workflow(ctx context.Context) (storage.Workflow, error) {
-	return h.eng.store.GetWorkflow(ctx, h.id)
+// newHandle returns a handle to the stored workflow w.
+func newHandle[Out any](e *Engine, w storage.Workflow) *Handle[Out] {
+	return &Handle[Out]{eng: e, id: w.ID, name: w.Name, key: w.Key}
+}
+
+// Describe returns the workflow as it stands; see Engine.Describe.
+func (h *Handle[Out]) Describe(ctx context.Context) (Description, error) {
+	return h.eng.Describe(ctx, h.id)
 }
 
 // Result waits until the workflow completes and returns its typed output. If the workflow
@@ -58,7 +63,7 @@ func (h *Handle[Out]) Result(ctx context.Context) (Out, error) {
 			}
 			return out, nil
 		case storage.StateFailed, storage.StateCancelled, storage.StateStalled:
-			return zero, &WorkflowError{ID: wf.ID, Name: wf.Name, Key: wf.Key, State: wf.State, Message: wf.LastError}
+			return zero, &WorkflowError{ID: wf.ID, Name: wf.Name, Key: wf.Key, State: State(wf.State), Message: wf.LastError}
 		}
 		timer := time.NewTimer(poll)
 		select {

@@ -89,7 +89,12 @@ type countingStore struct {
 	mu                                     sync.Mutex
 	loadsByID                              map[int64]int
 	loads, saves, finishes, spawns, counts atomic.Int64
-	cleanups                               atomic.Int64
+	cleanups, creates                      atomic.Int64
+}
+
+func (c *countingStore) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+	c.creates.Add(1)
+	return c.Storage.CreateWorkflows(ctx, ws)
 }
 
 func (c *countingStore) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {

@@ -37,6 +37,9 @@ var (
 
 type mergeConfig struct {
 	failFast bool
+	// call: the branch of a Call, whose broken child is Call's result, not the workflow's
+	// failure: the merge completes and Call reports the child.
+	call     bool
 	timeout  time.Duration
 	min, max time.Duration
 }
@@ -48,19 +51,21 @@ func defaultMerge() mergeConfig {
 // FailFast makes a merge of the branch fail the workflow (ErrBranchFailed, naming the child)
 // as soon as one of its children is failed, stalled or cancelled, instead of waiting for an
 // operator or, for a cancelled child, completing without it.
-func FailFast() BranchOption { return func(c *branchConfig) { c.merge.failFast = true } }
+func FailFast() BranchOption {
+	return branchOption(func(c *branchConfig) { c.merge.failFast = true })
+}
 
 // MergeTimeout stalls the workflow (ErrMergeTimeout) if the branch's children have not all
 // completed d after the merge began waiting.
 func MergeTimeout(d time.Duration) BranchOption {
-	return func(c *branchConfig) { c.merge.timeout = d }
+	return branchOption(func(c *branchConfig) { c.merge.timeout = d })
 }
 
 // ProbeInterval bounds how often a waiting merge is probed (default 500 ms to 30 s). Between
 // the bounds the next probe is scheduled from the measured drain rate of the children. Both
 // must be positive and min at most max, or Branch fails the workflow with ErrInvalid.
 func ProbeInterval(min, max time.Duration) BranchOption {
-	return func(c *branchConfig) { c.merge.min, c.merge.max = min, max }
+	return branchOption(func(c *branchConfig) { c.merge.min, c.merge.max = min, max })
 }
 
 // validate checks the merge options of branch name.
@@ -80,6 +85,7 @@ type mergeWait struct {
 	StepIDs   []int64   `json:"steps"`
 	Branches  []string  `json:"branches"`
 	FailFast  bool      `json:"fail_fast,omitempty"`
+	Call      bool      `json:"call,omitempty"`
 	Deadline  time.Time `json:"deadline,omitzero"`
 	Min       int64     `json:"min"`
 	Max       int64     `json:"max"`
@@ -152,6 +158,7 @@ func (r *run) merge(bs []*openBranch) error {
 		w.StepIDs = append(w.StepIDs, b.stepID)
 		w.Branches = append(w.Branches, b.name)
 		w.FailFast = w.FailFast || b.opts.merge.failFast
+		w.Call = b.opts.merge.call
 		if t := b.opts.merge.timeout; t > 0 {
 			d := now.Add(t)
 			if !meta.Deadline.IsZero() {
@@ -168,6 +175,9 @@ func (r *run) merge(bs []*openBranch) error {
 	}
 	if err != nil {
 		return r.halt(haltAbort, err)
+	}
+	if res == probeFailed && w.Call {
+		res = probeDone // Call reads the broken child and returns it as its error
 	}
 	switch res {
 	case probeDone:
@@ -366,7 +376,7 @@ type ChildResult[Out any] struct {
 	ID    int64
 	Key   string
 	Name  string
-	State storage.State
+	State State
 	// Output is the decoded output of a completed child.
 	Output Out
 	// Err is, for a child that did not complete, a *WorkflowError carrying its state and last
@@ -446,7 +456,7 @@ func childResults[Out any](ctx context.Context, e *Engine, branch string, stepID
 				return
 			}
 			for _, w := range page {
-				res := ChildResult[Out]{ID: w.ID, Key: w.Key, Name: w.Name, State: w.State}
+				res := ChildResult[Out]{ID: w.ID, Key: w.Key, Name: w.Name, State: State(w.State)}
 				switch {
 				case w.State == storage.StateCompleted:
 					if err := e.codec.Unmarshal(w.Output, &res.Output); err != nil {
@@ -455,7 +465,7 @@ func childResults[Out any](ctx context.Context, e *Engine, branch string, stepID
 				default:
 					// Cancelled (a merge completes over those), or failed or stalled when
 					// read before the merge.
-					res.Err = &WorkflowError{ID: w.ID, Name: w.Name, Key: w.Key, State: w.State, Message: w.LastError}
+					res.Err = &WorkflowError{ID: w.ID, Name: w.Name, Key: w.Key, State: State(w.State), Message: w.LastError}
 				}
 				if !yield(res, nil) {
 					return

@@ -41,7 +41,7 @@ func twoChildren(name string, seen map[string]error, opts ...sdk.BranchOption) *
 				return 0, err
 			}
 			seen[string(res.State)] = res.Err
-			if res.State == storage.StateCompleted {
+			if res.State == sdk.StateCompleted {
 				done++
 			}
 		}

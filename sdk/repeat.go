@@ -177,11 +177,17 @@ func (o RetryOption) applyRepeat(c *repeatConfig) { c.retry = o.policy }
 // In sets the location whose calendar a Repeat steps by (default UTC).
 func In(loc *time.Location) RepeatOption { return repeatOption(func(c *repeatConfig) { c.loc = loc }) }
 
-// StartAt sets the first tick of a Repeat (default: when it is first recorded). It is fixed
-// when first recorded; changing it later has no effect.
-func StartAt(t time.Time) RepeatOption {
-	return repeatOption(func(c *repeatConfig) { c.start = t })
-}
+// StartAtOption is what StartAt returns: an option of Start (and StartMany's items) and of
+// Repeat.
+type StartAtOption struct{ t time.Time }
+
+// StartAt sets when a workflow first becomes runnable (Start; default: at once), or the
+// first tick of a Repeat (default: when it is first recorded; fixed when first recorded, so
+// changing it later has no effect).
+func StartAt(t time.Time) StartAtOption { return StartAtOption{t: t} }
+
+func (o StartAtOption) applyRepeat(c *repeatConfig) { c.start = o.t }
+func (o StartAtOption) applyStart(c *startConfig)   { c.at = o.t }
 
 // TickTimeout bounds each tick (default: the period; a month counts as 28 days). It is the
 // deadline of the context fn receives, and the catch-up window: a tick older than it when the

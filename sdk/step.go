@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"runtime/debug"
@@ -15,7 +16,51 @@ import (
 type StepOption interface{ applyStep(*stepConfig) }
 
 type stepConfig struct {
-	retry RetryPolicy
+	retry   RetryPolicy
+	timeout time.Duration
+}
+
+// validate checks a step's options: its policy and timeout.
+func (c stepConfig) validate() error {
+	if c.timeout < 0 {
+		return fmt.Errorf("%w: StepTimeout(%v) is negative", ErrInvalid, c.timeout)
+	}
+	if c.retry != nil {
+		return c.retry.validate()
+	}
+	return nil
+}
+
+// stepOption is a StepOption from a function.
+type stepOption func(*stepConfig)
+
+func (f stepOption) applyStep(c *stepConfig) { f(c) }
+
+// StepTimeout bounds each attempt of a step: its function's context gets a deadline d after
+// the attempt starts. An attempt that returns an error once the deadline passed failed with
+// an error matching ErrStepTimeout (and context.DeadlineExceeded), recorded as an error of
+// the step, and the step's policy decides whether it is tried again.
+func StepTimeout(d time.Duration) StepOption {
+	return stepOption(func(c *stepConfig) { c.timeout = d })
+}
+
+// stepOptions returns the options of step name in run r: the engine's policy, then the
+// workflow's WithStepDefaults and WithStep(name), then opts from the call.
+func (r *run) stepOptions(name string, opts []StepOption) stepConfig {
+	cfg := stepConfig{retry: r.eng.stepPolicy}
+	for _, o := range r.def.steps[""] {
+		o.applyStep(&cfg)
+	}
+	for _, o := range r.def.steps[name] {
+		o.applyStep(&cfg)
+	}
+	for _, o := range opts {
+		o.applyStep(&cfg)
+	}
+	if cfg.retry == nil {
+		cfg.retry = r.eng.stepPolicy
+	}
+	return cfg
 }
 
 // RetryOption sets the retry policy of a step or a workflow; see WithRetry.
@@ -74,10 +119,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	if err := r.use("step", name, name); err != nil {
 		return zero, err
 	}
-	cfg := stepConfig{retry: r.eng.stepPolicy}
-	for _, o := range opts {
-		o.applyStep(&cfg)
-	}
+	cfg := r.stepOptions(name, opts)
 	rec, _ := r.record(name)
 	switch rec.State {
 	case storage.StepCompleted:
@@ -90,10 +132,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 	case storage.StepFailed:
 		return zero, r.halt(haltStall, fmt.Errorf("step %q: retries spent: %s", name, rec.LastError))
 	}
-	if cfg.retry == nil {
-		cfg.retry = r.eng.stepPolicy
-	}
-	if err := cfg.retry.validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return zero, r.halt(haltFail, fmt.Errorf("workflow %q step %q: %w", r.wf.Name, name, err))
 	}
 	meta := readMeta(rec)
@@ -108,7 +147,7 @@ func Step[T any](c *Context, name string, fn func(ctx context.Context) (T, error
 		return zero, err
 	}
 	obs := r.startStep(name, rec.Attempts+1) // telemetry: the step's span, ended once its fate is decided
-	v, err := callStep(r, "step "+quote(name), fn)
+	v, err := callStep(r, "step "+quote(name), attempt(r, name, rec.Attempts+1, cfg, fn))
 	defer obs.end(r, &rec, &err)
 	if r.stopped != nil {
 		return zero, r.stopped // the function misused the SDK (see run.use); nothing is recorded
@@ -179,3 +218,56 @@ type PanicError struct {
 func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v\n%s", p.Value, p.Stack) }
 
 func quote(s string) string { return fmt.Sprintf("%q", s) }
+
+// attempt returns the function one attempt of step name runs: fn, or what the engine's step
+// hook puts in its place, bounded by the step's timeout.
+func attempt[T any](r *run, name string, n int, cfg stepConfig, fn func(context.Context) (T, error)) func(context.Context) (T, error) {
+	if h := r.eng.stepHook; h != nil {
+		replace, fail := h(StepCall{Workflow: r.wf.Name, Key: r.wf.Key, ID: r.wf.ID, Step: name, Attempt: n})
+		switch f := replace.(type) {
+		case nil:
+		case func(context.Context) (T, error):
+			fn = f
+		default:
+			err := Permanent(fmt.Errorf("%w: the step hook replaced step %q with a %T, not a func(context.Context) (%s, error)", ErrInvalid, name, replace, reflect.TypeFor[T]()))
+			fn = func(context.Context) (T, error) { var zero T; return zero, err }
+		}
+		if fail != nil {
+			fn = func(context.Context) (T, error) { var zero T; return zero, fail }
+		}
+	}
+	if cfg.timeout <= 0 {
+		return fn
+	}
+	return func(ctx context.Context) (T, error) {
+		tctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+		defer cancel()
+		v, err := fn(tctx)
+		if err != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w after %v: %w", ErrStepTimeout, cfg.timeout, err)
+		}
+		return v, err
+	}
+}
+
+// StepCall identifies one attempt of a step, as a step hook sees it (WithStepHook).
+type StepCall struct {
+	Workflow string
+	Key      string
+	ID       int64
+	Step     string
+	// Attempt counts the step's executions, this one included (1 for the first).
+	Attempt int
+}
+
+// StepHook is consulted before each attempt of every Step (WithStepHook). It may return a
+// function to run instead of the step's own (it must be a func(context.Context) (T, error)
+// of the step's result type T), or an error that fails the attempt without running
+// anything; nil and nil run the step as written.
+type StepHook func(call StepCall) (replace any, fail error)
+
+// WithStepHook installs a step hook: meant for tests (package sdktest builds its step
+// overrides and injected failures on it), never needed in production code.
+func WithStepHook(h StepHook) Option {
+	return engineOption(func(e *Engine) error { e.stepHook = h; return nil })
+}

@@ -21,13 +21,13 @@ import (
 // one, otel.GetTracerProvider(), a no-op until the application sets one). See package
 // telemetry for the spans.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(e *Engine) error { e.telOpts.TracerProvider = tp; return nil }
+	return engineOption(func(e *Engine) error { e.telOpts.TracerProvider = tp; return nil })
 }
 
 // WithMeterProvider sets the meter provider of the engine's metrics (default: the global
 // one, otel.GetMeterProvider(), a no-op until the application sets one).
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return func(e *Engine) error { e.telOpts.MeterProvider = mp; return nil }
+	return engineOption(func(e *Engine) error { e.telOpts.MeterProvider = mp; return nil })
 }
 
 // WithPropagator sets how the trace context of a Start (or a spawn batch) is stored on the
@@ -35,7 +35,7 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // GetTextMapPropagator(); while no global one is set, W3C trace context and baggage). Every
 // engine sharing a store should use the same one.
 func WithPropagator(p propagation.TextMapPropagator) Option {
-	return func(e *Engine) error { e.telOpts.Propagator = p; return nil }
+	return engineOption(func(e *Engine) error { e.telOpts.Propagator = p; return nil })
 }
 
 // WithRunsAsChildren makes each run's span a child of the context stored on its workflow
@@ -44,7 +44,7 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 // every run is a trace of its own, so a workflow sleeping for days or a branch of a million
 // children never makes one endless trace.
 func WithRunsAsChildren() Option {
-	return func(e *Engine) error { e.telOpts.RunsAsChildren = true; return nil }
+	return engineOption(func(e *Engine) error { e.telOpts.RunsAsChildren = true; return nil })
 }
 
 // observed is a run's telemetry: its span and counts, and whether it is still replaying.

@@ -19,6 +19,9 @@ type definition struct {
 	name  string
 	retry RetryPolicy
 	err   error
+	// steps are the step options given at definition (WithStepDefaults under "", WithStep
+	// under the step's name), applied before those of the call.
+	steps map[string][]StepOption
 	// run decodes the input, calls the function and encodes the output.
 	run func(c *Context, input []byte) ([]byte, error)
 }
@@ -50,6 +53,22 @@ func New[In, Out any](name string, fn func(ctx *Context, in In) (Out, error), op
 			d.err = fmt.Errorf("workflow %q: %w", name, err)
 		}
 	}
+	for step, opts := range d.steps {
+		if d.err != nil {
+			break
+		}
+		var cfg stepConfig
+		for _, o := range opts {
+			o.applyStep(&cfg)
+		}
+		if err := cfg.validate(); err != nil {
+			what := "WithStepDefaults"
+			if step != "" {
+				what = fmt.Sprintf("WithStep(%q)", step)
+			}
+			d.err = fmt.Errorf("workflow %q: %s: %w", name, what, err)
+		}
+	}
 	d.run = func(c *Context, input []byte) ([]byte, error) {
 		var in In
 		if err := c.run.eng.codec.Unmarshal(input, &in); err != nil {
@@ -68,6 +87,35 @@ func New[In, Out any](name string, fn func(ctx *Context, in In) (Out, error), op
 	return &Workflow[In, Out]{def: d}
 }
 
+// WithStepDefaults sets options of every step of the workflow (under those given for one
+// step by WithStep and at the Step call), checked when the workflow is registered.
+func WithStepDefaults(opts ...StepOption) WorkflowOption {
+	return workflowOption(func(d *definition) { d.addSteps("", opts) })
+}
+
+// WithStep sets options of the workflow's step named name (under those given at the Step
+// call), checked when the workflow is registered: a bad policy or timeout fails NewEngine,
+// not the workflow's first run.
+func WithStep(name string, opts ...StepOption) WorkflowOption {
+	return workflowOption(func(d *definition) {
+		if err := validateUserName("step", name); err != nil && d.err == nil {
+			d.err = fmt.Errorf("workflow %q: WithStep: %w", d.name, err)
+		}
+		d.addSteps(name, opts)
+	})
+}
+
+type workflowOption func(*definition)
+
+func (f workflowOption) applyWorkflow(d *definition) { f(d) }
+
+func (d *definition) addSteps(name string, opts []StepOption) {
+	if d.steps == nil {
+		d.steps = map[string][]StepOption{}
+	}
+	d.steps[name] = append(d.steps[name], opts...)
+}
+
 func validateWorkflowName(name string) error {
 	return storage.ValidateName(name)
 }
@@ -77,34 +125,25 @@ func (w *Workflow[In, Out]) Name() string { return w.def.name }
 
 func (w *Workflow[In, Out]) definition() *definition { return w.def }
 
-// Start creates the workflow with the given key and input, runnable at once, and returns a
-// handle to it. Start is idempotent on (name, key): if the workflow exists, it returns a
-// handle to that one and its stored input wins. Bad keys and unencodable or oversized
-// inputs return an error and write nothing.
-func (w *Workflow[In, Out]) Start(ctx context.Context, e *Engine, key string, in In) (*Handle[Out], error) {
-	if err := e.checkRegistered(w.def); err != nil {
-		return nil, err
-	}
-	if err := validateUserKey(key); err != nil {
-		return nil, fmt.Errorf("start workflow %q: %w", w.def.name, err)
-	}
-	input, err := e.codec.Marshal(in)
+// LookupID returns a handle to the existing workflow with this id, or an error matching
+// ErrNotFound (also when the id names a workflow of another name).
+func (w *Workflow[In, Out]) LookupID(ctx context.Context, e *Engine, id int64) (*Handle[Out], error) {
+	wf, err := e.store.GetWorkflow(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("start workflow %q key %q: encode input %s: %w", w.def.name, key, reflect.TypeFor[In](), err)
+		return nil, fmt.Errorf("lookup workflow %q id %d: %w", w.def.name, id, err)
 	}
-	wf, err := e.create(ctx, w.def.name, key, input)
-	if err != nil {
-		return nil, err
+	if wf.Name != w.def.name {
+		return nil, fmt.Errorf("lookup workflow %q id %d: %w: it is a %q workflow", w.def.name, id, ErrNotFound, wf.Name)
 	}
-	return &Handle[Out]{eng: e, id: wf.ID, name: wf.Name, key: wf.Key}, nil
+	return newHandle[Out](e, wf), nil
 }
 
-// Lookup returns a handle to the existing workflow with this key, or an error wrapping
-// ErrNotFound.
+// Lookup returns a handle to the existing workflow with this name and key, or an error
+// wrapping ErrNotFound.
 func (w *Workflow[In, Out]) Lookup(ctx context.Context, e *Engine, key string) (*Handle[Out], error) {
 	wf, err := e.store.FindWorkflow(ctx, w.def.name, key)
 	if err != nil {
 		return nil, fmt.Errorf("lookup workflow %q key %q: %w", w.def.name, key, err)
 	}
-	return &Handle[Out]{eng: e, id: wf.ID, name: wf.Name, key: wf.Key}, nil
+	return newHandle[Out](e, wf), nil
 }

@@ -76,8 +76,9 @@
 // negative, or a name or key that is not valid, names no stored workflow: lookups by it
 // return ErrNotFound.
 //
-// UpdatedAt is the Now of the last write that changed the workflow (CreateWorkflow, Claim,
-// SaveSteps, FinishRun, Release, Retry, Cancel, and SpawnBatch for the parent). Heartbeat
+// UpdatedAt is the Now of the last write that changed the workflow (CreateWorkflow and
+// CreateWorkflows, Claim, SaveSteps, ConsumeMessage, FinishRun, Release, Retry, Cancel, and
+// SpawnBatch for the parent; SendMessage, like Wake, carries a Now for the message only). Heartbeat
 // only extends the lease and leaves it, and Wake and WakeMergeWaiters carry no Now.
 //
 // # Identities

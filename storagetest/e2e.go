@@ -33,6 +33,7 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"Repeat", testE2ERepeat},
 		}
 		cases = append(cases, branchCases()...)
+		cases = append(cases, messageCases()...)
 		for _, c := range append(cases, traceCases()...) {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()

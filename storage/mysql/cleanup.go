@@ -12,8 +12,8 @@ import (
 // DeleteFinished deletes up to r.Limit (0 means 1,000) final workflows in r.States whose
 // FinishedAt is before r.Before, oldest first, in one transaction of three statements: lock
 // the batch (skipping rows another cleanup holds), delete at most r.StepBudget of its step
-// rows, delete the batch's workflows left without steps; their error records go with them
-// (ON DELETE CASCADE).
+// rows, delete the batch's workflows left without steps; their error records and messages go
+// with them (ON DELETE CASCADE), in the same statement.
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
 	var res storage.CleanupResult
 	if err := storage.ValidateCleanup(r); err != nil {

@@ -12,10 +12,16 @@
 //	<prefix>workflows       the queue entry and the workflow's state, one row per workflow;
 //	                        unique (name, key), indexes on (name, run_at) and run_at
 //	                        (claiming, due listings), on (parent_step_id, state) (branch
-//	                        children) and on finished_at (cleanup)
+//	                        children) and on finished_at (cleanup); tags as a JSON object
 //	<prefix>steps           step records, unique by (workflow_id, name), clustered by workflow
 //	<prefix>errors          error records, clustered by workflow
+//	<prefix>messages        mailboxes, clustered by workflow; unique (workflow_id, msg_key)
+//	                        for keyed messages, index (workflow_id, topic, consumed, id) for
+//	                        the next message of a topic
 //	<prefix>schema_version  the migrations applied
+//
+// Tags are a JSON column (LONGTEXT with a JSON_VALID check on MariaDB, native JSON on MySQL);
+// a ListWorkflows filter on tags is one JSON_CONTAINS and may scan.
 //
 // All tables are InnoDB. Names, keys and other strings are VARBINARY, so they compare byte
 // for byte (case, '$' and trailing spaces are significant, which MySQL 8's PAD SPACE
@@ -53,6 +59,8 @@
 //	Load                   1 query: the workflow row and its step rows in one UNION ALL
 //	GetWorkflow, Find...   1 query
 //	CreateWorkflow         1 INSERT (+1 SELECT when the name and key exist)
+//	CreateWorkflows        1 transaction: one multi-row INSERT IGNORE tagging its rows with
+//	                       the call's nonce, one SELECT ... LOCK IN SHARE MODE of the batch
 //	Claim                  1 UPDATE (+1 SELECT when it claimed something), no transaction
 //	SaveSteps, FinishRun   1 transaction: SELECT ... FOR UPDATE (the fence), one multi-row
 //	                       upsert of the steps, one UPDATE of the workflow row, one
@@ -67,10 +75,19 @@
 //	                       and state (+1 UPDATE of the parents it found to wake)
 //	Wake, Cancel           1 UPDATE (+1 SELECT when it changed nothing, to say why)
 //	Retry                  1 transaction: SELECT ... FOR UPDATE, the step upsert, one UPDATE
+//	SendMessage            1 transaction: SELECT ... FOR UPDATE of the workflow, one INSERT
+//	                       IGNORE of the message (+1 UPDATE, the wake, when the workflow
+//	                       runs or waits on the topic; +1 SELECT of the stored message when
+//	                       the key was taken)
+//	ConsumeMessage         1 transaction shaped like SaveSteps: the fence, one SELECT ... FOR
+//	                       UPDATE of the next message (an index seek), one step upsert (the
+//	                       commit's steps and the consuming step), the error records, one
+//	                       UPDATE of the message (when there was one), one UPDATE of the
+//	                       workflow row
 //	ListWorkflows, ListErrors   1 statement
 //	DeleteFinished         1 transaction: SELECT the batch FOR UPDATE SKIP LOCKED, DELETE at
 //	                       most the step budget of its steps, DELETE its workflows left
-//	                       without steps (error records cascade)
+//	                       without steps (error records and messages cascade)
 //
 // MySQL has no UPDATE ... RETURNING, so a claim cannot be one statement as on PostgreSQL.
 // It is one UPDATE that picks the due rows in a derived table (ORDER BY run_at LIMIT k FOR

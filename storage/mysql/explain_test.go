@@ -112,6 +112,23 @@ func TestIndexesUsed(t *testing.T) {
 		}
 	}
 
+	// CreateWorkflows reads its batch back through the unique (name, key) index too.
+	for _, n := range []int{3, 1000} {
+		ws := make([]storage.NewWorkflow, n)
+		for i := range ws {
+			ws[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("p$b1$i_%d", i)}
+		}
+		query, args := s.nameKeyQuery(ws)
+		plan = explain(t, db, query, args...)
+		t.Logf("CreateWorkflows read-back plan for %d workflows: %+v", n, plan)
+		require.True(t, usesIndex(plan, "name_key"), "%d workflows: the read-back must use the (name, key) index: %+v", n, plan)
+		for _, r := range plan {
+			if !strings.HasPrefix(r.table, "<") {
+				require.NotEqual(t, "ALL", r.accessType, "%d workflows: no full scan of %s: %+v", n, r.table, plan)
+			}
+		}
+	}
+
 	// The claiming UPDATE picks rows from the (name, run_at) index for its names, from the
 	// run_at index for any name, and then reaches each row by primary key.
 	for _, tc := range []struct {
@@ -143,4 +160,59 @@ func usesIndex(plan []planRow, key string) bool {
 		}
 	}
 	return false
+}
+
+// TestConsumeUsesIndex checks with EXPLAIN that ConsumeMessage finds the next message of a
+// topic by a seek of the (workflow_id, topic, consumed, id) index, in its order (no sort),
+// among many workflows' messages on many topics, many of them consumed.
+func TestConsumeUsesIndex(t *testing.T) {
+	t.Parallel()
+	db := sharedDB(t)
+	s := newStore(t, db)
+	ctx := context.Background()
+
+	ws := make([]storage.NewWorkflow, 50)
+	for i := range ws {
+		ws[i] = storage.NewWorkflow{Name: "mbox", Key: fmt.Sprint(i), Now: at(0)}
+	}
+	out, _, err := s.CreateWorkflows(ctx, ws)
+	require.NoError(t, err)
+	// 50 workflows × 4 topics × 20 messages, the first half of each topic consumed.
+	var b strings.Builder
+	var args []any
+	b.WriteString("INSERT INTO " + s.messages + " (workflow_id, topic, payload, consumed, created_at) VALUES ")
+	first := true
+	for _, w := range out {
+		for topic := range 4 {
+			for i := range 20 {
+				if !first {
+					b.WriteString(", ")
+				}
+				first = false
+				b.WriteString("(?, ?, '1', ?, ?)")
+				args = append(args, w.ID, fmt.Sprint("topic", topic), i < 10, dbTime(at(0)))
+			}
+		}
+	}
+	_, err = db.ExecContext(ctx, b.String(), args...)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, "ANALYZE TABLE "+s.messages)
+	require.NoError(t, err)
+
+	plan := explain(t, db, s.q.nextMessage, bstr("recv"), out[25].ID, bstr("topic2"))
+	t.Logf("ConsumeMessage's next message plan: %+v", plan)
+	require.True(t, usesIndex(plan, "next_message"), "the next message must be a seek of the next_message index: %+v", plan)
+	for _, r := range plan {
+		require.NotEqual(t, "ALL", r.accessType, "no full scan of %s: %+v", r.table, plan)
+		require.NotContains(t, r.extra, "filesort", "the index gives the id order: %+v", plan)
+	}
+
+	// And it does take the first unconsumed one.
+	l := claimOne(t, s, "mbox", at(0))
+	var want int64
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT MIN(id) FROM "+s.messages+" WHERE workflow_id = ? AND topic = 'topic2' AND NOT consumed", l.WorkflowID).Scan(&want))
+	msg, ok, err := s.ConsumeMessage(ctx, l, storage.ConsumeRequest{Commit: storage.Commit{Now: at(time.Second)}, Topic: "topic2", Step: "recv"})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, want, msg.ID)
 }

@@ -149,7 +149,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	for _, m := range ms[current:] {
 		for i, stmt := range statements(r.Replace(m.SQL)) {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil && !alreadyApplied(stmt, err) {
 				return fmt.Errorf("mysql: migrate: %s statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -159,6 +159,29 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	s.migrated.Store(true)
 	return nil
+}
+
+// alreadyApplied reports whether err says that the ALTER TABLE stmt had been applied before:
+// it adds a column or an index that exists. One ALTER TABLE is atomic, so a migration cut
+// short after it and run again goes on past it. (MySQL has no ADD COLUMN IF NOT EXISTS.)
+func alreadyApplied(stmt string, err error) bool {
+	var my *gomysql.MySQLError
+	if !errors.As(err, &my) || (my.Number != erDupFieldName && my.Number != erDupKeyName) {
+		return false
+	}
+	return strings.HasPrefix(strings.ToUpper(strings.TrimLeft(uncomment(stmt), " \t\n")), "ALTER TABLE")
+}
+
+// uncomment drops the comment lines of a statement.
+func uncomment(stmt string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(stmt, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
 }
 
 // createVersions is the table that records applied migrations; it exists before any of them.

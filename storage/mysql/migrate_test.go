@@ -99,7 +99,7 @@ func TestMigrateTwiceAndConcurrently(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	var tables int
 	require.NoError(t, db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ?", schema).Scan(&tables))
-	require.Equal(t, 8, tables, "two prefixes of four tables each")
+	require.Equal(t, 10, tables, "two prefixes of five tables each")
 }
 
 func TestSchemaTooNewOrMissing(t *testing.T) {
@@ -163,4 +163,73 @@ func TestClosedStoreRefuses(t *testing.T) {
 	_, err := s.GetWorkflow(context.Background(), 1)
 	require.ErrorIs(t, err, errClosed)
 	require.NoError(t, db.PingContext(context.Background()), "Close leaves the application's pool open")
+}
+
+// TestMigrateFromVersion1: tables made by the first migration, holding a workflow, are
+// brought to the current version: the workflow reads back without tags, and mailboxes, tags
+// and bulk creates work. A second migration cut short after its statements ran (the version
+// not recorded) is finished by the next Migrate.
+func TestMigrateFromVersion1(t *testing.T) {
+	t.Parallel()
+	db := sharedDB(t)
+	ctx := context.Background()
+	schema := newSchema(t, db)
+	s, err := New(db, WithSchema(schema))
+	require.NoError(t, err)
+
+	// What a build of schema version 1 left behind.
+	ms, err := migrations()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(ms), 2)
+	r := s.replacer()
+	_, err = db.ExecContext(ctx, "CREATE DATABASE `"+schema+"`")
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, r.Replace(createVersions))
+	require.NoError(t, err)
+	for _, stmt := range statements(r.Replace(ms[0].SQL)) {
+		_, err := db.ExecContext(ctx, stmt)
+		require.NoError(t, err)
+	}
+	_, err = db.ExecContext(ctx, "INSERT INTO "+s.versions+" (version, name, applied_at) VALUES (1, ?, UTC_TIMESTAMP(6))", ms[0].Name)
+	require.NoError(t, err)
+	res, err := db.ExecContext(ctx, "INSERT INTO "+s.workflows+" (name, `key`, input, state, run_at, created_at, updated_at) VALUES ('old', 'k', '{}', 'idle', ?, ?, ?)",
+		dbTime(at(0)), dbTime(at(0)), dbTime(at(0)))
+	require.NoError(t, err)
+	oldID, err := res.LastInsertId()
+	require.NoError(t, err)
+
+	_, err = s.GetWorkflow(ctx, oldID)
+	require.ErrorIs(t, err, ErrNotMigrated, "this build refuses version 1 tables until migrated")
+	require.NoError(t, s.Migrate(ctx))
+	var version int
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT MAX(version) FROM "+s.versions).Scan(&version))
+	require.Equal(t, SchemaVersion(), version)
+
+	old, err := s.GetWorkflow(ctx, oldID)
+	require.NoError(t, err)
+	require.Equal(t, "old", old.Name)
+	require.Nil(t, old.Tags)
+	_, created := send(t, s, oldID, "t", "k", `1`, at(time.Second))
+	require.True(t, created)
+	out, made, err := s.CreateWorkflows(ctx, []storage.NewWorkflow{
+		{Name: "old", Key: "k", Now: at(0)},
+		{Name: "new", Key: "k", Tags: map[string]string{"a": "b"}, Now: at(0)},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []bool{false, true}, made)
+	require.Equal(t, old, out[0])
+	require.Equal(t, map[string]string{"a": "b"}, out[1].Tags)
+
+	// The second migration ran but its version was not recorded: Migrate runs it again.
+	_, err = db.ExecContext(ctx, "DELETE FROM "+s.versions+" WHERE version = 2")
+	require.NoError(t, err)
+	again, err := New(db, WithSchema(schema))
+	require.NoError(t, err)
+	require.NoError(t, again.Migrate(ctx), "an applied ALTER TABLE counts as done")
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT MAX(version) FROM "+s.versions).Scan(&version))
+	require.Equal(t, SchemaVersion(), version)
+	require.Equal(t, 1, countMessages(t, again, oldID), "the messages were kept")
+	got, err := again.GetWorkflow(ctx, out[1].ID)
+	require.NoError(t, err)
+	require.Equal(t, out[1], got)
 }

@@ -25,13 +25,18 @@ type queries struct {
 	branchID                                   string
 	listErrors                                 string
 	deleteFinished, deleteSteps, deleteEmptied string
+	lockForMessage                             string
+	insertMessage                              string
+	messageByKey                               string
+	nextMessage                                string
+	consumeMessage                             string
 }
 
 func newQueries(r *strings.Replacer) queries {
 	return queries{
 		insertWorkflow: r.Replace(`INSERT INTO {{workflows}}
-    (name, ` + "`key`" + `, input, state, run_at, trace_context, parent_step_id, created_at, updated_at)
-    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ` + ts + `, ` + ts + `)`),
+    (name, ` + "`key`" + `, input, state, run_at, trace_context, parent_step_id, tags, created_at, updated_at)
+    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ` + tagsSQL + `, ` + ts + `, ` + ts + `)`),
 
 		getWorkflow:  r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE id = ?`),
 		findWorkflow: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE name = ? AND ` + "`key`" + ` = ?`),
@@ -92,7 +97,24 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
     FROM {{workflows}} AS w LEFT JOIN {{errors}} AS e ON e.workflow_id = w.id
     WHERE w.id = ? ORDER BY e.id LIMIT ?`),
 
-		// Steps and error records go with their workflow (ON DELETE CASCADE).
+		// SendMessage's lock of the workflow row, reading what decides the send and the wake.
+		lockForMessage: r.Replace(`SELECT state, wait_kind, wait_data FROM {{workflows}} WHERE id = ? FOR UPDATE`),
+		// A message with a taken key is skipped (the unique (workflow_id, msg_key) index).
+		insertMessage: r.Replace(`INSERT IGNORE INTO {{messages}} (workflow_id, topic, msg_key, payload, created_at)
+    VALUES (?, ?, ?, ?, ` + ts + `)`),
+		messageByKey: r.Replace(`SELECT ` + messageColumns + ` FROM {{messages}}
+    WHERE workflow_id = ? AND msg_key = ? LOCK IN SHARE MODE`),
+		// The next message of a topic, a seek of the next_message index, locked; with it the
+		// stored completion time of the step it is to be consumed into, if that step exists.
+		nextMessage: r.Replace(`SELECT m.id, m.msg_key, m.payload, m.created_at,
+    (SELECT s.completed_at FROM {{steps}} AS s WHERE s.workflow_id = m.workflow_id AND s.name = ?)
+    FROM {{messages}} AS m
+    WHERE m.workflow_id = ? AND m.topic = ? AND m.consumed = FALSE
+    ORDER BY m.id LIMIT 1 FOR UPDATE`),
+		consumeMessage: r.Replace(`UPDATE {{messages}} SET consumed = TRUE, consumed_by = ?, consumed_at = ` + ts + `
+    WHERE workflow_id = ? AND id = ?`),
+
+		// Steps, error records and messages go with their workflow (ON DELETE CASCADE).
 		// A cleanup's batch: locked for the transaction, skipping rows another cleanup holds.
 		// The state list is appended by the caller (one placeholder per state).
 		deleteFinished: r.Replace(`SELECT id FROM {{workflows}}

@@ -1,8 +1,11 @@
 package mysql
 
 import (
+	"bytes"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -97,8 +100,8 @@ func nullID(id int64) any {
 const (
 	workflowColumns = "id, name, `key`, input, output, state, `values`, run_at, wait_kind, wait_step, wait_data, " +
 		"lease_owner, lease_until, lease_token, attempt, parent_step_id, trace_context, last_error, " +
-		"created_at, updated_at, finished_at"
-	workflowColumnCount = 21
+		"created_at, updated_at, finished_at, tags"
+	workflowColumnCount = 22
 	stepColumns         = "workflow_id, id, name, state, attempts, result, meta, last_error, created_at, updated_at, completed_at"
 	stepColumnCount     = 11
 )
@@ -117,7 +120,7 @@ func (r *workflowRow) targets() []any {
 	return []any{&r.id, &r.name, &r.key, &w.Input, &w.Output, &r.state, &w.Values, nt(&w.RunAt),
 		&r.kind, &r.step, &w.Wait.Data, &r.owner, nt(&w.LeaseUntil), &r.leaseToken,
 		&r.attempt, &r.parent, &w.TraceContext, &r.lastError, nt(&w.CreatedAt), nt(&w.UpdatedAt),
-		nt(&w.FinishedAt)}
+		nt(&w.FinishedAt), tagsScanner{&w.Tags}}
 }
 
 func (r *workflowRow) workflow() storage.Workflow {
@@ -172,4 +175,79 @@ func scanWorkflows(rows *sql.Rows) ([]storage.Workflow, error) {
 		out = append(out, r.workflow())
 	}
 	return out, rows.Err()
+}
+
+// Tags are stored as one JSON object of strings, NULL when there are none. jsonText writes
+// the same bytes for the same map every time (keys sorted, no HTML escaping), which matters
+// on MariaDB: its JSON_CONTAINS compares strings as their JSON text, so the filter of
+// ListWorkflows is encoded the same way as the stored tags.
+
+// tagsSQL is the SQL of a tags parameter: its bytes are sent as binary, like every string
+// of the backend, and read as utf8mb4 text (JSON needs a character set), whatever the
+// connection's character set.
+const tagsSQL = "CONVERT(? USING utf8mb4)"
+
+// encodeTags is the parameter of tagsSQL for the tags column: NULL for none (nil or empty),
+// else the JSON object's text.
+func encodeTags(tags map[string]string) any {
+	if len(tags) == 0 {
+		return nil
+	}
+	return jsonText(tags)
+}
+
+// jsonText is the JSON text of tags, for tagsSQL. A map of strings always encodes (invalid
+// UTF-8 would be replaced, but tags were validated).
+func jsonText(tags map[string]string) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(tags); err != nil {
+		panic(fmt.Sprintf("mysql: encode tags: %v", err)) // unreachable for map[string]string
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// tagsScanner reads the tags column into *m: nil for NULL or an empty object.
+type tagsScanner struct{ m *map[string]string }
+
+func (s tagsScanner) Scan(src any) error {
+	var text []byte
+	switch v := src.(type) {
+	case nil:
+		*s.m = nil
+		return nil
+	case []byte:
+		text = v
+	case string:
+		text = []byte(v)
+	default:
+		return fmt.Errorf("mysql: cannot read tags from %T", src)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(text, &m); err != nil {
+		return fmt.Errorf("mysql: read tags %.64q: %w", text, err)
+	}
+	if len(m) == 0 {
+		m = nil
+	}
+	*s.m = m
+	return nil
+}
+
+// cloneTags copies tags for a workflow returned to the caller; none (nil or empty) is nil.
+func cloneTags(tags map[string]string) map[string]string {
+	if len(tags) == 0 {
+		return nil
+	}
+	return maps.Clone(tags)
+}
+
+// tagsSize is about the bytes tags take in a statement, for splitting multi-row inserts.
+func tagsSize(tags map[string]string) int {
+	n := 0
+	for k, v := range tags {
+		n += len(k) + len(v) + 6
+	}
+	return n
 }

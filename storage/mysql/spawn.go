@@ -86,11 +86,11 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 	if len(children) == 0 {
 		return 0, nil
 	}
-	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + ts + ", " + ts
-	const cols = 8
+	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", " + ts + ", " + ts
+	const cols = 9
 	size := func(i int) int {
 		c := &children[i]
-		return len(c.Name) + len(c.Key) + len(c.Input) + len(c.TraceContext)
+		return len(c.Name) + len(c.Key) + len(c.Input) + len(c.TraceContext) + tagsSize(c.Tags)
 	}
 	inserted := 0
 	for _, c := range chunks(len(children), cols, size) {
@@ -102,10 +102,11 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 			if runAt.IsZero() {
 				runAt = now
 			}
-			args = append(args, bstr(child.Name), bstr(child.Key), child.Input, dbTime(runAt), child.TraceContext, branchID, dbTime(now), dbTime(now))
+			args = append(args, bstr(child.Name), bstr(child.Key), child.Input, dbTime(runAt), child.TraceContext, branchID,
+				encodeTags(child.Tags), dbTime(now), dbTime(now))
 		}
 		query := "INSERT IGNORE INTO " + s.workflows +
-			" (name, `key`, input, state, run_at, trace_context, parent_step_id, created_at, updated_at) VALUES " + rowsSQL(n, row)
+			" (name, `key`, input, state, run_at, trace_context, parent_step_id, tags, created_at, updated_at) VALUES " + rowsSQL(n, row)
 		res, err := tx.ExecContext(ctx, query, args...)
 		if err != nil {
 			return 0, err

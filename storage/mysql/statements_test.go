@@ -245,3 +245,96 @@ func TestStatementCountsCleanupManySteps(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	t.Logf("10,000 steps deleted in %d calls", calls)
 }
+
+// TestBatchAndMessageStatementCounts: CreateWorkflows is one transaction of an INSERT and a
+// SELECT for any batch size; SendMessage is the lock, the insert and the wake when one is
+// due; ConsumeMessage is shaped like SaveSteps plus the seek of the next message and its
+// consumed mark.
+func TestBatchAndMessageStatementCounts(t *testing.T) {
+	t.Parallel()
+	s, c := countingStore(t)
+	ctx := context.Background()
+	tx := snapshot{Begin: 1, Commit: 1, Exec: 1, Query: 1}
+
+	for _, n := range []int{1, 100, storage.MaxCreateBatch} {
+		ws := make([]storage.NewWorkflow, n)
+		for i := range ws {
+			ws[i] = storage.NewWorkflow{Name: fmt.Sprint("bulk", i%3), Key: fmt.Sprint(n, "-", i), Input: []byte(`{}`),
+				Tags: map[string]string{"batch": fmt.Sprint(n)}, Now: at(0)}
+		}
+		measure(t, c, fmt.Sprintf("CreateWorkflows of %d", n), tx, func() {
+			out, created, err := s.CreateWorkflows(ctx, ws)
+			require.NoError(t, err)
+			require.Len(t, out, n)
+			require.NotContains(t, created, false)
+		})
+		measure(t, c, fmt.Sprintf("CreateWorkflows of %d existing", n), tx, func() {
+			_, created, err := s.CreateWorkflows(ctx, ws)
+			require.NoError(t, err)
+			require.NotContains(t, created, true)
+		})
+	}
+
+	w := create(t, s, "mbox", "k", at(0))
+	// To an idle workflow waiting for nothing: lock and insert.
+	measure(t, c, "SendMessage", snapshot{Begin: 1, Commit: 1, Query: 1, Exec: 1}, func() {
+		_, created, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: w.ID, Topic: "t", Key: "a", Payload: []byte(`1`), Now: at(0)})
+		require.NoError(t, err)
+		require.True(t, created)
+	})
+	// A taken key: lock, insert skipped, read of the stored message.
+	measure(t, c, "SendMessage of a taken key", snapshot{Begin: 1, Commit: 1, Query: 2, Exec: 1}, func() {
+		_, created, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: w.ID, Topic: "t", Key: "a", Payload: []byte(`1`), Now: at(0)})
+		require.NoError(t, err)
+		require.False(t, created)
+	})
+	got := claimAll(t, s, at(0), 1, "mbox")
+	require.Len(t, got, 1)
+	l := got[0].Lease()
+	// To a running workflow: lock, insert, wake.
+	measure(t, c, "SendMessage waking", snapshot{Begin: 1, Commit: 1, Query: 1, Exec: 2}, func() {
+		_, created, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: w.ID, Topic: "t", Payload: []byte(`2`), Now: at(time.Second)})
+		require.NoError(t, err)
+		require.True(t, created)
+	})
+
+	// Consume with a full commit: fence, next message, one upsert of 100 steps and the
+	// consuming one, the error records, the consumed mark, the workflow row.
+	steps := make([]storage.Step, 100)
+	for i := range steps {
+		steps[i] = storage.Step{Name: fmt.Sprint("s", i), State: storage.StepCompleted, Attempts: 1, Result: []byte(`1`), CompletedAt: at(time.Second)}
+	}
+	measure(t, c, "ConsumeMessage with steps and errors", snapshot{Begin: 1, Commit: 1, Query: 2, Exec: 4}, func() {
+		_, ok, err := s.ConsumeMessage(ctx, l, storage.ConsumeRequest{
+			Commit: storage.Commit{Steps: steps, Values: []byte(`{}`), Errors: []storage.ErrorRecord{{Message: "x"}}, Now: at(2 * time.Second)},
+			Topic:  "t", Step: "recv1",
+		})
+		require.NoError(t, err)
+		require.True(t, ok)
+	})
+	measure(t, c, "ConsumeMessage alone", snapshot{Begin: 1, Commit: 1, Query: 2, Exec: 3}, func() {
+		_, ok, err := s.ConsumeMessage(ctx, l, storage.ConsumeRequest{Commit: storage.Commit{Now: at(3 * time.Second)}, Topic: "t", Step: "recv2"})
+		require.NoError(t, err)
+		require.True(t, ok)
+	})
+	measure(t, c, "ConsumeMessage finding nothing", snapshot{Begin: 1, Commit: 1, Query: 2, Exec: 1}, func() {
+		_, ok, err := s.ConsumeMessage(ctx, l, storage.ConsumeRequest{Commit: storage.Commit{Now: at(4 * time.Second)}, Topic: "t", Step: "recv3"})
+		require.NoError(t, err)
+		require.False(t, ok)
+	})
+
+	// To a final workflow: the lock (and the key's read), then a rollback.
+	require.NoError(t, s.FinishRun(ctx, l, storage.Finish{Commit: storage.Commit{Now: at(5 * time.Second)}, State: storage.StateCompleted}))
+	measure(t, c, "SendMessage to a final workflow", snapshot{Begin: 1, Rollback: 1, Query: 2}, func() {
+		_, _, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: w.ID, Topic: "t", Key: "b", Payload: []byte(`1`), Now: at(6 * time.Second)})
+		require.ErrorIs(t, err, storage.ErrWrongState)
+	})
+
+	// Cleanup is still three statements: the messages go with their workflow.
+	measure(t, c, "DeleteFinished with messages", snapshot{Exec: 2, Query: 1, Begin: 1, Commit: 1}, func() {
+		res, err := s.DeleteFinished(ctx, storage.CleanupRequest{Before: at(time.Hour)})
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Deleted)
+	})
+	require.Zero(t, countMessages(t, s, w.ID))
+}

@@ -30,8 +30,8 @@ type Store struct {
 	schema string // empty: the connection's default database
 	prefix string
 
-	workflows, steps, errors, versions string // quoted, qualified table names
-	q                                  queries
+	workflows, steps, errors, messages, versions string // quoted, qualified table names
+	q                                            queries
 
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
@@ -100,6 +100,7 @@ func New(db *sql.DB, opts ...Option) (*Store, error) {
 	s.workflows = s.table("workflows")
 	s.steps = s.table("steps")
 	s.errors = s.table("errors")
+	s.messages = s.table("messages")
 	s.versions = s.table("schema_version")
 	s.q = newQueries(s.replacer())
 	return s, nil
@@ -121,6 +122,7 @@ func (s *Store) replacer() *strings.Replacer {
 		"{{workflows}}", s.workflows,
 		"{{steps}}", s.steps,
 		"{{errors}}", s.errors,
+		"{{messages}}", s.messages,
 		"{{versions}}", s.versions,
 		"{{prefix}}", s.prefix,
 	)

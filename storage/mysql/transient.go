@@ -17,6 +17,8 @@ const (
 	erServerShutdown    = 1053 // the server is shutting down
 	erBadDB             = 1049 // unknown database
 	erDupEntry          = 1062 // duplicate key
+	erDupFieldName      = 1060 // duplicate column name (ALTER TABLE ... ADD COLUMN)
+	erDupKeyName        = 1061 // duplicate key name (ALTER TABLE ... ADD INDEX)
 	erNoSuchTable       = 1146 // table does not exist
 	erLockWaitTimeout   = 1205 // innodb_lock_wait_timeout passed; the statement was rolled back
 	erLockDeadlock      = 1213 // deadlock; the whole transaction was rolled back

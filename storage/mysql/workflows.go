@@ -36,7 +36,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	// finds the row (created == false, the stored input is ours anyway).
 	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
 		res, err := s.db.ExecContext(ctx, s.q.insertWorkflow, bstr(w.Name), bstr(w.Key), w.Input, dbTime(runAt),
-			w.TraceContext, nullID(w.ParentStepID), dbTime(now), dbTime(now))
+			w.TraceContext, nullID(w.ParentStepID), encodeTags(w.Tags), dbTime(now), dbTime(now))
 		if err == nil {
 			id, err := res.LastInsertId()
 			if err != nil {
@@ -51,6 +51,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 				RunAt:        runAt,
 				ParentStepID: w.ParentStepID,
 				TraceContext: slices.Clone(w.TraceContext),
+				Tags:         cloneTags(w.Tags),
 				CreatedAt:    now,
 				UpdatedAt:    now,
 			}
@@ -222,6 +223,12 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if f.ParentStepID != 0 {
 		b.WriteString(" AND parent_step_id = ?")
 		args = append(args, f.ParentStepID)
+	}
+	if len(f.Tags) > 0 {
+		// Every tag of the filter with the same value (a missing tag or NULL tags match
+		// nothing); the filter is encoded exactly as the stored tags are (see encodeTags).
+		b.WriteString(" AND JSON_CONTAINS(tags, " + tagsSQL + ")")
+		args = append(args, jsonText(f.Tags))
 	}
 	b.WriteString(" ORDER BY id LIMIT ?")
 	args = append(args, limit)

@@ -132,6 +132,11 @@ func literal(t *testing.T, v any) string {
 		return "ARRAY[" + strings.Join(q, ", ") + "]::bigint[]"
 	case pgtype.Timestamptz:
 		return ts(x)
+	case pgtype.Text:
+		if !x.Valid {
+			return "NULL"
+		}
+		return quote(x.String)
 	case pgtype.Int8:
 		if !x.Valid {
 			return "NULL"
@@ -197,7 +202,7 @@ func TestGenericPlansUseIndexes(t *testing.T) {
 	spawn["branch"] = "a"
 	stepArgs(spawn, steps)
 	spawn["child_names"], spawn["child_keys"] = []string{"c"}, []string{"k"}
-	spawn["child_inputs"], spawn["child_traces"] = [][]byte{nil}, [][]byte{nil}
+	spawn["child_inputs"], spawn["child_traces"], spawn["child_tags"] = [][]byte{nil}, [][]byte{nil}, []string{`{"team":"a"}`}
 	spawn["child_run_at"] = []pgtype.Timestamptz{{}}
 	retryArgs := pgx.StrictNamedArgs{"id": int64(5000), "now": ts(now)}
 	stepArgs(retryArgs, steps)
@@ -220,7 +225,7 @@ func TestGenericPlansUseIndexes(t *testing.T) {
 		{"DeleteFinished", s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(now), "limit": 1000, "budget": 1000, "states": []string{"completed", "failed", "cancelled"}}},
 		{"DeleteFinished emptied", s.q.deleteEmptied, pgx.StrictNamedArgs{"ids": []int64{1, 2, 3}}},
 		{"CreateWorkflow", s.q.create, pgx.StrictNamedArgs{
-			"name": "n", "key": "k", "input": []byte(nil), "trace": []byte(nil),
+			"name": "n", "key": "k", "input": []byte(nil), "trace": []byte(nil), "tags": "",
 			"parent": pgtype.Int8{}, "run_at": ts(now), "now": ts(now),
 		}},
 	} {
@@ -305,5 +310,98 @@ func TestClaimUsesRunnableIndex(t *testing.T) {
 			require.Contains(t, plan, "Index Scan using "+s.prefix+"workflows_pkey", "%s: claimed rows are updated by key", what)
 			require.NotContains(t, plan, "Seq Scan", what)
 		}
+	}
+}
+
+// seedMessages gives 2,000 of the seeded workflows 100 messages each on three topics, all but
+// the last few of each topic consumed, as a long-lived mailbox looks; then it analyzes them.
+func seedMessages(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO `+s.messages+` (workflow_id, topic, msg_key, payload, created_at, consumed_by, consumed_at)
+		SELECT w, 'topic' || (g % 3), CASE WHEN g % 2 = 0 THEN 'key' || g END, '\x31', now(),
+			CASE WHEN g < 90 THEN 'recv' || g ELSE '' END, CASE WHEN g < 90 THEN now() END
+		FROM generate_series(1, 2000) AS w CROSS JOIN generate_series(1, 100) AS g`)
+	require.NoError(t, err)
+	_, err = s.pool.Exec(ctx, `ANALYZE `+s.messages)
+	require.NoError(t, err)
+}
+
+// TestMessagePlans: the mailbox statements and CreateWorkflows read through indexes under a
+// custom and a generic plan: ConsumeMessage takes the next message of a topic with one seek
+// of the partial messages_next index (no sort), SendMessage finds the workflow by key and a
+// keyed message by the (workflow_id, msg_key) index, and CreateWorkflows looks up existing
+// names and keys by the unique index. A tag filter is the exception the contract allows:
+// no index serves it, so ListWorkflows walks the primary key in ID order and filters, and
+// stops at the page's limit; its plan is logged.
+func TestMessagePlans(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, nil)
+	seedChildren(t, s)
+	seedMessages(t, s)
+	l := storage.Lease{WorkflowID: 1500, Token: 1}
+	now := base(0)
+	consume := commitArgs(l, storage.Commit{Steps: []storage.Step{{Name: "a", State: storage.StepCompleted}}, Now: now})
+	consume["topic"], consume["step"] = "topic1", "recv$x"
+	send := pgx.StrictNamedArgs{
+		"id": int64(1500), "topic": "topic1", "key": pgtype.Text{String: "k", Valid: true}, "payload": []byte(`1`),
+		"now": ts(now), "wait_kind": "message", "topic_data": []byte("topic1"),
+	}
+	batch := createBatchArgs([]storage.NewWorkflow{
+		{Name: "child", Key: "c5", Now: now}, {Name: "new", Key: "n", Tags: map[string]string{"a": "b"}, Now: now},
+	}, []int{0, 1})
+	next := s.prefix + "messages_next"
+	for _, q := range []struct {
+		name, sql string
+		args      pgx.StrictNamedArgs
+		want      []string
+	}{
+		{"ConsumeMessage", s.q.consumeMessage, consume, []string{"Index Scan using " + next, "Index Cond: ((workflow_id = "}},
+		{"SendMessage", s.q.sendMessage, send, []string{s.prefix + "messages_workflow_key", s.prefix + "workflows_pkey"}},
+		{"CreateWorkflows", s.q.createBatch, batch, []string{s.prefix + "workflows_name_key", "Index Cond: ((name = "}},
+	} {
+		for kind, plan := range map[string]string{
+			"custom":  explainCustom(t, s, "COSTS OFF", q.sql, q.args),
+			"generic": explainGeneric(t, s, q.sql, q.args),
+		} {
+			what := fmt.Sprintf("%s plan of %s", kind, q.name)
+			if testing.Verbose() {
+				t.Logf("%s:\n%s", what, plan)
+			}
+			require.NotContains(t, plan, "Seq Scan", "%s:\n%s", what, plan)
+			for _, want := range q.want {
+				require.Contains(t, plan, want, "%s:\n%s", what, plan)
+			}
+			if q.name == "ConsumeMessage" {
+				require.NotContains(t, plan, "Sort", "%s: the index gives ID order:\n%s", what, plan)
+				require.Regexp(t, `Index Scan using `+next+`[^\n]*\n\s+Index Cond: \(\(workflow_id = \S+\) AND \(topic = \S+\)\)`, plan,
+					"%s: equality on workflow and topic:\n%s", what, plan)
+			}
+		}
+	}
+
+	// A batch of 5,000 names and keys is still looked up by key, not by a scan of the
+	// table's 100,000 rows.
+	big := make([]storage.NewWorkflow, storage.MaxCreateBatch)
+	pick := make([]int, len(big))
+	for i := range big {
+		big[i], pick[i] = storage.NewWorkflow{Name: "child", Key: fmt.Sprintf("c%d", i*7), Now: now}, i
+	}
+	plan := explainCustom(t, s, "COSTS OFF", s.q.createBatch, createBatchArgs(big, pick))
+	t.Logf("custom plan of CreateWorkflows of %d:\n%s", len(big), plan)
+	require.NotContains(t, plan, "Seq Scan", "custom plan of a full CreateWorkflows batch")
+	require.Regexp(t, `Index Scan using `+s.prefix+`workflows_name_key [^\n]*\n\s+Index Cond: \(\(name = `, plan,
+		"custom plan of a full CreateWorkflows batch: one probe per name and key, not a walk of the index")
+
+	sql, args := s.listQuery(storage.ListFilter{Tags: map[string]string{"team": "a"}, Limit: 100})
+	for kind, plan := range map[string]string{
+		"custom":  explainCustom(t, s, "COSTS OFF", sql, args),
+		"generic": explainGeneric(t, s, sql, args),
+	} {
+		// Allowed to scan (no index on tags): it walks the primary key in ID order,
+		// filtering on the tags, and stops once the page is full.
+		t.Logf("%s plan of ListWorkflows by tag (a scan, as the contract allows):\n%s", kind, plan)
+		require.Contains(t, plan, "tags @>", kind)
 	}
 }

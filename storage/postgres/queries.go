@@ -15,7 +15,7 @@ var workflowColumns = []string{
 	"id", "name", "key", "input", "output", "state", `"values"`, "run_at",
 	"wait_kind", "wait_step", "wait_data", "lease_owner", "lease_until", "lease_token",
 	"attempt", "parent_step_id", "trace_context", "last_error", "created_at", "updated_at",
-	"finished_at",
+	"finished_at", "tags",
 }
 
 // stepColumns are the columns scanned into a storage.Step, in stepRow.dest's order.
@@ -92,16 +92,17 @@ const insertErrors = `
 
 // queries is the SQL of one store, with its table names filled in.
 type queries struct {
-	create, get, find, load                 string
-	claim, heartbeat, saveSteps, finishRun  string
-	release, leaseState                     string
-	fenceState                              string
-	wake, retry, cancel                     string
-	spawn, spawnConflict, countChildren     string
-	listErrors, deleteFinished, listColumns string
-	deleteEmptied                           string
-	wakeMergeWaiters                        string
-	cancelChildren, branchSteps             string
+	create, get, find, load                  string
+	claim, heartbeat, saveSteps, finishRun   string
+	release, leaseState                      string
+	fenceState                               string
+	wake, retry, cancel                      string
+	spawn, spawnConflict, countChildren      string
+	listErrors, deleteFinished, listColumns  string
+	deleteEmptied                            string
+	wakeMergeWaiters                         string
+	cancelChildren, branchSteps              string
+	createBatch, sendMessage, consumeMessage string
 }
 
 func buildQueries(s *Store) queries {
@@ -113,8 +114,9 @@ func buildQueries(s *Store) queries {
 		// after this statement's snapshot is invisible to both: the caller runs it again.
 		create: `
 WITH ins AS (
-	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, parent_step_id, created_at, updated_at)
-	VALUES (@name, @key, @input, 'idle', @run_at::timestamptz, @trace, @parent, @now::timestamptz, @now::timestamptz)
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, created_at, updated_at)
+	VALUES (@name, @key, @input, 'idle', @run_at::timestamptz, @trace, nullif(@tags::text, '')::jsonb, @parent,
+		@now::timestamptz, @now::timestamptz)
 	ON CONFLICT (name, key) DO NOTHING
 	RETURNING ` + wcols + `
 ), n AS (
@@ -280,13 +282,13 @@ b AS (
 		(SELECT s.id FROM {{steps}} s WHERE s.workflow_id = f.id AND s.name = @branch::text)) AS id
 	FROM f
 ), ch AS (
-	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, parent_step_id, created_at, updated_at)
-	SELECT u.name, u.key, u.input, 'idle', coalesce(u.run_at, @now::timestamptz), u.trace, b.id,
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, created_at, updated_at)
+	SELECT u.name, u.key, u.input, 'idle', coalesce(u.run_at, @now::timestamptz), u.trace, nullif(u.tags, '')::jsonb, b.id,
 		@now::timestamptz, @now::timestamptz
 	FROM b
 	CROSS JOIN unnest(@child_names::text[], @child_keys::text[], @child_inputs::bytea[],
-		@child_traces::bytea[], @child_run_at::timestamptz[])
-		WITH ORDINALITY AS u(name, key, input, trace, run_at, ord)
+		@child_traces::bytea[], @child_tags::text[], @child_run_at::timestamptz[])
+		WITH ORDINALITY AS u(name, key, input, trace, tags, run_at, ord)
 	ORDER BY u.ord
 	ON CONFLICT (name, key) DO NOTHING
 	RETURNING run_at
@@ -356,7 +358,7 @@ ORDER BY e.id`,
 		// finds them by primary key under any plan. Rows another cleanup holds are skipped.
 		// The first statement of a cleanup locks its batch (skipping rows another cleanup
 		// holds) and deletes at most @budget of the batch's step rows; the second, in the same
-		// transaction, deletes the batch's workflows left without steps (errors cascade).
+		// transaction, deletes the batch's workflows left without steps (errors and messages cascade).
 		deleteFinished: `
 WITH batch AS (
 	SELECT id FROM {{workflows}}
@@ -386,6 +388,18 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 	}
 	q.wakeMergeWaiters = r.Replace(wakeMergeWaiters)
 	q.cancelChildren, q.branchSteps = r.Replace(cancelChildren), r.Replace(branchSteps)
+	cols := strings.NewReplacer(
+		"{{wcols}}", wcols,
+		"{{ins.wcols}}", columns(workflowColumns, "ins."),
+		"{{w.wcols}}", columns(workflowColumns, "w."),
+		"{{mcols}}", columns(messageColumns, ""),
+		"{{m.mcols}}", columns(messageColumns, "m."),
+		"{{x.mcols}}", columns(messageColumns, "x."),
+		"{{c.mcols}}", columns(messageColumns, "c."),
+	)
+	q.createBatch = r.Replace(cols.Replace(createBatch))
+	q.sendMessage = r.Replace(cols.Replace(sendMessage))
+	q.consumeMessage = r.Replace(cols.Replace(consumeMessage))
 	return q
 }
 

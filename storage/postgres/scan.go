@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -20,6 +21,7 @@ type workflowRow struct {
 	runAt, leaseUntil, created, updated, finished pgtype.Timestamptz
 	parent                                        pgtype.Int8
 	attempt                                       int32
+	tags                                          []byte // jsonb; nil when none
 }
 
 // dest returns the scan destinations in workflowColumns order.
@@ -28,10 +30,13 @@ func (r *workflowRow) dest() []any {
 		&r.w.ID, &r.w.Name, &r.w.Key, &r.w.Input, &r.w.Output, &r.state, &r.w.Values, &r.runAt,
 		&r.w.Wait.Kind, &r.w.Wait.Step, &r.w.Wait.Data, &r.w.LeaseOwner, &r.leaseUntil,
 		&r.w.LeaseToken, &r.attempt, &r.parent, &r.w.TraceContext, &r.w.LastError, &r.created, &r.updated,
-		&r.finished,
+		&r.finished, &r.tags,
 	}
 }
 
+// workflow converts the scanned row. Tags the store wrote itself always decode; a row
+// whose tags column holds anything but a JSON object of strings (edited by hand) is
+// returned without tags rather than failing every read of it.
 func (r *workflowRow) workflow() storage.Workflow {
 	w := r.w
 	w.State = storage.State(r.state)
@@ -44,7 +49,31 @@ func (r *workflowRow) workflow() storage.Workflow {
 	w.CreatedAt = fromTS(r.created)
 	w.UpdatedAt = fromTS(r.updated)
 	w.FinishedAt = fromTS(r.finished)
+	w.Tags = decodeTags(r.tags)
 	return w
+}
+
+// decodeTags decodes a tags column: nil for NULL, an empty object or anything that is not
+// a JSON object of strings.
+func decodeTags(raw []byte) map[string]string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var tags map[string]string
+	if err := json.Unmarshal(raw, &tags); err != nil || len(tags) == 0 {
+		return nil
+	}
+	return tags
+}
+
+// encodeTags is the text of a tags parameter, cast to jsonb by the statement: "" (stored
+// as NULL) for none. Tags are validated strings, so marshalling cannot fail.
+func encodeTags(tags map[string]string) string {
+	if len(tags) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(tags)
+	return string(b)
 }
 
 // stepRow receives the columns of stepColumns.

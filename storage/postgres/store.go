@@ -15,6 +15,7 @@
 //	<prefix>workflows       the queue entry and the workflow's state, one row per workflow
 //	<prefix>steps           step records, unique by (workflow_id, name)
 //	<prefix>errors          error records
+//	<prefix>messages        workflows' mailboxes (SendMessage, ConsumeMessage)
 //	<prefix>schema_version  the migrations applied
 //
 // Times are stored as timestamptz, with PostgreSQL's microsecond precision: a time passed in
@@ -68,10 +69,10 @@ type Store struct {
 	schema string // empty: the connection's search_path decides
 	prefix string
 
-	workflows, steps, errors, versions string // quoted, schema-qualified table names
-	channel                            string // the NOTIFY channel of these tables
-	lockKey                            int64  // the advisory lock Migrate holds
-	q                                  queries
+	workflows, steps, errors, messages, versions string // quoted, schema-qualified table names
+	channel                                      string // the NOTIFY channel of these tables
+	lockKey                                      int64  // the advisory lock Migrate holds
+	q                                            queries
 
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
@@ -152,6 +153,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.workflows = s.table("workflows")
 	s.steps = s.table("steps")
 	s.errors = s.table("errors")
+	s.messages = s.table("messages")
 	s.versions = s.table("schema_version")
 	s.channel = channelName(cfg.schema, cfg.prefix)
 	s.lockKey = lockKey(cfg.schema, cfg.prefix)
@@ -221,6 +223,7 @@ func (s *Store) replacer() *strings.Replacer {
 		"{{workflows}}", s.workflows,
 		"{{steps}}", s.steps,
 		"{{errors}}", s.errors,
+		"{{messages}}", s.messages,
 		"{{schema_version}}", s.versions,
 		"{{prefix}}", s.prefix,
 		"{{channel}}", "'"+s.channel+"'",

@@ -35,7 +35,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	parent := pgtype.Int8{Int64: w.ParentStepID, Valid: w.ParentStepID != 0}
 	args := pgx.StrictNamedArgs{
 		"name": w.Name, "key": w.Key, "input": w.Input, "trace": w.TraceContext,
-		"parent": parent, "run_at": ts(runAt), "now": ts(w.Now),
+		"tags": encodeTags(w.Tags), "parent": parent, "run_at": ts(runAt), "now": ts(w.Now),
 	}
 	var (
 		out     storage.Workflow
@@ -61,6 +61,110 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 		return storage.Workflow{}, false, fmt.Errorf("postgres: create workflow %q key %q: %w", w.Name, w.Key, err)
 	}
 	return out, created, nil
+}
+
+// CreateWorkflows creates each workflow of ws whose name and key are not stored yet and
+// returns every one of them, in the order of ws, in one statement: an INSERT ... SELECT FROM
+// unnest(...) ON CONFLICT DO NOTHING over the whole batch, which also reads the rows that
+// existed (see createBatch). The statement is its own transaction, so the batch is created
+// all or nothing. A workflow a concurrent transaction committed while the statement ran is
+// skipped by the insert but invisible to its read: only then does a second statement run,
+// for the workflows it missed (reading them, or creating any that vanished meanwhile).
+// Listeners are told when a new workflow is due by its Now.
+func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+	if err := storage.ValidateCreateBatch(ws); err != nil {
+		return nil, nil, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, nil, err
+	}
+	out, created := make([]storage.Workflow, len(ws)), make([]bool, len(ws))
+	todo := make([]int, len(ws)) // positions in ws still to be answered
+	for i := range todo {
+		todo[i] = i
+	}
+	inserted := 0
+	for range createAttempts {
+		args := createBatchArgs(ws, todo)
+		type result struct {
+			w       storage.Workflow
+			created bool
+			ok      bool
+		}
+		var got []result
+		err := retry(ctx, once, func(ctx context.Context) error {
+			got = make([]result, len(todo))
+			rows, err := s.pool.Query(ctx, s.q.createBatch, args)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			var (
+				ord   int64
+				isNew bool
+				row   workflowRow
+			)
+			dest := append([]any{&ord, &isNew}, row.dest()...)
+			for rows.Next() {
+				row = workflowRow{}
+				if err := rows.Scan(dest...); err != nil {
+					return err
+				}
+				if ord < 1 || int(ord) > len(got) {
+					return fmt.Errorf("create batch: position %d outside the batch of %d", ord, len(got))
+				}
+				// A row found and one inserted for the same position means the found one
+				// was deleted concurrently before the insert: the inserted one is the answer.
+				if r := &got[ord-1]; !r.ok || isNew {
+					*r = result{row.workflow(), isNew, true}
+				}
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: create %d workflows (first %q key %q): %w", len(ws), ws[0].Name, ws[0].Key, err)
+		}
+		var missed []int
+		for j, r := range got {
+			i := todo[j]
+			if !r.ok {
+				missed = append(missed, i)
+				continue
+			}
+			out[i], created[i] = r.w, r.created
+			if r.created {
+				inserted++
+			}
+		}
+		if todo = missed; len(todo) == 0 {
+			// Bulk creation grows the table like a fan-out: count it for table maintenance.
+			s.maint.childrenSpawned(inserted)
+			return out, created, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("postgres: create %d workflows: the rows of %d names and keys kept changing during %d attempts",
+		len(ws), len(todo), createAttempts)
+}
+
+// createBatchArgs are the array parameters of createBatch for the workflows of ws at the
+// positions pick, in that order.
+func createBatchArgs(ws []storage.NewWorkflow, pick []int) pgx.StrictNamedArgs {
+	n := len(pick)
+	names, keys, tags := make([]string, n), make([]string, n), make([]string, n)
+	inputs, traces := make([][]byte, n), make([][]byte, n)
+	parents := make([]int64, n)
+	runAt, nows := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+	for j, i := range pick {
+		w := ws[i]
+		names[j], keys[j], tags[j] = w.Name, w.Key, encodeTags(w.Tags)
+		inputs[j], traces[j] = w.Input, w.TraceContext
+		parents[j] = w.ParentStepID
+		runAt[j], nows[j] = ts(w.RunAt), ts(w.Now)
+	}
+	return pgx.StrictNamedArgs{
+		"names": names, "keys": keys, "inputs": inputs, "traces": traces, "tags": tags,
+		"parents": parents, "run_at": runAt, "nows": nows,
+	}
 }
 
 // GetWorkflow returns the workflow with the given id, or an error wrapping
@@ -227,6 +331,13 @@ func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 		where = append(where, "parent_step_id = @parent")
 		args["parent"] = f.ParentStepID
 	}
+	if len(f.Tags) > 0 {
+		// Containment: every tag asked for, with the same value. No index serves it (see
+		// the migration that added tags); the other conditions and the walk in ID order
+		// bound what is read.
+		where = append(where, "tags @> @tags::jsonb")
+		args["tags"] = encodeTags(f.Tags)
+	}
 	return s.q.listColumns + " WHERE " + strings.Join(where, " AND ") + " ORDER BY id LIMIT @limit", args
 }
 
@@ -283,7 +394,8 @@ func (s *Store) ListErrors(ctx context.Context, workflowID int64, limit int) ([]
 // FinishedAt is before r.Before, oldest first, in one transaction of two statements: the
 // first locks the batch (skipping rows another cleanup holds, so concurrent cleanups share
 // the work) and deletes at most r.StepBudget of its step rows, the second deletes the batch's
-// workflows left without steps; their error records go with them (ON DELETE CASCADE).
+// workflows left without steps; their error records and messages go with them (ON DELETE
+// CASCADE, in the same statement).
 func (s *Store) DeleteFinished(ctx context.Context, r storage.CleanupRequest) (storage.CleanupResult, error) {
 	var res storage.CleanupResult
 	if err := storage.ValidateCleanup(r); err != nil {
