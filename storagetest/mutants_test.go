@@ -2,7 +2,10 @@ package storagetest_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -349,8 +352,8 @@ func notifierMutants() []mutant {
 	}
 	return []mutant{
 		m("notifier-silent", faultSilent, "listeners received nothing",
-			"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners"),
-		m("notifier-on-create-only", faultCreateOnly, "listeners received nothing", "NotifyWake", "NotifyRetry", "NotifyRelease"),
+			"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners", "NotifyCreateBatch", "NotifySendMessage"),
+		m("notifier-on-create-only", faultCreateOnly, "listeners received nothing", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifySendMessage"),
 		m("notifier-never-closes", faultNeverCloses, "was not closed", "NotifyListeners"),
 		m("notifier-one-end-closes-all", faultClosesAll, "channel closed instead of receiving", "NotifyListeners"),
 		m("notifier-first-listener-only", faultFirstOnly, "listeners received nothing", "NotifyListeners"),
@@ -361,3 +364,222 @@ func notifierMutants() []mutant {
 
 // correctNotifier is the notifier without a fault: the control of the notifier mutants.
 func correctNotifier(s storage.Storage) storage.Storage { return &notifier{Storage: s} }
+
+func (n *notifier) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+	out, created, err := n.Storage.CreateWorkflows(ctx, ws)
+	if err == nil && slices.Contains(created, true) {
+		n.notify(true)
+	}
+	return out, created, err
+}
+
+// SendMessage notifies for every stored message: a wake it may have caused is not visible to
+// a wrapper, and a notifier may send when nothing became runnable.
+func (n *notifier) SendMessage(ctx context.Context, m storage.NewMessage) (storage.Message, bool, error) {
+	msg, created, err := n.Storage.SendMessage(ctx, m)
+	if err == nil && created {
+		n.notify(false)
+	}
+	return msg, created, err
+}
+
+// mailFault is how a mailbox mutant breaks the contract of CreateWorkflows, tags or
+// mailboxes.
+type mailFault int
+
+const (
+	faultSendWakesNoWaiter mailFault = iota // a message never wakes an idle workflow waiting on its topic
+	faultConsumeRepeats                     // every other consume answers the last message again
+	faultFenceHidden                        // a consume refused by the fence reports an empty mailbox
+	faultKeyPerTopic                        // message keys are unique per topic, not per workflow
+	faultBatchLoop                          // CreateWorkflows creates one by one, not all or nothing
+	faultTagsFilterIgnored                  // ListWorkflows ignores ListFilter.Tags
+	faultTagsEmptyNotNil                    // a workflow without tags is returned with an empty map
+)
+
+// mailMutant breaks one promise of CreateWorkflows, tags or mailboxes over a correct store.
+type mailMutant struct {
+	storage.Storage
+	fault mailFault
+
+	mu    sync.Mutex
+	calls map[string]int
+	last  map[string]storage.Message
+}
+
+// topicKey names one workflow's topic.
+func topicKey(id int64, topic string) string { return fmt.Sprint(id, "/", topic) }
+
+func (m *mailMutant) SendMessage(ctx context.Context, nm storage.NewMessage) (storage.Message, bool, error) {
+	switch m.fault {
+	case faultSendWakesNoWaiter:
+		// Sent on a topic of its own and taken back from it, the message is kept and consumed
+		// as before, but matches no wait.
+		nm.Topic = hidden(nm.Topic)
+		msg, created, err := m.Storage.SendMessage(ctx, nm)
+		msg.Topic = shown(msg.Topic)
+		return msg, created, err
+	case faultKeyPerTopic:
+		key := nm.Key
+		if key != "" {
+			nm.Key = nm.Topic + "/" + key
+		}
+		msg, created, err := m.Storage.SendMessage(ctx, nm)
+		if err == nil {
+			msg.Key = key
+		}
+		return msg, created, err
+	}
+	return m.Storage.SendMessage(ctx, nm)
+}
+
+// hidden and shown move a topic to one no wait names, and back.
+func hidden(topic string) string { return "~" + topic }
+func shown(topic string) string  { return strings.TrimPrefix(topic, "~") }
+
+func (m *mailMutant) ConsumeMessage(ctx context.Context, l storage.Lease, r storage.ConsumeRequest) (storage.Message, bool, error) {
+	switch m.fault {
+	case faultSendWakesNoWaiter:
+		r.Topic = hidden(r.Topic)
+		msg, ok, err := m.Storage.ConsumeMessage(ctx, l, r)
+		msg.Topic = shown(msg.Topic)
+		return msg, ok, err
+	case faultFenceHidden:
+		msg, ok, err := m.Storage.ConsumeMessage(ctx, l, r)
+		if errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled) {
+			return storage.Message{}, false, nil
+		}
+		return msg, ok, err
+	case faultConsumeRepeats:
+		k := topicKey(l.WorkflowID, r.Topic)
+		m.mu.Lock()
+		if m.calls == nil {
+			m.calls, m.last = map[string]int{}, map[string]storage.Message{}
+		}
+		m.calls[k]++
+		last, had := m.last[k]
+		again := had && m.calls[k]%2 == 0
+		m.mu.Unlock()
+		if again {
+			c := r.Commit
+			c.Steps = append(slices.Clone(c.Steps), storage.Step{Name: r.Step, State: storage.StepCompleted, Attempts: 1, Result: last.Payload})
+			if err := m.Storage.SaveSteps(ctx, l, c); err != nil {
+				return storage.Message{}, false, err
+			}
+			last.ConsumedBy, last.ConsumedAt = r.Step, r.Now.UTC()
+			return last, true, nil
+		}
+		msg, ok, err := m.Storage.ConsumeMessage(ctx, l, r)
+		if ok {
+			m.mu.Lock()
+			m.last[k] = msg
+			m.mu.Unlock()
+		}
+		return msg, ok, err
+	}
+	return m.Storage.ConsumeMessage(ctx, l, r)
+}
+
+func (m *mailMutant) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+	if m.fault != faultBatchLoop {
+		out, created, err := m.Storage.CreateWorkflows(ctx, ws)
+		return m.tagged(out), created, err
+	}
+	if len(ws) == 0 || len(ws) > storage.MaxCreateBatch {
+		return nil, nil, fmt.Errorf("%w: %d workflows", storage.ErrInvalid, len(ws))
+	}
+	seen := map[[2]string]bool{}
+	for _, w := range ws {
+		if seen[[2]string{w.Name, w.Key}] {
+			return nil, nil, fmt.Errorf("%w: %q key %q twice", storage.ErrInvalid, w.Name, w.Key)
+		}
+		seen[[2]string{w.Name, w.Key}] = true
+	}
+	out, created := make([]storage.Workflow, 0, len(ws)), make([]bool, 0, len(ws))
+	for _, w := range ws {
+		got, c, err := m.Storage.CreateWorkflow(ctx, w)
+		if err != nil {
+			return nil, nil, err // the workflows before it stay created
+		}
+		out, created = append(out, got), append(created, c)
+	}
+	return out, created, nil
+}
+
+// tagged applies faultTagsEmptyNotNil to workflows read back.
+func (m *mailMutant) tagged(ws []storage.Workflow) []storage.Workflow {
+	if m.fault == faultTagsEmptyNotNil {
+		for i := range ws {
+			if ws[i].Tags == nil {
+				ws[i].Tags = map[string]string{}
+			}
+		}
+	}
+	return ws
+}
+
+// one applies faultTagsEmptyNotNil to one workflow read back.
+func (m *mailMutant) one(w storage.Workflow) storage.Workflow {
+	return m.tagged([]storage.Workflow{w})[0]
+}
+
+func (m *mailMutant) CreateWorkflow(ctx context.Context, nw storage.NewWorkflow) (storage.Workflow, bool, error) {
+	w, created, err := m.Storage.CreateWorkflow(ctx, nw)
+	return m.one(w), created, err
+}
+
+func (m *mailMutant) GetWorkflow(ctx context.Context, id int64) (storage.Workflow, error) {
+	w, err := m.Storage.GetWorkflow(ctx, id)
+	return m.one(w), err
+}
+
+func (m *mailMutant) FindWorkflow(ctx context.Context, name, key string) (storage.Workflow, error) {
+	w, err := m.Storage.FindWorkflow(ctx, name, key)
+	return m.one(w), err
+}
+
+func (m *mailMutant) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
+	w, steps, err := m.Storage.Load(ctx, id)
+	return m.one(w), steps, err
+}
+
+func (m *mailMutant) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
+	if m.fault == faultTagsFilterIgnored {
+		f.Tags = nil
+	}
+	ws, err := m.Storage.ListWorkflows(ctx, f)
+	return m.tagged(ws), err
+}
+
+// mailMutants are the stores that break CreateWorkflows, tags or mailboxes.
+func mailMutants() []mutant {
+	m := func(name string, fault mailFault, says string, caughtBy ...string) mutant {
+		return mutant{name: name, says: says, caughtBy: caughtBy, wrap: func(s storage.Storage) storage.Storage {
+			return &mailMutant{Storage: s, fault: fault}
+		}}
+	}
+	return []mutant{
+		m("send-wakes-no-waiter", faultSendWakesNoWaiter, "run at after a message on the topic waited on", "MessageWakesWaiter"),
+		m("consume-repeats-a-message", faultConsumeRepeats, "messages are consumed in ID order", "MessageOrderConcurrent"),
+		m("consume-hides-the-fence", faultFenceHidden, "ConsumeMessage with token", "MessageConsumeFenced"),
+		m("message-key-per-topic", faultKeyPerTopic, "send 2 with a key the workflow holds", "MessageIdempotentKey"),
+		m("create-batch-one-by-one", faultBatchLoop, "a refused batch stored", "CreateBatchAllOrNothing"),
+		m("list-ignores-tags", faultTagsFilterIgnored, "ListWorkflows", "ListTags"),
+		m("no-tags-as-empty-map", faultTagsEmptyNotNil, "tags", "TagsRoundTrip", "CreateBatch"),
+	}
+}
+
+// mailCases are the cases the mailbox mutants are checked against.
+func mailCases() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range mailMutants() {
+		for _, c := range m.caughtBy {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}

@@ -3,10 +3,12 @@ package storagetest_test
 import (
 	"bufio"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,7 +36,7 @@ func timeCases() []string {
 }
 
 func notifyCases() []string {
-	return []string{"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners"}
+	return []string{"NotifyCreate", "NotifyWake", "NotifyRetry", "NotifyRelease", "NotifyCoalesced", "NotifyListeners", "NotifyCreateBatch", "NotifySendMessage"}
 }
 
 // openBolt is the correct store every scenario starts from.
@@ -64,8 +66,22 @@ func scenarios() []scenario {
 		{name: "declared-without-notifier", factory: wrapped(correctNotifier), opts: []storagetest.Option{storagetest.Without(storagetest.Notifier)}},
 		{name: "unknown-capability", factory: openBolt, opts: []storagetest.Option{storagetest.Without("Notifer")}},
 	}
-	for _, m := range append(timeMutants(), notifierMutants()...) {
+	for _, m := range allMutants() {
 		out = append(out, scenario{name: m.name, factory: wrapped(m.wrap)})
+	}
+	return out
+}
+
+// allMutants is every mutant the self-check runs.
+func allMutants() []mutant {
+	return slices.Concat(timeMutants(), notifierMutants(), mailMutants())
+}
+
+// names returns the names of ms.
+func names(ms []mutant) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.name)
 	}
 	return out
 }
@@ -96,13 +112,19 @@ var (
 	resultLine = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(`)
 )
 
-// runChild runs the scenarios in a child process and returns the outcome of every test by
-// its full name.
-func runChild(t *testing.T) map[string]*outcome {
+// runChild runs the scenarios named (each a subtest of TestSuiteChild) with the cases named
+// in a child process and returns the outcome of every test by its full name.
+func runChild(t *testing.T, scenarioNames, caseNames []string) map[string]*outcome {
 	t.Helper()
-	cases := strings.Join(append(timeCases(), notifyCases()...), "|")
+	quote := func(ss []string) string {
+		q := make([]string, 0, len(ss))
+		for _, s := range ss {
+			q = append(q, regexp.QuoteMeta(s))
+		}
+		return "^(" + strings.Join(q, "|") + ")$"
+	}
 	cmd := exec.CommandContext(t.Context(), os.Args[0],
-		"-test.run=^TestSuiteChild$/.*/^storage$/^("+cases+")$",
+		"-test.run=^TestSuiteChild$/"+quote(scenarioNames)+"/^storage$/"+quote(caseNames),
 		"-test.v", "-test.count=1", "-test.parallel=64", "-test.timeout=3m")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	out, err := cmd.CombinedOutput()
@@ -161,7 +183,10 @@ func requireOutcome(t *testing.T, got map[string]*outcome, sc, c, result, says s
 // capability's cases are skipped by name, an unknown name fails the test.
 func TestSuiteCatchesMutants(t *testing.T) {
 	t.Parallel()
-	got := runChild(t)
+	controls := []string{"correct", "correct-notifier", "declared-without-notifier", "unknown-capability"}
+	got := runChild(t, append(slices.Clone(controls), names(slices.Concat(timeMutants(), notifierMutants()))...), append(timeCases(), notifyCases()...))
+	// The mailbox mutants are checked on their own cases only, in a second child.
+	maps.Copy(got, runChild(t, append([]string{"correct"}, names(mailMutants())...), mailCases()))
 
 	t.Run("controls", func(t *testing.T) {
 		for _, c := range timeCases() {
@@ -171,6 +196,9 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		}
 		for _, c := range notifyCases() {
 			requireOutcome(t, got, "correct-notifier", c, "PASS", "")
+		}
+		for _, c := range mailCases() {
+			requireOutcome(t, got, "correct", c, "PASS", "")
 		}
 	})
 
@@ -186,7 +214,7 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		require.Nil(t, got["TestSuiteChild/unknown-capability/storage"], "Run with an unknown capability ran cases")
 	})
 
-	for _, m := range append(timeMutants(), notifierMutants()...) {
+	for _, m := range allMutants() {
 		t.Run(m.name, func(t *testing.T) {
 			require.NotEmpty(t, m.caughtBy)
 			for _, c := range m.caughtBy {
