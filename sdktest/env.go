@@ -139,13 +139,11 @@ func (e *Env) Engine() *sdk.Engine { return e.eng }
 func (e *Env) Store() storage.Storage { return e.store }
 
 // Clock returns the Env's fake clock. Moving it by hand runs nothing; prefer Advance, which
-// moves it and runs what became due, and lands on the last nanosecond of a microsecond (see
-// Advance): a clock moved by hand to the middle of a microsecond can show a retry due by its
-// stored RunAt that the SDK still finds early, and RunDue would run it until MaxRuns.
+// moves it and runs what became due.
 func (e *Env) Clock() *sdk.FakeClock { return e.clock }
 
-// Now returns the fake clock's time: Options.Start (DefaultStart) exactly until the Env
-// first moves it, and after each move the last nanosecond of a microsecond (see Advance).
+// Now returns the fake clock's time: Options.Start (DefaultStart) until the Env first moves
+// it.
 func (e *Env) Now() time.Time { return e.clock.Now() }
 
 // ctx is the context of the Env's calls: the test's when it has one (cancelled as the test

@@ -23,9 +23,6 @@ func (e *Env) RunDue() int {
 // Advance moves the clock forward by d and runs what is due at the new instant (RunDue). It
 // does not jump beyond it: a timer due later stays pending. It returns how many runs it made.
 // A negative d fails the test.
-//
-// Like Drain, it leaves the clock at the last nanosecond of its microsecond (see Now): from
-// the start, Advance(time.Hour) shows start + 1h + 999ns.
 func (e *Env) Advance(d time.Duration) int {
 	e.t.Helper()
 	if d < 0 {
@@ -36,13 +33,8 @@ func (e *Env) Advance(d time.Duration) int {
 	return e.RunDue()
 }
 
-// moveTo moves the clock to the last nanosecond of t's microsecond. Stores keep times to the
-// microsecond while the SDK computes wake times in nanoseconds (a retry's jittered delay): a
-// stored RunAt may lie up to a microsecond before the instant the SDK compares with, and a run
-// claimed at RunAt itself would only suspend again, forever. At the microsecond's last
-// nanosecond every wake time whose stored RunAt is due is due for the SDK too.
+// moveTo moves the clock forward to t (never back).
 func (e *Env) moveTo(t time.Time) {
-	t = t.Truncate(time.Microsecond).Add(time.Microsecond - time.Nanosecond)
 	if d := t.Sub(e.clock.Now()); d > 0 {
 		e.clock.Advance(d)
 	}
@@ -53,8 +45,7 @@ func (e *Env) moveTo(t time.Time) {
 // a wait's next check, a repeat's tick, a merge probe) and runs again, until no workflow is
 // due and none has a timer: each is final, stalled, or waits for a message, a signal or a
 // merge whose children wait themselves. It returns how many runs it made; Now tells where
-// the clock stopped: at the last nanosecond of the microsecond of the last wake-up, since
-// stores keep microseconds and the SDK nanoseconds, so whatever the store shows due is due.
+// the clock stopped: at the last wake-up it jumped to.
 //
 // Merge probes are jumped to only after a run that changed something (or at the start of
 // the Drain): a probe that finds the children still running changes nothing, so while only
