@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -19,8 +20,43 @@ func messageCases() []storageCase {
 	return []storageCase{
 		{"MessagesInOrder", testE2EMessagesInOrder},
 		{"MessagesSurviveWorkerKill", testE2EMessagesWorkerKill},
+		{"MessagesTopicsTimeoutKey", testE2EMessagesTopics},
 		{"CallStartManyTags", testE2ECallStartMany},
 	}
+}
+
+// testE2EMessagesTopics: two topics are separate (a message on one does not satisfy the
+// other), a keyed message sent three times is received once, and a receive with a timeout
+// ends with ErrWaitTimeout, which the workflow handles, once the deadline passes.
+func testE2EMessagesTopics(t *testing.T, factory Factory) {
+	wf := sdk.New("e2e.mailbox.topics", func(c *sdk.Context, _ int) (string, error) {
+		a, err := sdk.Receive[string](c, "a", "alpha")
+		if err != nil {
+			return "", err
+		}
+		b, err := sdk.Receive[string](c, "b", "beta")
+		if err != nil {
+			return "", err
+		}
+		_, err = sdk.Receive[string](c, "b2", "beta", sdk.WaitTimeout(50*time.Millisecond))
+		if !errors.Is(err, sdk.ErrWaitTimeout) {
+			return "", fmt.Errorf("second beta: want a timeout, got %w", err)
+		}
+		return a + b, nil
+	})
+	eng, err := sdk.NewEngine(factory(t), sdk.WithWorkflows(wf))
+	require.NoError(t, err)
+	ctx := resultCtx(t)
+	h, err := wf.Start(ctx, eng, "k", 0)
+	require.NoError(t, err)
+	for range 3 {
+		require.NoError(t, sdk.Send(ctx, eng, h, "beta", "B", sdk.MessageKey("evt-1")))
+	}
+	startWorkers(t, eng, 1)
+	require.NoError(t, sdk.Send(ctx, eng, h, "alpha", "A"))
+	out, err := h.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "AB", out, "the keyed message sent three times was received once")
 }
 
 // MessagesInOrder sends messagesBefore messages to one workflow before any worker runs and
