@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
-	"strings"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -123,31 +121,6 @@ func (s *Store) createInserts(ws []storage.NewWorkflow, nonce int64) []statement
 // the unique (name, key) index (see holdersInList), with the create nonce after the workflow
 // columns. It locks in share mode: it reads the latest committed rows, not a snapshot.
 func (s *Store) nameKeyQuery(ws []storage.NewWorkflow) (string, []any) {
-	var names []string
-	keys := map[string][]string{}
-	for _, w := range ws {
-		if _, ok := keys[w.Name]; !ok {
-			names = append(names, w.Name)
-		}
-		keys[w.Name] = append(keys[w.Name], w.Key)
-	}
-	var b strings.Builder
-	args := make([]any, 0, len(ws)+len(ws)/holdersInList+len(names))
-	b.WriteString("SELECT " + workflowColumns + ", create_nonce FROM " + s.workflows + " WHERE ")
-	first := true
-	for _, name := range names {
-		for part := range slices.Chunk(keys[name], holdersInList) {
-			if !first {
-				b.WriteString(" OR ")
-			}
-			first = false
-			b.WriteString("(name = ? AND `key` IN (" + placeholders(len(part)) + "))")
-			args = append(args, bstr(name))
-			for _, k := range part {
-				args = append(args, bstr(k))
-			}
-		}
-	}
-	b.WriteString(" LOCK IN SHARE MODE")
-	return b.String(), args
+	match, args := nameKeyMatch(ws)
+	return "SELECT " + workflowColumns + ", create_nonce FROM " + s.workflows + " WHERE " + match + " LOCK IN SHARE MODE", args
 }

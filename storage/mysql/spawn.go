@@ -187,29 +187,35 @@ const holdersInList = 500
 // holdersQuery builds checkHolders' query: the children's keys grouped by name, so each name
 // is ranges of the unique (name, key) index, less the rows linked to branchID.
 func (s *Store) holdersQuery(children []storage.NewWorkflow, branchID int64) (string, []any) {
+	match, args := nameKeyMatch(children)
+	return "SELECT id, name, `key`, parent_step_id FROM " + s.workflows + " WHERE (" + match +
+		") AND NOT (parent_step_id <=> ?) LOCK IN SHARE MODE", append(args, branchID)
+}
+
+// nameKeyMatch returns a condition matching the names and keys of ws (a pair given twice
+// counts once) and its arguments: the keys grouped by name in IN lists of at most
+// holdersInList keys, OR-ed together, so it reads ranges of the unique (name, key) index.
+func nameKeyMatch(ws []storage.NewWorkflow) (string, []any) {
 	var names []string
 	keys := map[string][]string{}
 	seen := map[[2]string]bool{}
-	for _, c := range children {
-		if seen[[2]string{c.Name, c.Key}] {
+	for _, w := range ws {
+		if seen[[2]string{w.Name, w.Key}] {
 			continue
 		}
-		seen[[2]string{c.Name, c.Key}] = true
-		if _, ok := keys[c.Name]; !ok {
-			names = append(names, c.Name)
+		seen[[2]string{w.Name, w.Key}] = true
+		if _, ok := keys[w.Name]; !ok {
+			names = append(names, w.Name)
 		}
-		keys[c.Name] = append(keys[c.Name], c.Key)
+		keys[w.Name] = append(keys[w.Name], w.Key)
 	}
 	var b strings.Builder
 	args := make([]any, 0, len(seen)+len(seen)/holdersInList+len(names)+1)
-	b.WriteString("SELECT id, name, `key`, parent_step_id FROM " + s.workflows + " WHERE (")
-	first := true
 	for _, name := range names {
 		for part := range slices.Chunk(keys[name], holdersInList) {
-			if !first {
+			if b.Len() > 0 {
 				b.WriteString(" OR ")
 			}
-			first = false
 			b.WriteString("(name = ? AND `key` IN (" + placeholders(len(part)) + "))")
 			args = append(args, bstr(name))
 			for _, k := range part {
@@ -217,8 +223,6 @@ func (s *Store) holdersQuery(children []storage.NewWorkflow, branchID int64) (st
 			}
 		}
 	}
-	b.WriteString(") AND NOT (parent_step_id <=> ?) LOCK IN SHARE MODE")
-	args = append(args, branchID)
 	return b.String(), args
 }
 
