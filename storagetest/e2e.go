@@ -196,18 +196,7 @@ func testE2EShutdownResumes(t *testing.T, factory Factory) {
 	h, err := wf.Start(ctx, eng, "k", 1)
 	require.NoError(t, err)
 
-	w1, err := dispatch.New(eng, dispatch.ShutdownTimeout(10*time.Millisecond), dispatch.PollInterval(5*time.Millisecond, 20*time.Millisecond))
-	require.NoError(t, err)
-	runCtx, kill := context.WithCancel(ctx)
-	stopped := make(chan error, 1)
-	go func() { stopped <- w1.Run(runCtx) }()
-	select {
-	case <-entered:
-	case <-ctx.Done():
-		t.Fatal("the step never started")
-	}
-	kill()
-	require.NoError(t, <-stopped)
+	killWorkerWhen(ctx, t, eng, entered, "the step never started")
 	w, err := eng.Get(ctx, h.ID())
 	require.NoError(t, err)
 	require.Equal(t, storage.StateIdle, w.State, "a worker that shuts down mid-run gives the workflow back")
@@ -218,6 +207,27 @@ func testE2EShutdownResumes(t *testing.T, factory Factory) {
 	require.Equal(t, "done", out)
 	require.Equal(t, 1, runs.get("first"), "a committed step is not repeated")
 	require.Equal(t, 2, runs.get("second"), "only the interrupted step runs again")
+}
+
+// killWorkerWhen runs one worker over eng until entered receives (a step has begun), then
+// shuts it down at once, as a kill would, and waits for it to stop. It fails t with never if
+// ctx ends first.
+func killWorkerWhen(ctx context.Context, t *testing.T, eng *sdk.Engine, entered <-chan struct{}, never string) {
+	t.Helper()
+	w, err := dispatch.New(eng, dispatch.ShutdownTimeout(10*time.Millisecond), dispatch.PollInterval(5*time.Millisecond, 20*time.Millisecond))
+	require.NoError(t, err)
+	runCtx, kill := context.WithCancel(ctx)
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.Run(runCtx) }()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		kill()
+		<-stopped
+		t.Fatal(never)
+	}
+	kill()
+	require.NoError(t, <-stopped)
 }
 
 func testE2EExpiredLease(t *testing.T, factory Factory) {

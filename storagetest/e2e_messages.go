@@ -143,18 +143,7 @@ func testE2EMessagesWorkerKill(t *testing.T, factory Factory) {
 	for _, m := range []string{"a", "b"} {
 		require.NoError(t, sdk.Send(ctx, eng, h, "jobs", m))
 	}
-	w1, err := dispatch.New(eng, dispatch.ShutdownTimeout(10*time.Millisecond), dispatch.PollInterval(5*time.Millisecond, 20*time.Millisecond))
-	require.NoError(t, err)
-	runCtx, kill := context.WithCancel(ctx)
-	stopped := make(chan error, 1)
-	go func() { stopped <- w1.Run(runCtx) }()
-	select {
-	case <-entered:
-	case <-ctx.Done():
-		t.Fatal("the second message was never handled")
-	}
-	kill()
-	require.NoError(t, <-stopped)
+	killWorkerWhen(ctx, t, eng, entered, "the second message was never handled")
 	require.NoError(t, sdk.Send(ctx, eng, h, "jobs", "c"))
 
 	startWorkers(t, eng, 1)
