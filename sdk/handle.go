@@ -31,6 +31,12 @@ func newHandle[Out any](e *Engine, w storage.Workflow) *Handle[Out] {
 	return &Handle[Out]{eng: e, id: w.ID, name: w.Name, key: w.Key}
 }
 
+// Workflow returns the stored workflow row as it is now, for workers and tooling; everyday
+// code uses Describe, which speaks the SDK's own types.
+func (h *Handle[Out]) Workflow(ctx context.Context) (storage.Workflow, error) {
+	return h.eng.store.GetWorkflow(ctx, h.id)
+}
+
 // Describe returns the workflow as it stands; see Engine.Describe.
 func (h *Handle[Out]) Describe(ctx context.Context) (Description, error) {
 	return h.eng.Describe(ctx, h.id)
