@@ -42,12 +42,19 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 		}
 		probed = done
 	}
-	wf, steps, err := e.store.Load(ctx, claimed.ID)
-	if err != nil {
-		return fmt.Errorf("load workflow %q key %q: %w", claimed.Name, claimed.Key, err)
-	}
-	if wf.LeaseToken != claimed.LeaseToken || wf.State != storage.StateRunning {
-		return nil // taken over or cancelled since the claim: nothing to do
+	wf, steps := claimed, []storage.Step(nil)
+	if claimed.LeaseToken != 1 {
+		// A first claim (token 1) needs no load: no run came before it, so the workflow has
+		// no step records, values or error records yet, and the claimed row is all there is
+		// (storage.Workflow.LeaseToken). That saves a fresh child or a new workflow one of
+		// its two round trips.
+		var err error
+		if wf, steps, err = e.store.Load(ctx, claimed.ID); err != nil {
+			return fmt.Errorf("load workflow %q key %q: %w", claimed.Name, claimed.Key, err)
+		}
+		if wf.LeaseToken != claimed.LeaseToken || wf.State != storage.StateRunning {
+			return nil // taken over or cancelled since the claim: nothing to do
+		}
 	}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -92,7 +99,7 @@ func (e *Engine) Execute(ctx context.Context, claimed storage.Workflow) error {
 	if r.stopped == nil && fnErr == nil {
 		_ = r.gate() // joins auto-merge branches; a halt it sets decides the outcome below
 	}
-	err = e.finish(r, out, fnErr)
+	err := e.finish(r, out, fnErr)
 	e.notify()
 	e.changedWorkflow(wf.ID)
 	return err

@@ -80,13 +80,13 @@ func TestLoadIsOneStorageCallHoweverManySteps(t *testing.T) {
 	h, err := wf.Start(ctx, e.eng, "k", struct{}{})
 	require.NoError(t, err)
 	require.Equal(t, 1, e.drain())
-	require.EqualValues(t, 1, e.count.loads.Load())
+	require.EqualValues(t, 0, e.count.loads.Load(), "the first run starts from its claim: nothing is stored to load")
 
 	// The replay after the sleep loads 301 records with one call and writes only the finish.
 	e.count.saves.Store(0)
 	e.clock.Advance(time.Hour)
 	require.Equal(t, 1, e.drain())
-	require.EqualValues(t, 2, e.count.loads.Load(), "replay must load the workflow and all its steps in one call")
+	require.EqualValues(t, 1, e.count.loads.Load(), "replay must load the workflow and all its steps in one call")
 	require.EqualValues(t, 0, e.count.saves.Load(), "replayed steps must not be written again")
 	out, err := h.Result(ctx)
 	require.NoError(t, err)

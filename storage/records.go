@@ -118,7 +118,11 @@ type Workflow struct {
 	Wait  Wait
 	// LeaseOwner, LeaseUntil and LeaseToken describe the last lease taken on the workflow.
 	// LeaseUntil is by the store's clock (see the package doc) and zero once the lease was
-	// released. LeaseToken grows by one with every claim, which is what fences stale writers.
+	// released. LeaseToken is 0 for a workflow never claimed and grows by one with every
+	// claim, which is what fences stale writers. So a claim that returns token 1 is the
+	// workflow's first: it has no step records, values or error records (they are written
+	// only under a lease, or by Retry of a workflow that ran), and the SDK runs it from the
+	// claimed row without loading it.
 	LeaseOwner string
 	LeaseUntil time.Time
 	LeaseToken int64

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
@@ -91,8 +92,20 @@ func run(args []string) error {
 	window := flags.Duration("claim-window", dispatch.DefaultClaimWindow, "how long the worker gathers free slots before a claim")
 	backend := flags.String("backend", "bolt", "storage backend: "+backendNames())
 	dsn := flags.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
+	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := flags.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *n < 1 {
 		return errors.New("-n must be at least 1")
