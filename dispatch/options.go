@@ -36,6 +36,8 @@ type config struct {
 	unknownEvery    time.Duration
 	claimWindow     time.Duration
 	mergeWakeEvery  time.Duration
+	// prefetch is how many claimed workflows may wait for a slot; -1 until resolved.
+	prefetch int
 }
 
 // Option configures a Worker. An invalid option makes New return an error wrapping
@@ -65,6 +67,22 @@ func BatchSize(n int) Option {
 			return invalid("BatchSize", "%d must be 1..%d", n, storage.MaxClaim)
 		}
 		c.batch = n
+		return nil
+	}
+}
+
+// Prefetch sets how many workflows the worker claims ahead of its free slots (default: the
+// concurrency; 0 turns it off). A claimed workflow waits for a slot with its lease kept
+// alive by heartbeats, and starts the moment a run ends, instead of after the next claim's
+// round trip; the claims that refill this queue overlap the runs. It is given back at once
+// (Release) when the worker stops. Several workers on one store each hold at most
+// Concurrency + Prefetch leases.
+func Prefetch(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > storage.MaxClaim {
+			return invalid("Prefetch", "%d must be 0..%d", n, storage.MaxClaim)
+		}
+		c.prefetch = n
 		return nil
 	}
 }
@@ -186,6 +204,7 @@ func defaults() config {
 		unknownEvery:    DefaultUnknownCheckEvery,
 		claimWindow:     DefaultClaimWindow,
 		mergeWakeEvery:  DefaultMergeWakeEvery,
+		prefetch:        -1,
 	}
 }
 
@@ -193,6 +212,9 @@ func defaults() config {
 func (c *config) resolve() error {
 	if c.batch == 0 {
 		c.batch = min(c.concurrency, storage.MaxClaim)
+	}
+	if c.prefetch < 0 {
+		c.prefetch = min(c.concurrency, storage.MaxClaim)
 	}
 	if c.heartbeat == 0 {
 		c.heartbeat = c.ttl / 3

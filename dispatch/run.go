@@ -9,8 +9,10 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// execute runs one claimed workflow with a heartbeat alongside, and returns when both ended.
-func (w *Worker) execute(parent context.Context, wf storage.Workflow) {
+// execute runs one claimed workflow with a heartbeat alongside, once it has one of slots, and
+// returns when both ended. While it waits for a slot (claimed ahead, see Prefetch) the
+// heartbeat keeps its lease; if stop ends first, the lease is given back and nothing runs.
+func (w *Worker) execute(parent, stop context.Context, slots chan struct{}, wf storage.Workflow) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 
@@ -23,7 +25,22 @@ func (w *Worker) execute(parent context.Context, wf storage.Workflow) {
 		w.heartbeat(hbCtx, wf, cancel)
 	}()
 
+	select {
+	case slots <- struct{}{}:
+	case <-stop.Done():
+		select {
+		case slots <- struct{}{}: // a slot was free as well: run, the graceful wait covers it
+		default:
+			stopHeartbeat()
+			<-hbDone
+			w.release(ctx, wf) // never started: give it back at once
+			return
+		}
+	}
+	w.stats.running.Add(1)
 	err := w.eng.Execute(ctx, wf)
+	w.stats.running.Add(-1)
+	<-slots
 	stopHeartbeat()
 	<-hbDone
 	if errors.Is(context.Cause(ctx), sdk.ErrShutdown) {

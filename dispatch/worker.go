@@ -96,7 +96,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	wakes := newMergeWakes()
 	wg.Go(func() { w.wakeMerges(wakeCtx, wakes) })
 
-	l := &loop{w: w, wg: &wg, runsCtx: runsCtx, done: make(chan struct{}, w.cfg.concurrency), wakes: wakes}
+	held := w.cfg.concurrency + w.cfg.prefetch
+	l := &loop{w: w, wg: &wg, runsCtx: runsCtx, stop: ctx, done: make(chan struct{}, held),
+		slots: make(chan struct{}, w.cfg.concurrency), wakes: wakes}
 	if n, ok := w.store.(storage.Notifier); ok {
 		ch, err := n.Listen(ctx)
 		if err != nil {
@@ -114,9 +116,15 @@ type loop struct {
 	w       *Worker
 	wg      *sync.WaitGroup
 	runsCtx context.Context
+	// stop is Run's context: once it is done, claimed workflows still waiting for a slot are
+	// given back at once.
+	stop context.Context
 	// done receives once per finished run; it has room for every slot, so runs never block.
-	done   chan struct{}
+	done chan struct{}
+	// active counts the workflows held: running, or claimed ahead and waiting for one of
+	// slots (Prefetch), whose capacity is the concurrency.
 	active int
+	slots  chan struct{}
 	// notify receives the store's cross-process wake-ups (nil when it has none).
 	notify <-chan struct{}
 	// wakes collects the branch steps of child runs that ended, for their parents' wake-up.
@@ -132,7 +140,7 @@ func (l *loop) claimLoop(ctx context.Context) {
 		l.gather(ctx)
 		var wake <-chan time.Time
 		var changed <-chan struct{}
-		if free := w.cfg.concurrency - l.active; free > 0 {
+		if free := w.cfg.concurrency + w.cfg.prefetch - l.active; free > 0 {
 			limit := min(w.cfg.batch, free)
 			// Taken before the claim, so work started while it runs still wakes the wait below.
 			changed = w.eng.Changed()
@@ -177,15 +185,16 @@ func (l *loop) claimLoop(ctx context.Context) {
 // Claims are serial in the loop, so batching them is what lets the slots stay busy.
 func (l *loop) gather(ctx context.Context) {
 	w := l.w
+	held := w.cfg.concurrency + w.cfg.prefetch
 	want := min(w.cfg.batch, max(1, w.cfg.concurrency/2))
-	free := w.cfg.concurrency - l.active
+	free := held - l.active
 	if w.cfg.claimWindow <= 0 || l.active == 0 || free == 0 || free >= want {
 		return
 	}
 	// Real time: this smooths database round trips; it is not workflow time.
 	t := time.NewTimer(w.cfg.claimWindow)
 	defer t.Stop()
-	for w.cfg.concurrency-l.active < want {
+	for held-l.active < want {
 		select {
 		case <-l.done:
 			l.active--
@@ -220,11 +229,9 @@ func (l *loop) reap() {
 // start runs one claimed workflow in its own goroutine.
 func (l *loop) start(wf storage.Workflow) {
 	l.active++
-	l.w.stats.running.Add(1)
 	l.wg.Go(func() {
 		defer func() { l.done <- struct{}{} }()
-		defer l.w.stats.running.Add(-1)
-		l.w.execute(l.runsCtx, wf)
+		l.w.execute(l.runsCtx, l.stop, l.slots, wf)
 		if wf.ParentStepID != 0 {
 			// After the run's final write: if it was its branch's last child, no sibling is
 			// left for the flush to find, and the parent is woken.

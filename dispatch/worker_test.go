@@ -84,37 +84,53 @@ func TestStartedWorkflowRunsAndReturnsItsResult(t *testing.T) {
 
 func TestConcurrencyIsNeverExceeded(t *testing.T) {
 	t.Parallel()
-	store := openStore(t)
-	clock := newClock()
-	var g maxGauge
-	gate := make(chan struct{})
-	wf := sdk.New("busy", func(c *sdk.Context, in int) (int, error) {
-		return sdk.Step(c, "work", func(context.Context) (int, error) {
-			g.inc()
-			defer g.dec()
-			<-gate
-			return in, nil
-		})
-	})
-	eng := newEngine(t, store, clock, wf)
-	// A batch larger than the slots: a claim must still never take more than the free slots.
-	w := newWorker(t, eng, Concurrency(3), BatchSize(10))
-	run(t, w)
+	for _, tc := range []struct {
+		name     string
+		prefetch []Option
+		held     int64 // workflows claimed while three runs block: the slots and the prefetch
+	}{
+		{"default prefetch", nil, 6},
+		{"no prefetch", []Option{Prefetch(0)}, 3},
+		{"prefetch 5", []Option{Prefetch(5)}, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			store := openStore(t)
+			clock := newClock()
+			var g maxGauge
+			gate := make(chan struct{})
+			wf := sdk.New("busy", func(c *sdk.Context, in int) (int, error) {
+				return sdk.Step(c, "work", func(context.Context) (int, error) {
+					g.inc()
+					defer g.dec()
+					<-gate
+					return in, nil
+				})
+			})
+			eng := newEngine(t, store, clock, wf)
+			// A batch larger than the slots: a claim must still never take more than the free
+			// slots and the prefetch room.
+			w := newWorker(t, eng, append([]Option{Concurrency(3), BatchSize(10)}, tc.prefetch...)...)
+			run(t, w)
 
-	var hs []*sdk.Handle[int]
-	for i := range 12 {
-		h, err := wf.Start(bg, eng, fmt.Sprint(i), i)
-		require.NoError(t, err)
-		hs = append(hs, h)
+			var hs []*sdk.Handle[int]
+			for i := range 12 {
+				h, err := wf.Start(bg, eng, fmt.Sprint(i), i)
+				require.NoError(t, err)
+				hs = append(hs, h)
+			}
+			eventually(t, func() bool { return g.cur.Load() == 3 && w.Stats().Claimed == tc.held }, "three runs in flight, the rest claimed ahead")
+			time.Sleep(20 * time.Millisecond) // a claim beyond the room would show by now
+			require.EqualValues(t, tc.held, w.Stats().Claimed, "no workflow claimed beyond the free slots and the prefetch room")
+			require.EqualValues(t, 3, w.Stats().Running, "claimed-ahead workflows wait: they are not running")
+			close(gate)
+			for i, h := range hs {
+				require.Equal(t, i, result(t, h))
+			}
+			require.EqualValues(t, 3, g.max.Load(), "never more than Concurrency runs at once")
+			require.EqualValues(t, 12, w.Stats().Claimed)
+		})
 	}
-	eventually(t, func() bool { return g.cur.Load() == 3 }, "three runs in flight")
-	require.EqualValues(t, 3, w.Stats().Claimed, "no workflow claimed beyond the free slots")
-	close(gate)
-	for i, h := range hs {
-		require.Equal(t, i, result(t, h))
-	}
-	require.EqualValues(t, 3, g.max.Load())
-	require.EqualValues(t, 12, w.Stats().Claimed)
 }
 
 func TestManyWorkersRunEachWorkflowOnceAndNeverTogether(t *testing.T) {
@@ -202,4 +218,50 @@ func TestRunTwiceAtOnceIsRefused(t *testing.T) {
 	ctx, cancel := context.WithCancel(bg)
 	cancel()
 	require.NoError(t, w.Run(ctx))
+}
+
+// Workflows claimed ahead are given back at once when the worker stops, not after their
+// lease's TTL: the run in flight gets the graceful wait, the waiting ones are released.
+func TestPrefetchedWorkflowsAreReleasedOnStop(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	clock := newClock()
+	entered, gate := make(chan struct{}, 1), make(chan struct{})
+	wf := sdk.New("queued", func(c *sdk.Context, in int) (int, error) {
+		return sdk.Step(c, "work", func(context.Context) (int, error) {
+			if in == 0 {
+				entered <- struct{}{}
+				<-gate
+			}
+			return in, nil
+		})
+	})
+	eng := newEngine(t, store, clock, wf)
+	w := newWorker(t, eng, Concurrency(1), Prefetch(2), LeaseTTL(time.Hour))
+	h0, err := wf.Start(bg, eng, "0", 0)
+	require.NoError(t, err)
+	r := run(t, w)
+	<-entered
+	var queued []*sdk.Handle[int]
+	for i := 1; i <= 2; i++ {
+		h, err := wf.Start(bg, eng, fmt.Sprint(i), i)
+		require.NoError(t, err)
+		queued = append(queued, h)
+	}
+	eventually(t, func() bool { return w.Stats().Claimed == 3 }, "two workflows claimed ahead")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop(t) }()
+	for _, h := range queued {
+		eventually(t, func() bool {
+			d, err := h.Describe(bg)
+			return err == nil && d.State == sdk.StateIdle && d.LeaseUntil.IsZero()
+		}, "a claimed-ahead workflow is released at once, its lease (an hour) not waited out")
+	}
+	close(gate)
+	require.NoError(t, <-stopped)
+	require.Equal(t, 0, result(t, h0))
+	d, err := queued[0].Describe(bg)
+	require.NoError(t, err)
+	require.Equal(t, sdk.StateIdle, d.State, "released, never run")
 }

@@ -93,6 +93,7 @@ func run(args []string) error {
 	backend := flags.String("backend", "bolt", "storage backend: "+backendNames())
 	dsn := flags.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
 	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	prefetch := flags.Int("prefetch", -1, "workflows claimed ahead of free slots (dispatch.Prefetch; -1: the default, the slots)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -124,7 +125,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	worker, err := dispatch.New(eng, dispatch.Concurrency(*slots), dispatch.PollInterval(10*time.Millisecond, 200*time.Millisecond), dispatch.ClaimWindow(*window))
+	wopts := []dispatch.Option{dispatch.Concurrency(*slots), dispatch.PollInterval(10*time.Millisecond, 200*time.Millisecond), dispatch.ClaimWindow(*window)}
+	if *prefetch >= 0 {
+		wopts = append(wopts, dispatch.Prefetch(*prefetch))
+	}
+	worker, err := dispatch.New(eng, wopts...)
 	if err != nil {
 		return err
 	}
