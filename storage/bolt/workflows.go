@@ -26,7 +26,9 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 		out     storage.Workflow
 		created bool
 	)
-	err := s.update(func(t *txn) error {
+	// Group commit: a create shares its transaction (and fsync) with the concurrent writes
+	// of runs and other starts, as they do with each other.
+	err := s.batch(func(t *txn) error {
 		var err error
 		out, created, err = t.create(w)
 		return err
