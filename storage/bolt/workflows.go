@@ -26,9 +26,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 		out     storage.Workflow
 		created bool
 	)
-	// Group commit: a create shares its transaction (and fsync) with the concurrent writes
-	// of runs and other starts, as they do with each other.
-	err := s.batch(func(t *txn) error {
+	err := s.update(func(t *txn) error {
 		var err error
 		out, created, err = t.create(w)
 		return err
