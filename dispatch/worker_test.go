@@ -89,8 +89,8 @@ func TestConcurrencyIsNeverExceeded(t *testing.T) {
 		prefetch []Option
 		held     int64 // workflows claimed while three runs block: the slots and the prefetch
 	}{
-		{"default prefetch", nil, 6},
-		{"no prefetch", []Option{Prefetch(0)}, 3},
+		{"default: no prefetch", nil, 3},
+		{"prefetch 3", []Option{Prefetch(3)}, 6},
 		{"prefetch 5", []Option{Prefetch(5)}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

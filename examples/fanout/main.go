@@ -93,7 +93,7 @@ func run(args []string) error {
 	backend := flags.String("backend", "bolt", "storage backend: "+backendNames())
 	dsn := flags.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
 	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile of the run to this file")
-	prefetch := flags.Int("prefetch", -1, "workflows claimed ahead of free slots (dispatch.Prefetch; -1: the default, the slots)")
+	prefetch := flags.Int("prefetch", -1, "workflows claimed ahead of free slots (dispatch.Prefetch; -1: the library default, none)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
