@@ -27,8 +27,10 @@ type Engine struct {
 	writeTimeout   time.Duration
 	pollMin        time.Duration // Result's poll for changes by other processes
 	pollMax        time.Duration
-	cancelBatch    int      // children per storage call of Cancel WithChildren
-	stepHook       StepHook // WithStepHook: test overrides of step functions
+	cancelBatch    int          // children per storage call of Cancel WithChildren
+	stepHook       StepHook     // WithStepHook: test overrides of step functions
+	group          *groupFinish // group commit of final writes, on stores that can (WithoutGroupCommit)
+	noGroup        bool
 	defs           map[string]*definition
 	names          []string
 	telOpts        telemetry.Options
@@ -149,6 +151,15 @@ func WithResultPoll(min, max time.Duration) Option {
 	})
 }
 
+// WithoutGroupCommit makes every run write its final write with a FinishRun of its own, even
+// on a store that can write many at once (storage.GroupFinisher). By default, runs that end
+// while another run's final write is in flight are written together by the next call (one
+// round trip and one commit for all of them); a run that ends alone is written at once, as
+// without group commit.
+func WithoutGroupCommit() Option {
+	return engineOption(func(e *Engine) error { e.noGroup = true; return nil })
+}
+
 // detached returns a context for a write that must outlive ctx's cancellation (keeping its
 // values), bounded by the write timeout.
 func (e *Engine) detached(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -181,6 +192,9 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		if err := o.applyEngine(e); err != nil {
 			return nil, err
 		}
+	}
+	if g, ok := store.(storage.GroupFinisher); ok && !e.noGroup {
+		e.group = &groupFinish{store: g}
 	}
 	tel, err := telemetry.New(e.telOpts)
 	if err != nil {

@@ -184,7 +184,7 @@ func (e *Engine) finish(r *run, out []byte, fnErr error) error {
 	}
 	wctx, cancel := e.detached(r.ctx)
 	defer cancel()
-	err := e.store.FinishRun(wctx, r.lease, f)
+	err := e.finishRun(wctx, r.lease, f)
 	r.endRun(&f, fnErr, err)
 	if err != nil {
 		if errors.Is(err, storage.ErrLeaseLost) || errors.Is(err, storage.ErrCancelled) {

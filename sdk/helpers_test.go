@@ -43,11 +43,13 @@ func newEnvOn(t *testing.T, st storage.Storage, opts ...sdk.Option) *env {
 	t.Cleanup(func() { _ = st.Close() })
 	cs := &countingStore{Storage: st}
 	clock := sdk.NewFakeClock(t0)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := sdk.NewEngine(cs, append([]sdk.Option{sdk.WithClock(clock), sdk.WithLogger(quiet)}, opts...)...)
+	eng, err := sdk.NewEngine(cs, append([]sdk.Option{sdk.WithClock(clock), sdk.WithLogger(quietLogger())}, opts...)...)
 	require.NoError(t, err)
 	return &env{t: t, store: st, count: cs, clock: clock, eng: eng}
 }
+
+// quietLogger discards every record.
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // drain runs every workflow due now until none is, and returns how many runs it made.
 func (e *env) drain() int {

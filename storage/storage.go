@@ -345,3 +345,41 @@ type Notifier interface {
 	// for good; a listener that loses its connection reconnects by itself.
 	Listen(ctx context.Context) (<-chan struct{}, error)
 }
+
+// GroupFinisher is implemented by stores that can end many runs in one transaction (group
+// commit). A worker whose runs finish close together hands their final writes over together,
+// so one round trip and one commit serve them all; the SDK uses it when the store has it and
+// calls FinishRun for a run that ends alone.
+type GroupFinisher interface {
+	// FinishRuns ends the runs of ends in one transaction (one round trip where the database
+	// allows it), each exactly as FinishRun would end it, fenced by its own lease: errs has
+	// one entry per end, nil for an end that was written and, for one that was refused, the
+	// error FinishRun would have returned (bad input, ErrCancelled, ErrLeaseLost). A refused
+	// end writes nothing and does not affect the others; two ends must not name one workflow
+	// (ErrInvalid for the whole call). err reports a failure of the whole call (its context,
+	// Close, a connection lost): then errs is nil and, as for any write, the ends may or may
+	// not have been written.
+	FinishRuns(ctx context.Context, ends []RunEnd) (errs []error, err error)
+}
+
+// RunEnd is one run's final write in a FinishRuns call: the lease it holds and the finish.
+type RunEnd struct {
+	Lease  Lease
+	Finish Finish
+}
+
+// FinishAll ends the runs of ends on s: with one FinishRuns call when s is a GroupFinisher,
+// else with one FinishRun per end (for wrappers of stores of either kind).
+func FinishAll(ctx context.Context, s Storage, ends []RunEnd) ([]error, error) {
+	if g, ok := s.(GroupFinisher); ok {
+		return g.FinishRuns(ctx, ends)
+	}
+	if err := ValidateRunEnds(ends); err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(ends))
+	for i, e := range ends {
+		errs[i] = s.FinishRun(ctx, e.Lease, e.Finish)
+	}
+	return errs, nil
+}

@@ -452,3 +452,17 @@ func ValidateChildQuery(q ChildQuery) error {
 	}
 	return nil
 }
+
+// ValidateRunEnds checks what FinishRuns needs of the call as a whole: no two ends for one
+// workflow. Each end is checked on its own, as FinishRun checks it, with ValidateLease and
+// ValidateFinish, and a bad one is refused alone.
+func ValidateRunEnds(ends []RunEnd) error {
+	seen := make(map[int64]bool, len(ends))
+	for _, e := range ends {
+		if seen[e.Lease.WorkflowID] {
+			return fmt.Errorf("%w: two run ends for workflow %d in one FinishRuns", ErrInvalid, e.Lease.WorkflowID)
+		}
+		seen[e.Lease.WorkflowID] = true
+	}
+	return nil
+}

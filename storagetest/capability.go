@@ -17,7 +17,7 @@ type Capability string
 const Notifier Capability = "Notifier"
 
 // knownCapabilities lists every capability the suite has cases for, for checking Without.
-func knownCapabilities() []Capability { return []Capability{Notifier} }
+func knownCapabilities() []Capability { return []Capability{Notifier, GroupFinisher} }
 
 // Option adjusts how Run exercises a backend.
 type Option func(*options)
@@ -69,6 +69,10 @@ func capabilityCases() []capabilityCase {
 		{storageCase{"NotifyListeners", testNotifyListeners}, Notifier},
 		{storageCase{"NotifyCreateBatch", testNotifyCreateBatch}, Notifier},
 		{storageCase{"NotifySendMessage", testNotifySendMessage}, Notifier},
+		{storageCase{"GroupFinishEach", testGroupFinishEach}, GroupFinisher},
+		{storageCase{"GroupFinishKeptWake", testGroupFinishKeptWake}, GroupFinisher},
+		{storageCase{"GroupFinishDuplicate", testGroupFinishDuplicate}, GroupFinisher},
+		{storageCase{"GroupFinishClosed", testGroupFinishClosed}, GroupFinisher},
 	}
 }
 

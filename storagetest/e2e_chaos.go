@@ -73,6 +73,12 @@ func (c *chaosStore) FinishRun(ctx context.Context, l storage.Lease, f storage.F
 	return err
 }
 
+// FinishRuns makes the chaos store a group finisher, so the engine groups final writes over
+// it (the inner store's FinishRuns, or its FinishRun per run), and fails whole groups.
+func (c *chaosStore) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error, error) {
+	return chaos(c, func() ([]error, error) { return storage.FinishAll(ctx, c.Storage, ends) })
+}
+
 func (c *chaosStore) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
 	return chaos(c, func() (storage.SpawnResult, error) { return c.Storage.SpawnBatch(ctx, l, r) })
 }

@@ -93,6 +93,7 @@ func run(args []string) error {
 	backend := flags.String("backend", "bolt", "storage backend: "+backendNames())
 	dsn := flags.String("dsn", "", "database: a bbolt file (default: temporary), or a Postgres/MySQL DSN")
 	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	group := flags.Bool("group-commit", true, "write the final writes of runs that end together in one call (false: sdk.WithoutGroupCommit)")
 	prefetch := flags.Int("prefetch", -1, "workflows claimed ahead of free slots (dispatch.Prefetch; -1: the library default, none)")
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -121,7 +122,11 @@ func run(args []string) error {
 	defer closeStore()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	eng, err := sdk.NewEngine(store, sdk.WithWorkflows(Parent, Square), sdk.WithLogger(logger))
+	engOpts := []sdk.Option{sdk.WithWorkflows(Parent, Square), sdk.WithLogger(logger)}
+	if !*group {
+		engOpts = append(engOpts, sdk.WithoutGroupCommit())
+	}
+	eng, err := sdk.NewEngine(store, engOpts...)
 	if err != nil {
 		return err
 	}

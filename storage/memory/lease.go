@@ -65,16 +65,43 @@ func (s *Store) SaveSteps(ctx context.Context, l storage.Lease, c storage.Commit
 // FinishRun ends the run of l: it writes the commit, sets the new state and releases the
 // lease. A wake kept during the run makes an idle workflow's RunAt the earlier of the two.
 func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
-	if err := storage.ValidateLease(l); err != nil {
-		return err
-	}
-	if err := storage.ValidateFinish(f); err != nil {
+	if err := validateFinishRun(l, f); err != nil {
 		return err
 	}
 	if err := s.begin(ctx, "finish run"); err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
+	return s.finish(l, f)
+}
+
+// FinishRuns ends several runs under one lock, each fenced on its own.
+func (s *Store) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error, error) {
+	if err := storage.ValidateRunEnds(ends); err != nil {
+		return nil, err
+	}
+	if err := s.begin(ctx, "finish runs"); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	errs := make([]error, len(ends))
+	for i, e := range ends {
+		if errs[i] = validateFinishRun(e.Lease, e.Finish); errs[i] == nil {
+			errs[i] = s.finish(e.Lease, e.Finish)
+		}
+	}
+	return errs, nil
+}
+
+func validateFinishRun(l storage.Lease, f storage.Finish) error {
+	if err := storage.ValidateLease(l); err != nil {
+		return err
+	}
+	return storage.ValidateFinish(f)
+}
+
+// finish is FinishRun's write; the caller holds s.mu.
+func (s *Store) finish(l storage.Lease, f storage.Finish) error {
 	r, err := s.fenced("finish run", l)
 	if err != nil {
 		return err

@@ -12,8 +12,9 @@ import (
 )
 
 var (
-	_ storage.Storage  = (*Store)(nil)
-	_ storage.Notifier = (*Store)(nil)
+	_ storage.Storage       = (*Store)(nil)
+	_ storage.Notifier      = (*Store)(nil)
+	_ storage.GroupFinisher = (*Store)(nil)
 )
 
 // Store is an in-memory storage.Storage. It is safe for concurrent use; its zero value is not

@@ -136,6 +136,20 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
+	args := finishArgs(l, f)
+	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
+		var n, notified int64
+		err := s.pool.QueryRow(ctx, s.q.finishRun, args).Scan(&n, &notified)
+		return n == 1, err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: finish run as %s: %w", f.State, err)
+	}
+	return nil
+}
+
+// finishArgs are the arguments of the finishRun statement for the run of l ending with f.
+func finishArgs(l storage.Lease, f storage.Finish) pgx.StrictNamedArgs {
 	args := commitArgs(l, f.Commit)
 	wait, runAt := f.Wait, f.RunAt
 	if f.State != storage.StateIdle {
@@ -146,15 +160,66 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	args["attempt"] = int32(f.Attempt)
 	args["run_at"] = ts(runAt)
 	args["wait_kind"], args["wait_step"], args["wait_data"] = text(string(wait.Kind)), text(wait.Step), wait.Data
-	err := s.fenced(ctx, l, func(ctx context.Context) (bool, error) {
-		var n, notified int64
-		err := s.pool.QueryRow(ctx, s.q.finishRun, args).Scan(&n, &notified)
-		return n == 1, err
+	return args
+}
+
+// FinishRuns ends many runs in one round trip and one transaction: the finishRun statement
+// of every valid end, pipelined in one batch, which PostgreSQL runs in one implicit
+// transaction (one commit). Each statement is fenced by its own lease; a refused one changes
+// nothing and is explained afterwards, with one more read, like FinishRun's.
+func (s *Store) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error, error) {
+	if err := storage.ValidateRunEnds(ends); err != nil {
+		return nil, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(ends))
+	var queued []int
+	batch := &pgx.Batch{}
+	for i, e := range ends {
+		if err := storage.ValidateLease(e.Lease); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := storage.ValidateFinish(e.Finish); err != nil {
+			errs[i] = err
+			continue
+		}
+		batch.Queue(s.q.finishRun, finishArgs(e.Lease, e.Finish))
+		queued = append(queued, i)
+	}
+	if len(queued) == 0 {
+		return errs, nil
+	}
+	written := make([]bool, len(queued))
+	err := retry(ctx, once, func(ctx context.Context) error {
+		br := s.pool.SendBatch(ctx, batch)
+		for j := range queued {
+			var n, notified int64
+			if err := br.QueryRow().Scan(&n, &notified); err != nil {
+				_ = br.Close()
+				return err
+			}
+			written[j] = n == 1
+		}
+		return br.Close()
 	})
 	if err != nil {
-		return fmt.Errorf("postgres: finish run as %s: %w", f.State, err)
+		return nil, fmt.Errorf("postgres: finish %d runs: %w", len(queued), err)
 	}
-	return nil
+	for j, i := range queued {
+		if written[j] {
+			continue
+		}
+		l := ends[i].Lease
+		err := s.refuse(ctx, l)
+		if errors.Is(err, errLeaseHolds) {
+			err = fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
+		}
+		errs[i] = fmt.Errorf("postgres: finish run as %s: %w", ends[i].Finish.State, err)
+	}
+	return errs, nil
 }
 
 // Release gives the lease l back in one fenced statement: the workflow becomes idle and

@@ -392,3 +392,42 @@ func TestStatementsCleanupManySteps(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	t.Logf("10,000 steps deleted in %d calls", calls)
 }
+
+// TestStatementsFinishRuns: the final writes of 8 runs are one pipelined batch (one round
+// trip, one implicit transaction, no BEGIN or COMMIT): the finish statement once per run.
+func TestStatementsFinishRuns(t *testing.T) {
+	t.Parallel()
+	s := newCountingStore(t)
+	ctx := t.Context()
+	const n = 8
+	for i := range n {
+		_, _, err := s.CreateWorkflow(ctx, storage.NewWorkflow{Name: "group", Key: fmt.Sprint(i), Now: base(0)})
+		require.NoError(t, err)
+	}
+	got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: n, TTL: time.Minute, Now: base(0)})
+	require.NoError(t, err)
+	require.Len(t, got, n)
+	ends := make([]storage.RunEnd, n)
+	for i, w := range got {
+		ends[i] = storage.RunEnd{Lease: w.Lease(), Finish: storage.Finish{
+			Commit: storage.Commit{Steps: []storage.Step{{Name: "s", State: storage.StepCompleted, Attempts: 1, Result: []byte(`1`)}}, Now: base(time.Second)},
+			State:  storage.StateCompleted, Output: []byte(`1`),
+		}}
+	}
+	sql := s.count(func(ctx context.Context) {
+		errs, err := s.FinishRuns(ctx, ends)
+		require.NoError(t, err)
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+	})
+	require.Len(t, sql, n, "one finish statement per run: %v", sql)
+	for _, q := range sql {
+		require.True(t, strings.HasPrefix(q, "batch: "), "every statement rides the one batch: %s", q)
+	}
+	for _, w := range got {
+		stored, err := s.GetWorkflow(ctx, w.ID)
+		require.NoError(t, err)
+		require.Equal(t, storage.StateCompleted, stored.State)
+	}
+}

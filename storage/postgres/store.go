@@ -50,8 +50,9 @@ import (
 )
 
 var (
-	_ storage.Storage  = (*Store)(nil)
-	_ storage.Notifier = (*Store)(nil)
+	_ storage.Storage       = (*Store)(nil)
+	_ storage.Notifier      = (*Store)(nil)
+	_ storage.GroupFinisher = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.
