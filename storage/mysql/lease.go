@@ -1,12 +1,10 @@
 package mysql
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -126,85 +124,38 @@ func (s *Store) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.finish(ctx, tx, l, f) })
+	now := micro(f.Now)
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		fc, err := s.fence(ctx, tx, l, "")
+		if err != nil {
+			return err
+		}
+		set, args, err := s.writeCommit(ctx, tx, l.WorkflowID, f.Commit)
+		if err != nil {
+			return err
+		}
+		var (
+			runAt time.Time
+			wait  storage.Wait
+		)
+		if f.State == storage.StateIdle {
+			runAt = storage.Earliest(micro(f.RunAt), fc.wake)
+			wait = f.Wait
+		}
+		set = append(set, "state = ?", "output = ?", "attempt = ?", "run_at = "+ts, "wait_kind = ?", "wait_step = ?",
+			"wait_data = ?", "wake_at = NULL", "lease_until = NULL")
+		args = append(args, bstr(string(f.State)), f.Output, f.Attempt, dbTime(runAt), bstr(string(wait.Kind)), bstr(wait.Step), wait.Data)
+		if f.State.Final() {
+			set = append(set, "finished_at = "+ts)
+			args = append(args, dbTime(now))
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE "+s.workflows+" SET "+strings.Join(set, ", ")+" WHERE id = ?", append(args, l.WorkflowID)...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("mysql: finish run as %s: %w", f.State, err)
 	}
 	return nil
-}
-
-// finish writes the final write of the run of l in tx: the fence, the commit and the
-// workflow row.
-func (s *Store) finish(ctx context.Context, tx *sql.Tx, l storage.Lease, f storage.Finish) error {
-	now := micro(f.Now)
-	fc, err := s.fence(ctx, tx, l, "")
-	if err != nil {
-		return err
-	}
-	set, args, err := s.writeCommit(ctx, tx, l.WorkflowID, f.Commit)
-	if err != nil {
-		return err
-	}
-	var (
-		runAt time.Time
-		wait  storage.Wait
-	)
-	if f.State == storage.StateIdle {
-		runAt = storage.Earliest(micro(f.RunAt), fc.wake)
-		wait = f.Wait
-	}
-	set = append(set, "state = ?", "output = ?", "attempt = ?", "run_at = "+ts, "wait_kind = ?", "wait_step = ?",
-		"wait_data = ?", "wake_at = NULL", "lease_until = NULL")
-	args = append(args, bstr(string(f.State)), f.Output, f.Attempt, dbTime(runAt), bstr(string(wait.Kind)), bstr(wait.Step), wait.Data)
-	if f.State.Final() {
-		set = append(set, "finished_at = "+ts)
-		args = append(args, dbTime(now))
-	}
-	_, err = tx.ExecContext(ctx, "UPDATE "+s.workflows+" SET "+strings.Join(set, ", ")+" WHERE id = ?", append(args, l.WorkflowID)...)
-	return err
-}
-
-// FinishRuns ends many runs in one transaction (one commit), in workflow ID order so that
-// concurrent groups lock rows in one order. A run whose fence refuses it is skipped, having
-// written nothing (the fence reads before any write), and gets FinishRun's error.
-func (s *Store) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error, error) {
-	if err := storage.ValidateRunEnds(ends); err != nil {
-		return nil, err
-	}
-	if err := s.ready(ctx); err != nil {
-		return nil, err
-	}
-	order := make([]int, 0, len(ends))
-	invalid := make([]error, len(ends))
-	for i, e := range ends {
-		if err := storage.ValidateLease(e.Lease); err != nil {
-			invalid[i] = err
-		} else if err := storage.ValidateFinish(e.Finish); err != nil {
-			invalid[i] = err
-		} else {
-			order = append(order, i)
-		}
-	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ends[a].Lease.WorkflowID, ends[b].Lease.WorkflowID) })
-	var errs []error
-	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		errs = slices.Clone(invalid) // a retried transaction starts over
-		for _, i := range order {
-			err := s.finish(ctx, tx, ends[i].Lease, ends[i].Finish)
-			switch {
-			case err == nil:
-			case errors.Is(err, storage.ErrLeaseLost), errors.Is(err, storage.ErrCancelled), errors.Is(err, storage.ErrNotFound):
-				errs[i] = fmt.Errorf("mysql: finish run as %s: %w", ends[i].Finish.State, err)
-			default:
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mysql: finish %d runs: %w", len(order), err)
-	}
-	return errs, nil
 }
 
 // Release gives the lease l back: the workflow becomes idle and runnable at now, its progress

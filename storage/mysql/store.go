@@ -10,10 +10,7 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-var (
-	_ storage.Storage       = (*Store)(nil)
-	_ storage.GroupFinisher = (*Store)(nil)
-)
+var _ storage.Storage = (*Store)(nil)
 
 // DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.
 const DefaultTablePrefix = "chrono_"
