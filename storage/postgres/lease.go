@@ -212,12 +212,7 @@ func (s *Store) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error,
 		if written[j] {
 			continue
 		}
-		l := ends[i].Lease
-		err := s.refuse(ctx, l)
-		if errors.Is(err, errLeaseHolds) {
-			err = fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
-		}
-		errs[i] = fmt.Errorf("postgres: finish run as %s: %w", ends[i].Finish.State, err)
+		errs[i] = fmt.Errorf("postgres: finish run as %s: %w", ends[i].Finish.State, s.refused(ctx, ends[i].Lease))
 	}
 	return errs, nil
 }
@@ -263,7 +258,13 @@ func (s *Store) fenced(ctx context.Context, l storage.Lease, write func(ctx cont
 	if ok {
 		return nil
 	}
-	err = s.refuse(ctx, l)
+	return s.refused(ctx, l)
+}
+
+// refused explains a fenced write under l that matched no row: refuse's answer, where a lease
+// that holds again by the time it looks means it changed during the write.
+func (s *Store) refused(ctx context.Context, l storage.Lease) error {
+	err := s.refuse(ctx, l)
 	if errors.Is(err, errLeaseHolds) {
 		return fmt.Errorf("workflow %d: the lease changed during the write: %w", l.WorkflowID, storage.ErrLeaseLost)
 	}
