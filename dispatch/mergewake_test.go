@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -135,4 +136,29 @@ func TestMergeWakeEveryMustBePositive(t *testing.T) {
 	w, err := New(eng)
 	require.NoError(t, err)
 	require.Equal(t, DefaultMergeWakeEvery, w.cfg.mergeWakeEvery)
+}
+
+// TestCallOfAFailingChildResumesWithoutItsProbe: the clock never moves, so the parent's
+// merge probe never comes due; the worker that ends the child failed wakes the Call's
+// parent, which gets the child's failure as its error at once.
+func TestCallOfAFailingChildResumesWithoutItsProbe(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	clock := newClock()
+	child := sdk.New("mw.call.child", func(c *sdk.Context, in int) (int, error) {
+		return 0, sdk.Permanent(fmt.Errorf("declined %d", in))
+	}, sdk.WithRetry(sdk.NoRetry))
+	parent := sdk.New("mw.call.parent", func(c *sdk.Context, in int) (string, error) {
+		_, err := sdk.Call(c, "charge", child, in)
+		if errors.Is(err, sdk.ErrFailed) {
+			return "compensated: " + err.Error(), nil
+		}
+		return "", err
+	})
+	eng := newEngine(t, store, clock, parent, child)
+	run(t, newWorker(t, eng))
+	h, err := parent.Start(bg, eng, "p", 7)
+	require.NoError(t, err)
+	out := result(t, h)
+	require.Contains(t, out, "declined 7")
 }
