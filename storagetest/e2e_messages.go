@@ -55,6 +55,13 @@ func testE2EMessagesTopics(t *testing.T, factory Factory) {
 	startWorkers(t, eng, 1)
 	require.NoError(t, sdk.Send(ctx, eng, h, "alpha", "A"))
 	out, err := h.Result(ctx)
+	if err != nil { // say where it stands, for the failure below
+		w, steps, lerr := eng.Store().Load(context.Background(), h.ID())
+		t.Logf("stored workflow (load error %v): %+v", lerr, w)
+		for _, s := range steps {
+			t.Logf("stored step %s: %s, %d attempts, meta %s", s.Name, s.State, s.Attempts, s.Meta)
+		}
+	}
 	require.NoError(t, err)
 	require.Equal(t, "AB", out, "the keyed message sent three times was received once")
 }

@@ -666,3 +666,41 @@ func TestMailboxSimpleProtocol(t *testing.T) {
 	require.Len(t, steps, 1)
 	require.Equal(t, []byte{0, 255}, steps[0].Result)
 }
+
+// TestFinishRunOnAWaitingMessage: a run that suspends to receive on a topic whose message is
+// already waiting (it committed after the run looked) is runnable at once, whatever became of
+// the send's own wake: the finish checks the mailbox in its statement.
+func TestFinishRunOnAWaitingMessage(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, nil)
+	ctx := t.Context()
+	w := claimOne(t, s, "late", base(0))
+	// Stored while the run holds its lease, as a send racing the run's receive would be; the
+	// send's remembered wake is then dropped by a new claim, so only the finish can notice.
+	_, created, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: w.ID, Topic: "orders", Payload: []byte(`1`), Now: base(time.Second)})
+	require.NoError(t, err)
+	require.True(t, created)
+	_, err = s.pool.Exec(ctx, "UPDATE "+s.workflows+" SET wake_at = NULL WHERE id = $1", w.ID)
+	require.NoError(t, err)
+	require.NoError(t, s.FinishRun(ctx, w.Lease(), storage.Finish{
+		Commit: storage.Commit{Now: base(2 * time.Second)}, State: storage.StateIdle,
+		Wait: storage.Wait{Kind: storage.WaitMessage, Step: "receive$o", Data: []byte("orders")},
+	}))
+	got, err := s.GetWorkflow(ctx, w.ID)
+	require.NoError(t, err)
+	require.True(t, base(2*time.Second).Equal(got.RunAt), "runnable at the finish's Now: %v", got.RunAt)
+
+	// A waiting message on another topic does not.
+	w2 := claimOne(t, s, "other", base(0))
+	_, _, err = s.SendMessage(ctx, storage.NewMessage{WorkflowID: w2.ID, Topic: "else", Payload: []byte(`1`), Now: base(time.Second)})
+	require.NoError(t, err)
+	_, err = s.pool.Exec(ctx, "UPDATE "+s.workflows+" SET wake_at = NULL WHERE id = $1", w2.ID)
+	require.NoError(t, err)
+	require.NoError(t, s.FinishRun(ctx, w2.Lease(), storage.Finish{
+		Commit: storage.Commit{Now: base(2 * time.Second)}, State: storage.StateIdle,
+		Wait: storage.Wait{Kind: storage.WaitMessage, Step: "receive$o", Data: []byte("orders")},
+	}))
+	got, err = s.GetWorkflow(ctx, w2.ID)
+	require.NoError(t, err)
+	require.True(t, got.RunAt.IsZero(), "a message on another topic does not wake: %v", got.RunAt)
+}

@@ -193,7 +193,13 @@ WITH f AS (
 		state = @state::text, output = @output::bytea, attempt = @attempt::int,
 		"values" = coalesce(@values::bytea, "values"),
 		last_error = coalesce(@last_error::text, last_error),
-		run_at = CASE WHEN @state::text = 'idle' THEN least(@run_at::timestamptz, wake_at) END,
+		run_at = CASE WHEN @state::text = 'idle' THEN least(@run_at::timestamptz, wake_at,
+			-- A run that suspends to receive a message already waiting (one that committed
+			-- after the run looked) runs again at once: a safeguard beside the send's wake.
+			CASE WHEN @wait_kind::text = 'message' AND EXISTS (
+				SELECT 1 FROM {{messages}} mm WHERE mm.workflow_id = @id
+					AND mm.topic = convert_from(@wait_data::bytea, 'UTF8') AND mm.consumed_at IS NULL)
+			THEN @now::timestamptz END) END,
 		wait_kind = @wait_kind::text, wait_step = @wait_step::text, wait_data = @wait_data::bytea,
 		finished_at = CASE WHEN @state::text IN ('completed', 'failed') THEN @now::timestamptz ELSE finished_at END,
 		wake_at = NULL, lease_until = NULL, updated_at = @now::timestamptz
