@@ -187,30 +187,3 @@ func TestSendErrors(t *testing.T) {
 	require.ErrorIs(t, sdk.Send(ctx, e.eng, h, "", 1), sdk.ErrInvalid)
 	require.ErrorIs(t, sdk.Send(ctx, e.eng, h, "t", func() {}), sdk.ErrInvalid, "an unencodable value")
 }
-
-func TestTenThousandMessagesInOrder(t *testing.T) {
-	t.Parallel()
-	const n = 10000
-	wf := sdk.New("many", func(c *sdk.Context, _ int) (int, error) {
-		for i := range n {
-			v, err := sdk.Receive[int](c, fmt.Sprint(i), "seq")
-			if err != nil {
-				return 0, err
-			}
-			if v != i {
-				return 0, sdk.Permanent(fmt.Errorf("message %d is %d", i, v))
-			}
-		}
-		return n, nil
-	})
-	e := newMemEnv(t, sdk.WithWorkflows(wf))
-	h, err := wf.Start(ctx, e.eng, "k", 0)
-	require.NoError(t, err)
-	for i := range n {
-		require.NoError(t, sdk.Send(ctx, e.eng, h, "seq", i))
-	}
-	require.Equal(t, 1, e.drain())
-	out, err := h.Result(ctx)
-	require.NoError(t, err)
-	require.Equal(t, n, out)
-}
