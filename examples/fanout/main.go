@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,8 +28,14 @@ import (
 
 // Square is the child: one durable step.
 var Square = sdk.New("fanout.square", func(c *sdk.Context, n int) (int, error) {
-	return sdk.Step(c, "square", func(context.Context) (int, error) { return n * n, nil })
+	return sdk.Step(c, "square", func(context.Context) (int, error) {
+		squared.Add(1)
+		return n * n, nil
+	})
 })
+
+// squared counts Square's step executions in this process, for the progress lines.
+var squared atomic.Int64
 
 // dispatched records when the parent's branch was sealed (all children created), for the report.
 var dispatched atomic.Int64
@@ -95,6 +102,7 @@ func run(args []string) error {
 	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	group := flags.Bool("group-commit", true, "write the final writes of runs that end together in one call (false: sdk.WithoutGroupCommit)")
 	prefetch := flags.Int("prefetch", -1, "workflows claimed ahead of free slots (dispatch.Prefetch; -1: the library default, none)")
+	progress := flags.Duration("progress", 0, "print children run, their rate, the Go heap and the RSS at this interval (0: only at the end)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -115,11 +123,12 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	store, closeStore, err := openBackend(ctx, *backend, *dsn)
+	db, err := openBackend(ctx, *backend, *dsn)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer db.close()
+	store := db.store
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	engOpts := []sdk.Option{sdk.WithWorkflows(Parent, Square), sdk.WithLogger(logger)}
@@ -144,8 +153,14 @@ func run(args []string) error {
 	defer func() { stopWorker(); <-workerDone }()
 
 	dispatched.Store(0)
+	squared.Store(0)
 	fmt.Printf("fanout: %d children, batch %d, %d slots, backend %s\n", *n, *batch, *slots, *backend)
 	start := time.Now()
+	if *progress > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go report(*progress, start, done)
+	}
 	h, err := Parent.Start(ctx, eng, fmt.Sprintf("run-%d", start.UnixNano()), Job{N: *n, Batch: *batch})
 	if err != nil {
 		return err
@@ -166,6 +181,57 @@ func run(args []string) error {
 	seal := time.Duration(dispatched.Load() - start.UnixNano())
 	fmt.Printf("dispatch:   %d children created in %v (%.0f children/s)\n", *n, seal.Round(time.Millisecond), float64(*n)/seal.Seconds())
 	fmt.Printf("end to end: %d children completed and merged in %v (%.0f children/s)\n", rep.Children, total.Round(time.Millisecond), float64(rep.Children)/total.Seconds())
-	fmt.Printf("sum of squares: %d; heap in use %d MiB; worker claimed %d\n", rep.Sum, mem.HeapInuse>>20, worker.Stats().Claimed)
+	rss, peak, anon := rssMiB()
+	fmt.Printf("sum of squares: %d; heap in use %d MiB; RSS %d MiB (%d MiB anonymous; peak %d MiB); worker claimed %d\n", rep.Sum, mem.HeapInuse>>20, rss, anon, peak, worker.Stats().Claimed)
+	if size, err := db.size(ctx); err != nil {
+		fmt.Printf("database size: %v\n", err)
+	} else {
+		fmt.Printf("database size: %.1f MiB, %.0f bytes per child\n", float64(size)/(1<<20), float64(size)/float64(*n))
+	}
 	return nil
+}
+
+// report prints a progress line every interval until done is closed: children run so far,
+// their rate over the last interval, the Go heap in use and the process's resident set.
+func report(interval time.Duration, start time.Time, done <-chan struct{}) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	last, lastAt := int64(0), start
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			n := squared.Load()
+			var mem runtime.MemStats
+			runtime.ReadMemStats(&mem)
+			rss, _, anon := rssMiB()
+			fmt.Printf("progress %8v: %9d children run, %6.0f/s over the last %v; heap in use %d MiB, RSS %d MiB (%d MiB anonymous)\n",
+				now.Sub(start).Round(time.Second), n, float64(n-last)/now.Sub(lastAt).Seconds(), interval, mem.HeapInuse>>20, rss, anon)
+			last, lastAt = n, now
+		}
+	}
+}
+
+// rssMiB returns the process's resident set, its peak and its anonymous part (the rest is
+// mapped files, such as the bbolt file) in MiB, from /proc/self/status (zero where there is
+// none).
+func rssMiB() (rss, peak, anon int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+			rss = kb >> 10
+		}
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			peak = kb >> 10
+		}
+		if _, err := fmt.Sscanf(line, "RssAnon: %d kB", &kb); err == nil {
+			anon = kb >> 10
+		}
+	}
+	return rss, peak, anon
 }
