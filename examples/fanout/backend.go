@@ -25,6 +25,9 @@ type opened struct {
 	close func()
 }
 
+// pgVacuumEvery is the -pg-vacuum-every flag: postgres.WithVacuumEvery.
+var pgVacuumEvery = postgres.DefaultVacuumEvery
+
 // backends opens each storage backend by name: dsn is the backend's address (a file for
 // bbolt; empty picks a temporary one).
 var backends = map[string]func(ctx context.Context, dsn string) (opened, error){
@@ -57,7 +60,7 @@ var backends = map[string]func(ctx context.Context, dsn string) (opened, error){
 		if err != nil {
 			return opened{}, err
 		}
-		s, err := postgres.New(pool, postgres.WithTablePrefix("fanout_"))
+		s, err := postgres.New(pool, postgres.WithTablePrefix("fanout_"), postgres.WithVacuumEvery(pgVacuumEvery))
 		if err == nil {
 			err = s.Migrate(ctx)
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/chronoforge/chronoforge/dispatch"
 	"github.com/chronoforge/chronoforge/sdk"
+	"github.com/chronoforge/chronoforge/storage/postgres"
 )
 
 // Square is the child: one durable step.
@@ -103,6 +104,7 @@ func run(args []string) error {
 	group := flags.Bool("group-commit", true, "write the final writes of runs that end together in one call (false: sdk.WithoutGroupCommit)")
 	prefetch := flags.Int("prefetch", -1, "workflows claimed ahead of free slots (dispatch.Prefetch; -1: the library default, none)")
 	progress := flags.Duration("progress", 0, "print children run, their rate, the Go heap and the RSS at this interval (0: only at the end)")
+	flags.IntVar(&pgVacuumEvery, "pg-vacuum-every", postgres.DefaultVacuumEvery, "postgres: rows claimed between the store's vacuums where autovacuum is off (postgres.WithVacuumEvery; 0: none)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}

@@ -69,6 +69,7 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		return nil, fmt.Errorf("postgres: claim for %q: %w", r.Owner, err)
 	}
 	slices.SortFunc(out, func(a, b claimed) int { return cmp.Compare(a.pos, b.pos) })
+	s.maint.rowsClaimed(len(out)) // may vacuum, in the background
 	ws := make([]storage.Workflow, len(out))
 	for i, c := range out {
 		ws[i] = c.w

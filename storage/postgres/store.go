@@ -29,11 +29,15 @@
 //
 // After its first 1,000 spawned children, and then every 20,000, a store refreshes the
 // planner's statistics of the workflows table (ANALYZE), so that claims keep walking the
-// runnable index while a fan-out grows the table faster than autovacuum analyzes it. The
-// refresh never runs inside the spawn that made it due: it runs in the background, one at a
-// time per store (spawns that make it due meanwhile coalesce into one more run), bounded by
-// a statement_timeout of one minute, and Close stops it and waits for it. A failure only
-// forgoes that refresh: it is logged as a warning (see WithLogger), not returned.
+// runnable index while a fan-out grows the table faster than autovacuum analyzes it. Where
+// autovacuum is off for the table, the store also vacuums it after every 20,000 rows it
+// claimed (WithVacuumEvery): each claimed row leaves a dead entry at the front of the
+// runnable index, which every later claim walks over until a VACUUM removes it, so without
+// one a claim costs time in proportion to the rows claimed before it. Neither task runs
+// inside the call that made it due: they run in the background, one at a time per store
+// (triggers that arrive meanwhile coalesce into one more run), bounded by a statement_timeout
+// (one minute for ANALYZE, ten for VACUUM), and Close stops them and waits. A failure only
+// forgoes that run: it is logged as a warning (see WithLogger), not returned.
 package postgres
 
 import (
@@ -85,9 +89,10 @@ type Store struct {
 }
 
 type config struct {
-	schema string
-	prefix string
-	logger *slog.Logger
+	schema      string
+	prefix      string
+	logger      *slog.Logger
+	vacuumEvery int
 }
 
 // Option configures New.
@@ -133,6 +138,20 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// WithVacuumEvery sets how many rows this store claims between its vacuums of the workflows
+// table (default DefaultVacuumEvery), which it runs only where autovacuum is off for the
+// table; 0 turns them off. A negative n makes New return an error wrapping storage.ErrInvalid.
+// See the package documentation (Table maintenance) for why.
+func WithVacuumEvery(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: postgres: vacuum interval %d claimed rows must not be negative", storage.ErrInvalid, n)
+		}
+		c.vacuumEvery = n
+		return nil
+	}
+}
+
 // New returns a store over pool. It does not touch the database: call Migrate once (at
 // deployment or start-up) to create or upgrade the tables. The application owns pool; Close
 // leaves it open. New returns an error wrapping storage.ErrInvalid for a nil pool or an
@@ -141,7 +160,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: postgres: nil pool", storage.ErrInvalid)
 	}
-	cfg := config{prefix: DefaultTablePrefix, logger: slog.Default()}
+	cfg := config{prefix: DefaultTablePrefix, logger: slog.Default(), vacuumEvery: DefaultVacuumEvery}
 	for _, o := range opts {
 		if o == nil {
 			return nil, fmt.Errorf("%w: postgres: nil option", storage.ErrInvalid)
@@ -160,7 +179,7 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.lockKey = lockKey(cfg.schema, cfg.prefix)
 	s.q = buildQueries(s)
 	s.listen.s = s
-	s.maint = newMaintainer(s, cfg.logger)
+	s.maint = newMaintainer(s, cfg.logger, cfg.vacuumEvery)
 	return s, nil
 }
 
