@@ -275,8 +275,18 @@ type ListFilter struct {
 	// Tags selects workflows carrying every one of these tags with the same value (an empty
 	// value matches a tag stored with the empty value, not a missing tag). At most MaxTags.
 	Tags map[string]string
-	// AfterID pages: only workflows with an ID greater than it, in ID order.
-	AfterID int64
+	// KeyPrefix selects workflows whose key starts with it (bytewise). It needs Name: the
+	// index on name and key serves it.
+	KeyPrefix string
+	// AfterID and BeforeID page by keyset: only workflows with an ID greater than AfterID
+	// and, when BeforeID is positive, less than BeforeID.
+	AfterID  int64
+	BeforeID int64
+	// Desc returns the page in descending ID order (newest first): the page holds the
+	// highest IDs in range. Without it, the page holds the lowest, in ascending order. So a
+	// listing newest first pages on with Desc and BeforeID = the page's last ID, and back
+	// with AfterID = the page's first ID (ascending; reverse it to show).
+	Desc bool
 	// Limit is the page size; 0 or less means DefaultListLimit (100), and at most
 	// MaxListLimit (1,000) are returned.
 	Limit int

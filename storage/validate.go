@@ -352,6 +352,17 @@ func ValidateList(f ListFilter) error {
 	if err := ValidateTags(f.Tags); err != nil {
 		return fmt.Errorf("list filter: %w", err)
 	}
+	if f.KeyPrefix != "" {
+		if f.Name == "" {
+			return fmt.Errorf("%w: list filter has a key prefix %q without a name (the index on name and key serves it)", ErrInvalid, f.KeyPrefix)
+		}
+		if err := validateText("list filter key prefix", f.KeyPrefix, MaxKeyLen); err != nil {
+			return err
+		}
+	}
+	if f.AfterID < 0 || f.BeforeID < 0 {
+		return fmt.Errorf("%w: list filter has a negative page bound (after %d, before %d)", ErrInvalid, f.AfterID, f.BeforeID)
+	}
 	return nil
 }
 

@@ -17,7 +17,7 @@ type Capability string
 const Notifier Capability = "Notifier"
 
 // knownCapabilities lists every capability the suite has cases for, for checking Without.
-func knownCapabilities() []Capability { return []Capability{Notifier, GroupFinisher} }
+func knownCapabilities() []Capability { return []Capability{Notifier, GroupFinisher, Inspector} }
 
 // Option adjusts how Run exercises a backend.
 type Option func(*options)
@@ -73,6 +73,9 @@ func capabilityCases() []capabilityCase {
 		{storageCase{"GroupFinishKeptWake", testGroupFinishKeptWake}, GroupFinisher},
 		{storageCase{"GroupFinishDuplicate", testGroupFinishDuplicate}, GroupFinisher},
 		{storageCase{"GroupFinishClosed", testGroupFinishClosed}, GroupFinisher},
+		{storageCase{"InspectCountStates", testInspectCountStates}, Inspector},
+		{storageCase{"InspectBranchCounts", testInspectBranchCounts}, Inspector},
+		{storageCase{"InspectBacklog", testInspectBacklog}, Inspector},
 	}
 }
 

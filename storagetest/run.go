@@ -124,6 +124,8 @@ func storageCases() []storageCase {
 		{"ListLimitCap", testListLimitCap},
 		{"ListLimitDefaults", testListLimitDefaults},
 		{"ListTags", testListTags},
+		{"ListKeyPrefix", testListKeyPrefix},
+		{"ListDescending", testListDescending},
 		{"TagsRoundTrip", testTagsRoundTrip},
 
 		{"MessageSendStored", testMessageSendStored},
@@ -169,6 +171,7 @@ func storageCases() []storageCase {
 		{"InvalidFinish", testInvalidFinish},
 		{"InvalidRetry", testInvalidRetry},
 		{"InvalidList", testInvalidList},
+		{"InvalidListPaging", testInvalidListPaging},
 		{"InvalidTags", testInvalidTags},
 		{"InvalidMessage", testInvalidMessage},
 		{"InvalidMergeWake", testInvalidMergeWake},

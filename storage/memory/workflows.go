@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -138,6 +139,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	match := func(w *storage.Workflow) bool {
 		switch {
 		case f.Name != "" && w.Name != f.Name,
+			!strings.HasPrefix(w.Key, f.KeyPrefix),
 			len(f.States) > 0 && !slices.Contains(f.States, w.State),
 			slices.Contains(f.NotNames, w.Name),
 			!dueBy.IsZero() && (w.RunAt.IsZero() || w.RunAt.After(dueBy)),
@@ -156,10 +158,18 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 		ids = s.pageSource(b, f.States, f.AfterID)
 	}
 	from, _ := slices.BinarySearch(ids, f.AfterID+1)
-	out := make([]storage.Workflow, 0, min(limit, len(ids)-from))
-	for _, id := range ids[from:] {
+	to := len(ids)
+	if f.BeforeID > 0 {
+		to, _ = slices.BinarySearch(ids, f.BeforeID)
+	}
+	out := make([]storage.Workflow, 0, min(limit, max(to-from, 0)))
+	for i := range max(to-from, 0) {
 		if len(out) == limit {
 			break
+		}
+		id := ids[from+i]
+		if f.Desc {
+			id = ids[to-1-i]
 		}
 		if r := s.byID[id]; match(&r.w) {
 			out = append(out, r.out())

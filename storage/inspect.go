@@ -1,0 +1,191 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Operator queries: what the CLI and the dashboard read besides ListWorkflows, Load and
+// ListErrors. They are an optional interface, Inspector, which every backend of this module
+// implements and the conformance suite proves. Each method is one round trip (one statement
+// or one read transaction) whose cost is bounded by its cap or limit, never by the size of
+// the table: counts stop at a cap and say so.
+
+// Inspector is implemented by stores that answer operator queries.
+type Inspector interface {
+	// CountStates counts the workflows of each name and state among the q.Sample most
+	// recently created workflows (highest IDs), with q.Name limiting it to one name. The
+	// result is exact when the store holds no more than q.Sample workflows (of that name);
+	// otherwise Sampled is true and the counts describe the newest q.Sample only. Rows come
+	// in name order, then state order (States). Its cost is bounded by q.Sample.
+	CountStates(ctx context.Context, q CountStatesQuery) (StateCounts, error)
+
+	// BranchCounts counts the children of one branch step by state, each count stopping at
+	// q.Cap (Capped names the states whose count reached it), and returns the FinishedAt
+	// of up to q.Recent of its final children with the highest IDs, newest first, from which
+	// the caller reckons a drain rate. Its cost is bounded by the cap and q.Recent (the
+	// index on parent step and state), not by the number of children.
+	BranchCounts(ctx context.Context, q BranchQuery) (BranchStats, error)
+
+	// Backlog looks at the runnable workflows as of now by the caller's clock (idle, or
+	// running with a lease expired by the store's clock, with RunAt at or before now): it
+	// returns the earliest RunAt among them (OldestDue, zero when none is due), how many of
+	// the BacklogProbe oldest due rows are runnable (Due, with Probed reporting that the
+	// probe was full, so there may be more), and the running ones among those whose lease
+	// has expired (Expired, at most limit, oldest RunAt first: a worker died holding them).
+	// Its cost is bounded by BacklogProbe (the runnable index), not by the backlog.
+	Backlog(ctx context.Context, now time.Time, limit int) (Backlog, error)
+}
+
+// Defaults and largest values of the operator queries.
+const (
+	// DefaultCountSample is how many of the newest workflows CountStates counts when
+	// CountStatesQuery.Sample is not positive; MaxCountSample is the most it counts.
+	DefaultCountSample = 100_000
+	MaxCountSample     = 1_000_000
+	// DefaultBranchCap is the cap of each state's count in BranchCounts when BranchQuery.Cap
+	// is not positive; MaxBranchCap is the largest cap it applies.
+	DefaultBranchCap = 100_000
+	MaxBranchCap     = 1_000_000
+	// DefaultBranchRecent is how many finish times BranchCounts returns when
+	// BranchQuery.Recent is zero; MaxBranchRecent is the most it returns.
+	DefaultBranchRecent = 200
+	MaxBranchRecent     = 1000
+	// DefaultBacklogLimit is how many expired leases Backlog returns when its limit is not
+	// positive; MaxBacklogLimit is the most it returns.
+	DefaultBacklogLimit = 100
+	MaxBacklogLimit     = 1000
+	// BacklogProbe is how many of the oldest due rows Backlog looks at.
+	BacklogProbe = 10_000
+)
+
+// CountStatesQuery is the input of CountStates.
+type CountStatesQuery struct {
+	// Name limits the count to one workflow name; empty counts every name.
+	Name string
+	// Sample is how many of the newest workflows are counted: DefaultCountSample when not
+	// positive, at most MaxCountSample.
+	Sample int
+}
+
+// StateCount is the number of workflows of one name in one state.
+type StateCount struct {
+	Name  string
+	State State
+	Count int
+}
+
+// StateCounts is the result of CountStates.
+type StateCounts struct {
+	Counts []StateCount
+	// Counted is how many workflows were counted (the sum of the counts).
+	Counted int
+	// Sampled reports that older workflows exist beyond the Sample counted.
+	Sampled bool
+}
+
+// BranchQuery is the input of BranchCounts.
+type BranchQuery struct {
+	// StepID is the branch step whose children are counted.
+	StepID int64
+	// Cap bounds each state's count: DefaultBranchCap when not positive, at most
+	// MaxBranchCap.
+	Cap int
+	// Recent is how many finish times are returned: DefaultBranchRecent when zero, none when
+	// negative, at most MaxBranchRecent.
+	Recent int
+}
+
+// BranchStats is the result of BranchCounts.
+type BranchStats struct {
+	// Counts holds every state (States order) with its count, zero included.
+	Counts []StateCount
+	// Capped lists the states whose count reached the cap: their true count may be higher.
+	Capped []State
+	// RecentFinished holds the FinishedAt of the final children with the highest IDs, newest
+	// ID first.
+	RecentFinished []time.Time
+}
+
+// Count returns the count of one state.
+func (b BranchStats) Count(s State) int {
+	for _, c := range b.Counts {
+		if c.State == s {
+			return c.Count
+		}
+	}
+	return 0
+}
+
+// Backlog is the result of Backlog.
+type Backlog struct {
+	// OldestDue is the earliest RunAt of a runnable workflow; zero when none is due.
+	OldestDue time.Time
+	// Due counts the runnable workflows among the BacklogProbe oldest due rows.
+	Due int
+	// Probed reports that the probe looked at BacklogProbe rows: more may be due.
+	Probed bool
+	// Expired holds running workflows whose lease has expired, oldest RunAt first.
+	Expired []Workflow
+}
+
+// States lists every workflow state in the order operator queries report them.
+var States = []State{StateIdle, StateRunning, StateStalled, StateCompleted, StateFailed, StateCancelled}
+
+// CountSample returns the sample CountStates counts for q.
+func CountSample(q CountStatesQuery) int {
+	return ClampLimit(q.Sample, DefaultCountSample, MaxCountSample)
+}
+
+// BranchCap returns the cap BranchCounts applies for q.
+func BranchCap(q BranchQuery) int { return ClampLimit(q.Cap, DefaultBranchCap, MaxBranchCap) }
+
+// BranchRecent returns how many finish times BranchCounts returns for q.
+func BranchRecent(q BranchQuery) int {
+	if q.Recent < 0 {
+		return 0
+	}
+	return ClampLimit(q.Recent, DefaultBranchRecent, MaxBranchRecent)
+}
+
+// BacklogLimit returns how many expired leases Backlog returns for limit.
+func BacklogLimit(limit int) int { return ClampLimit(limit, DefaultBacklogLimit, MaxBacklogLimit) }
+
+// ValidateCountStates checks the input of CountStates: a name, when given, must be a valid
+// workflow name.
+func ValidateCountStates(q CountStatesQuery) error {
+	if q.Name != "" {
+		if err := ValidateName(q.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateBranchQuery checks the input of BranchCounts: a positive step ID.
+func ValidateBranchQuery(q BranchQuery) error {
+	if q.StepID <= 0 {
+		return fmt.Errorf("%w: branch step ID %d must be positive", ErrInvalid, q.StepID)
+	}
+	return nil
+}
+
+// ValidateBacklog checks the input of Backlog: now within MinTime..MaxTime.
+func ValidateBacklog(now time.Time) error {
+	return validateNow("backlog now", now)
+}
+
+// SortStateCounts orders counts by name, then by state in States order, as CountStates
+// returns them.
+func SortStateCounts(counts []StateCount) {
+	rank := func(s State) int { return slices.Index(States, s) }
+	slices.SortFunc(counts, func(a, b StateCount) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return rank(a.State) - rank(b.State)
+	})
+}
