@@ -336,3 +336,33 @@ func decodeMessage(b []byte) (storage.Message, error) {
 	m.ConsumedAt = d.time()
 	return m, d.done("message")
 }
+
+// skipBytes passes over what encoder.bytes wrote without copying it.
+func (d *decoder) skipBytes() {
+	if n := d.uint(); n > 0 {
+		d.take(n - 1)
+	}
+}
+
+// decodeNameState reads only the name and state of a workflow record, leaving its payloads
+// unread and uncopied: all CountStates needs of each row. name aliases b, so it is valid only
+// inside the transaction.
+func decodeNameState(b []byte) (name []byte, state storage.State, err error) {
+	d := decoder{b: b}
+	d.version("workflow")
+	d.int() // id
+	name = d.take(d.uint())
+	d.take(d.uint()) // key
+	d.skipBytes()    // input
+	d.skipBytes()    // output
+	raw := d.take(d.uint())
+	if d.err != nil {
+		return nil, "", fmt.Errorf("decode workflow: %w", d.err)
+	}
+	for _, st := range storage.States {
+		if string(raw) == string(st) {
+			return name, st, nil
+		}
+	}
+	return nil, "", fmt.Errorf("decode workflow: %w: unknown state %q", errCorrupt, raw)
+}

@@ -34,6 +34,9 @@ func timeIDKey(t time.Time, id int64) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(id))
 }
 
+// keyTime is the time at the head of a timeIDKey.
+func keyTime(k []byte) time.Time { return time.Unix(0, int64(beUint(k)^(1<<63))).UTC() }
+
 func nameKey(name, key string) []byte {
 	b := make([]byte, 0, len(name)+1+len(key))
 	b = append(b, name...)
@@ -102,6 +105,8 @@ type txn struct {
 type stats struct {
 	// mailboxKeys counts the keys of the mailbox index that ConsumeMessage read.
 	mailboxKeys atomic.Int64
+	// childKeys counts the keys of the children index that BranchCounts read.
+	childKeys atomic.Int64
 }
 
 func newTxn(tx *bbolt.Tx) *txn {

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
+
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -209,10 +213,15 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 	return out, steps, nil
 }
 
-// ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID. With
-// f.ParentStepID set it walks that branch step's ranges of the children index (only those of
-// f.States, if set); otherwise, with f.States set, the state index; else every workflow.
-// Tags have no index: f.Tags is checked on the rows the walk reads.
+// ListWorkflows returns one page of workflows matching f: the lowest IDs between f.AfterID
+// and f.BeforeID in ascending order, or with f.Desc the highest in descending order. With
+// f.KeyPrefix set it reads the IDs of the matching keys from the keys index (name 0x00 key,
+// so the seek lands on the first of them and the walk stops after the last: its cost is the
+// matching keys, not the workflows of the name). Otherwise, with f.ParentStepID set, it walks
+// that branch step's ranges of the children index (only those of f.States, if set); with
+// f.States set, the state index; else every workflow. Each walk is a bbolt cursor, forwards
+// from AfterID or backwards (Seek, then Prev) from BeforeID. Tags have no index: f.Tags is
+// checked on the rows the walk reads.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if err := storage.ValidateList(f); err != nil {
 		return nil, err
@@ -221,7 +230,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 		return nil, err
 	}
 	limit := storage.ListLimit(f)
-	after := max(f.AfterID, 0)
+	rng := idRange{after: max(f.AfterID, 0), before: f.BeforeID, desc: f.Desc}
 	// DueBy is compared as a time.Time, never encoded, so any value works as it is.
 	dueBy := f.DueBy
 	match := func(r *record) bool {
@@ -229,6 +238,12 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 			return false
 		}
 		if f.Name != "" && r.Name != f.Name {
+			return false
+		}
+		if len(f.States) > 0 && !slices.Contains(f.States, r.State) {
+			return false
+		}
+		if !strings.HasPrefix(r.Key, f.KeyPrefix) {
 			return false
 		}
 		if slices.Contains(f.NotNames, r.Name) {
@@ -246,7 +261,12 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	}
 	out := make([]storage.Workflow, 0, min(limit, 16))
 	err := s.view(func(t *txn) error {
-		next := t.scanIDs(after, f.States, f.ParentStepID)
+		var next func() (int64, bool)
+		if f.KeyPrefix != "" {
+			next = t.keyPrefixIDs(f.Name, f.KeyPrefix, rng)
+		} else {
+			next = t.scanIDs(rng, f.States, f.ParentStepID, nil)
+		}
 		for len(out) < limit {
 			id, ok := next()
 			if !ok {
@@ -271,25 +291,50 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 // allStates is every state, for walking all of a branch step's ranges of the children index.
 var allStates = []storage.State{storage.StateIdle, storage.StateRunning, storage.StateCompleted, storage.StateFailed, storage.StateStalled, storage.StateCancelled}
 
-// scanIDs returns an iterator over workflow ids greater than after, in ID order: every
-// workflow; or with states set, a merge of those states' ranges of the state index; or with
-// parent set, a merge of the children index's ranges of that branch step in those states (all
-// states when none are given). Each range is in ID order and a row is in exactly one of them.
-func (t *txn) scanIDs(after int64, states []storage.State, parent int64) func() (int64, bool) {
-	if len(states) == 0 && parent == 0 {
-		c := t.workflows.Cursor()
-		k, _ := c.Seek(idKey(after + 1))
-		return func() (int64, bool) {
-			for k != nil && len(k) != 8 {
-				k, _ = c.Next()
-			}
-			if k == nil {
-				return 0, false
-			}
-			id := int64(beUint(k))
-			k, _ = c.Next()
-			return id, true
+// idRange is the page bounds of a walk in ID order: IDs strictly greater than after and, when
+// before is positive, strictly less than before; ascending, or descending with desc.
+type idRange struct {
+	after, before int64
+	desc          bool
+}
+
+// in reports whether id is within the bounds.
+func (r idRange) in(id int64) bool { return id > r.after && (r.before <= 0 || id < r.before) }
+
+// keyPrefixIDs returns an iterator over the ids of the workflows of name whose key starts
+// with prefix, within rng, in rng's order. The keys index is ordered by key, not ID, so the
+// matching ids are read (every key with the prefix, and no other) and sorted first.
+func (t *txn) keyPrefixIDs(name, prefix string, rng idRange) func() (int64, bool) {
+	start := nameKey(name, prefix)
+	var ids []int64
+	c := t.keys.Cursor()
+	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, start); k, v = c.Next() {
+		if id := int64(beUint(v)); rng.in(id) {
+			ids = append(ids, id)
 		}
+	}
+	slices.Sort(ids)
+	if rng.desc {
+		slices.Reverse(ids)
+	}
+	return func() (int64, bool) {
+		if len(ids) == 0 {
+			return 0, false
+		}
+		id := ids[0]
+		ids = ids[1:]
+		return id, true
+	}
+}
+
+// scanIDs returns an iterator over workflow ids within rng, in rng's order: every workflow;
+// or with states set, a merge of those states' ranges of the state index; or with parent set,
+// a merge of the children index's ranges of that branch step in those states (all states
+// when none are given). Each range is in ID order and a row is in exactly one of them.
+// visited, when not nil, counts the index keys read.
+func (t *txn) scanIDs(rng idRange, states []storage.State, parent int64, visited *atomic.Int64) func() (int64, bool) {
+	if len(states) == 0 && parent == 0 {
+		return idCursor(t.workflows, nil, rng, visited)
 	}
 	if len(states) == 0 {
 		states = allStates
@@ -310,24 +355,14 @@ func (t *txn) scanIDs(after int64, states []storage.State, parent int64) func() 
 		if parent != 0 {
 			b, prefix = t.children, parentStatePrefix(parent, st)
 		}
-		c := b.Cursor()
-		k, _ := c.Seek(append(slices.Clip(prefix), idKey(after+1)...))
-		s := &stream{}
-		s.next = func() (int64, bool) {
-			if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
-				return 0, false
-			}
-			id := int64(beUint(k[len(prefix):]))
-			k, _ = c.Next()
-			return id, true
-		}
+		s := &stream{next: idCursor(b, prefix, rng, visited)}
 		s.head, s.ok = s.next()
 		streams = append(streams, s)
 	}
 	return func() (int64, bool) {
 		var best *stream
 		for _, s := range streams {
-			if s.ok && (best == nil || s.head < best.head) {
+			if s.ok && (best == nil || (s.head < best.head) != rng.desc) {
 				best = s
 			}
 		}
@@ -338,6 +373,65 @@ func (t *txn) scanIDs(after int64, states []storage.State, parent int64) func() 
 		best.head, best.ok = best.next()
 		return id, true
 	}
+}
+
+// idCursor returns an iterator over the ids of b's keys that are prefix followed by an 8-byte
+// id, within rng, in rng's order: forwards from the seek to after+1, or backwards from the
+// key before before (or before the end of the prefix). Keys of another length under the
+// prefix are skipped. When visited is not nil, it counts every key the cursor reads.
+func idCursor(b *bbolt.Bucket, prefix []byte, rng idRange, visited *atomic.Int64) func() (int64, bool) {
+	c := b.Cursor()
+	var k []byte
+	step := c.Next
+	if !rng.desc {
+		k, _ = c.Seek(append(slices.Clip(prefix), idKey(rng.after+1)...))
+	} else {
+		step = c.Prev
+		var from []byte
+		if rng.before > 0 {
+			from = append(slices.Clip(prefix), idKey(rng.before)...)
+		} else {
+			from = prefixEnd(prefix)
+		}
+		if from != nil {
+			k, _ = c.Seek(from)
+		}
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+	}
+	return func() (int64, bool) {
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = step() {
+			if visited != nil {
+				visited.Add(1)
+			}
+			if len(k) != len(prefix)+8 {
+				continue
+			}
+			id := int64(beUint(k[len(prefix):]))
+			if !rng.in(id) {
+				return 0, false
+			}
+			k, _ = step()
+			return id, true
+		}
+		return 0, false
+	}
+}
+
+// prefixEnd returns the first key after every key that starts with prefix, or nil when there
+// is none (an empty prefix, or one of 0xff bytes only): the end of the bucket.
+func prefixEnd(prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			end := slices.Clone(prefix[:i+1])
+			end[i]++
+			return end
+		}
+	}
+	return nil
 }
 
 // ListErrors returns the error records of a workflow, oldest first, at most limit (0 means
