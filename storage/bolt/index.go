@@ -107,6 +107,8 @@ type stats struct {
 	mailboxKeys atomic.Int64
 	// childKeys counts the keys of the children index that BranchCounts read.
 	childKeys atomic.Int64
+	// prefixKeys counts the keys of the keys index that a ListWorkflows by key prefix read.
+	prefixKeys atomic.Int64
 }
 
 func newTxn(tx *bbolt.Tx) *txn {

@@ -309,6 +309,7 @@ func (t *txn) keyPrefixIDs(name, prefix string, rng idRange) func() (int64, bool
 	var ids []int64
 	c := t.keys.Cursor()
 	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, start); k, v = c.Next() {
+		t.stats.prefixKeys.Add(1)
 		if id := int64(beUint(v)); rng.in(id) {
 			ids = append(ids, id)
 		}
