@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -122,4 +123,87 @@ func BenchmarkBranchCounts(b *testing.B) {
 			b.ReportMetric(float64(s.stats.childKeys.Load()-before)/float64(b.N), "keys/op")
 		})
 	}
+}
+
+// TestCountStatesSampleOfName: with a name, the sample is that name's newest workflows,
+// however the names interleave, and Sampled says older ones of the name exist.
+func TestCountStatesSampleOfName(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	for i := range 10 {
+		create(t, s, []string{"a", "b"}[i%2], fmt.Sprint(i), at(time.Duration(i)*time.Minute))
+	}
+	l := claimOne(t, s, at(time.Hour), time.Hour) // the oldest, an a
+	require.NoError(t, s.FinishRun(ctx, l.Lease(), storage.Finish{Commit: storage.Commit{Now: at(time.Hour)}, State: storage.StateFailed}))
+
+	got, err := s.CountStates(ctx, storage.CountStatesQuery{Name: "a", Sample: 4})
+	require.NoError(t, err)
+	require.Equal(t, storage.StateCounts{Counted: 4, Sampled: true, Counts: []storage.StateCount{{Name: "a", State: storage.StateIdle, Count: 4}}}, got)
+	got, err = s.CountStates(ctx, storage.CountStatesQuery{Name: "a", Sample: 5})
+	require.NoError(t, err)
+	require.Equal(t, storage.StateCounts{Counted: 5, Counts: []storage.StateCount{
+		{Name: "a", State: storage.StateIdle, Count: 4}, {Name: "a", State: storage.StateFailed, Count: 1},
+	}}, got)
+	got, err = s.CountStates(ctx, storage.CountStatesQuery{Sample: 3})
+	require.NoError(t, err)
+	require.Equal(t, storage.StateCounts{Counted: 3, Sampled: true, Counts: []storage.StateCount{
+		{Name: "a", State: storage.StateIdle, Count: 1}, {Name: "b", State: storage.StateIdle, Count: 2},
+	}}, got)
+}
+
+// TestDecodeNameState: the name and state read alone are those of the whole record, and a
+// truncated record or an unknown state is refused as corrupt.
+func TestDecodeNameState(t *testing.T) {
+	t.Parallel()
+	r := &record{Workflow: storage.Workflow{ID: 9, Name: "order.charge", Key: "k", Input: []byte("in"), Output: []byte{}, State: storage.StateStalled, Tags: map[string]string{"a": "b"}}}
+	b := encodeWorkflow(r)
+	name, st, err := decodeNameState(b)
+	require.NoError(t, err)
+	require.Equal(t, "order.charge", string(name))
+	require.Equal(t, storage.StateStalled, st)
+	// Every cut before the end of the state field is refused; the rest is not read.
+	end := bytes.Index(b, []byte(storage.StateStalled)) + len(storage.StateStalled)
+	for n := range end {
+		_, _, err := decodeNameState(b[:n])
+		require.ErrorIs(t, err, errCorrupt, "truncated to %d bytes", n)
+	}
+	_, st, err = decodeNameState(b[:end])
+	require.NoError(t, err)
+	require.Equal(t, storage.StateStalled, st)
+	r.State = "bogus"
+	_, _, err = decodeNameState(encodeWorkflow(r))
+	require.ErrorIs(t, err, errCorrupt)
+}
+
+// TestBacklogProbe: Backlog looks at BacklogProbe due rows at most and says so; a RunAt
+// equal to now is due, one a nanosecond later is not.
+func TestBacklogProbe(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const n = storage.BacklogProbe + 1
+	for from := 0; from < n; from += 2000 {
+		require.NoError(t, s.update(func(t *txn) error {
+			for i := from; i < min(from+2000, n); i++ {
+				if _, _, err := t.create(storage.NewWorkflow{Name: "due", Key: fmt.Sprint(i), Now: base, RunAt: at(time.Duration(i))}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	got, err := s.Backlog(ctx, at(time.Hour), 0)
+	require.NoError(t, err)
+	require.True(t, got.Probed)
+	require.Equal(t, storage.BacklogProbe, got.Due)
+	require.Equal(t, at(0), got.OldestDue)
+	require.Empty(t, got.Expired)
+
+	got, err = s.Backlog(ctx, at(9), 0)
+	require.NoError(t, err)
+	require.Equal(t, storage.Backlog{OldestDue: at(0), Due: 10}, got, "RunAt at(0)..at(9): at(9) is due by at(9)")
+	got, err = s.Backlog(ctx, at(-1), 0)
+	require.NoError(t, err)
+	require.Equal(t, storage.Backlog{}, got, "nothing due a nanosecond before the first")
 }
