@@ -83,7 +83,8 @@ func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (st
 // BranchCounts counts the children of q.StepID by state, each count a walk of that state's
 // range of the children index that stops at the cap, and returns the FinishedAt of the
 // newest final children: a backwards merge of the final states' ranges, reading q.Recent
-// records. It reads at most 6*cap + Recent + 3 keys, however many children the step has.
+// records. It reads at most cap+1 keys of each state's range (counting cap of them) and
+// Recent+3 of the final states' ranges, however many children the step has.
 func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storage.BranchStats, error) {
 	var out storage.BranchStats
 	if err := storage.ValidateBranchQuery(q); err != nil {
