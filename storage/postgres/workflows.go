@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -269,8 +270,9 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 	return out, steps, nil
 }
 
-// ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID, from
-// one query whose WHERE clause has only the conditions f sets.
+// ListWorkflows returns one page of workflows matching f with IDs between f.AfterID and
+// f.BeforeID (when set), the lowest in ascending ID order or, with f.Desc, the highest in
+// descending order, from one query whose WHERE clause has only the conditions f sets.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if err := storage.ValidateList(f); err != nil {
 		return nil, err
@@ -303,9 +305,23 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 	where := []string{"id > @after"}
 	args := pgx.StrictNamedArgs{"after": max(f.AfterID, 0), "limit": storage.ListLimit(f)}
+	if f.BeforeID > 0 {
+		where = append(where, "id < @before")
+		args["before"] = f.BeforeID
+	}
 	if f.Name != "" {
 		where = append(where, "name = @name")
 		args["name"] = f.Name
+	}
+	if f.KeyPrefix != "" {
+		// Bytewise under any collation: equality of the key's first characters with the
+		// prefix (equality is bytewise under a deterministic collation, and a database's
+		// default collation is one), so LIKE's wildcards need no escaping. A range on key
+		// would be bytewise only under the C collation. The (name, key) index serves the
+		// name; the prefix filters its entries.
+		where = append(where, "left(key, @prefix_len::int) = @key_prefix::text")
+		args["prefix_len"] = utf8.RuneCountInString(f.KeyPrefix)
+		args["key_prefix"] = f.KeyPrefix
 	}
 	switch states := strs(f.States); len(states) {
 	case 0:
@@ -338,7 +354,11 @@ func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 		where = append(where, "tags @> @tags::jsonb")
 		args["tags"] = encodeTags(f.Tags)
 	}
-	return s.q.listColumns + " WHERE " + strings.Join(where, " AND ") + " ORDER BY id LIMIT @limit", args
+	order := " ORDER BY id LIMIT @limit"
+	if f.Desc {
+		order = " ORDER BY id DESC LIMIT @limit"
+	}
+	return s.q.listColumns + " WHERE " + strings.Join(where, " AND ") + order, args
 }
 
 // ListErrors returns the error records of a workflow, oldest first, at most limit (0 means
