@@ -15,6 +15,17 @@ import (
 
 var _ storage.Inspector = (*Store)(nil)
 
+// finalStates are the final states, whose children's finish times BranchCounts reads.
+var finalStates = func() []string {
+	var out []string
+	for _, st := range storage.States {
+		if st.Final() {
+			out = append(out, string(st))
+		}
+	}
+	return out
+}()
+
 // CountStates counts the newest q.Sample workflows (of q.Name) by name and state in one
 // statement that walks the primary key backwards from the newest ID and stops one row past
 // the sample (see queries.countStates), so its cost is bounded by the sample.
@@ -87,7 +98,7 @@ func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (st
 
 // BranchCounts counts the children of q.StepID by state, each count stopped at the cap, and
 // reads the finish times of its newest final children, in one statement over the children
-// index (see branchCountsSQL).
+// index (see queries.branchCounts).
 func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storage.BranchStats, error) {
 	var out storage.BranchStats
 	if err := storage.ValidateBranchQuery(q); err != nil {
@@ -97,7 +108,9 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 		return out, err
 	}
 	limit, recent := storage.BranchCap(q), storage.BranchRecent(q)
-	args := pgx.StrictNamedArgs{"step": q.StepID, "cap": limit, "recent": recent}
+	args := pgx.StrictNamedArgs{
+		"step": q.StepID, "cap": limit, "recent": recent, "states": strs(storage.States), "final": finalStates,
+	}
 	type finish struct {
 		id int64
 		at time.Time

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"strings"
-
-	"github.com/chronoforge/chronoforge/storage"
 )
 
 // The SQL of the store. Each unit of the contract is one statement: data-modifying CTEs let
@@ -105,7 +103,7 @@ type queries struct {
 	wakeMergeWaiters                         string
 	cancelChildren, branchSteps              string
 	createBatch, sendMessage, consumeMessage string
-	countStates, countStatesName             string
+	countStates, countStatesName, keyPrefix  string
 	branchCounts, backlog                    string
 }
 
@@ -407,9 +405,10 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 		"{{x.mcols}}", columns(messageColumns, "x."),
 		"{{c.mcols}}", columns(messageColumns, "c."),
 	)
+	q.keyPrefix = r.Replace(keyPrefix)
 	q.countStates = r.Replace(strings.ReplaceAll(countStates, "{{where}}", ""))
 	q.countStatesName = r.Replace(strings.ReplaceAll(countStates, "{{where}}", "WHERE name = @name"))
-	q.branchCounts = r.Replace(branchCountsSQL())
+	q.branchCounts = r.Replace(branchCounts)
 	q.backlog = r.Replace(cols.Replace(strings.ReplaceAll(backlog, "{{nulls}}", nulls(len(workflowColumns)))))
 	q.createBatch = r.Replace(cols.Replace(createBatch))
 	q.sendMessage = r.Replace(cols.Replace(sendMessage))
@@ -424,6 +423,18 @@ func nulls(n int) string {
 // The operator queries (storage.Inspector): each is one statement whose cost is bounded by
 // its sample, cap or probe, not by the size of the table.
 
+// keyPrefix is ListWorkflows' condition for ListFilter.KeyPrefix. The key's first
+// characters must equal the prefix: equality is bytewise under a deterministic collation (a
+// database's default collation is one), so LIKE's wildcards need no escaping. A range on
+// key would be bytewise only under the C collation, so the (name, key) index serves the name
+// alone and the prefix filters its entries; the IDs found go through an array, so the page
+// is then read by primary key. Without the array the planner may walk the primary key in
+// ID order and filter every row on name and prefix until the page is full, which reads the
+// whole table when few keys match.
+const keyPrefix = `id = ANY(ARRAY(
+	SELECT id FROM {{workflows}}
+	WHERE name = @name AND left(key, @prefix_len::int) = @key_prefix::text))`
+
 // countStates counts the newest @limit workflows (of @name, where {{where}} says so) by name
 // and state, walking the primary key backwards and stopping at the limit. The caller asks
 // for one row more than the sample: if it came, the group holding the oldest ID (min(id))
@@ -437,32 +448,34 @@ SELECT name, state, count(*), min(id) FROM (
 ) AS t
 GROUP BY name, state`
 
-// branchCountsSQL is BranchCounts' statement: for each state (kind 0), the count of the
-// branch's children in it, one range of the children index with equality on both leading
-// columns, stopped at @cap; then (kind 1) the IDs and finish times of the @recent final
-// children with the highest IDs, each final state's newest read backwards from its range
-// of the children index and merged. Rows come in no particular order.
-func branchCountsSQL() string {
-	var counts, final []string
-	for _, st := range storage.States {
-		counts = append(counts, `
-SELECT 0 AS kind, '`+string(st)+`'::text AS state, (SELECT count(*) FROM (
-	SELECT 1 FROM {{workflows}} WHERE parent_step_id = @step AND state = '`+string(st)+`' LIMIT @cap) AS c),
-	NULL::bigint AS id, NULL::timestamptz AS finished_at`)
-		if st.Final() {
-			final = append(final, `(
-		SELECT id, finished_at FROM {{workflows}} WHERE parent_step_id = @step AND state = '`+string(st)+`'
-		ORDER BY id DESC LIMIT @recent)`)
-		}
-	}
-	return strings.Join(counts, "\nUNION ALL") + `
+// branchCounts is BranchCounts' statement: for each state of @states (kind 0), the count of
+// the branch's children in it, one range of the children index with equality on both
+// leading columns, stopped at @cap (the ORDER BY, the index's own order within the range,
+// keeps the planner from a bitmap scan, which would read the whole range); then (kind 1) the IDs and finish times of the @recent
+// final children (@final states) with the highest IDs, each final state's newest read
+// backwards from its range of the children index, merged. The states come from arrays
+// through lateral joins, as in countChildren: with a literal state the planner, knowing
+// that state common, may walk the table for it instead. Rows come in no particular order.
+const branchCounts = `
+SELECT 0 AS kind, st.state, c.n, NULL::bigint AS id, NULL::timestamptz AS finished_at
+FROM unnest(@states::text[]) AS st(state)
+CROSS JOIN LATERAL (
+	SELECT count(*) AS n FROM (
+		SELECT 1 FROM {{workflows}} w WHERE w.parent_step_id = @step AND w.state = st.state
+		ORDER BY w.id LIMIT @cap
+	) AS x
+) AS c
 UNION ALL
 SELECT 1, NULL, NULL, r.id, r.finished_at FROM (
-	SELECT id, finished_at FROM (` + strings.Join(final, "\n\tUNION ALL ") + `
+	SELECT f.id, f.finished_at
+	FROM unnest(@final::text[]) AS fs(state)
+	CROSS JOIN LATERAL (
+		SELECT w.id, w.finished_at FROM {{workflows}} w
+		WHERE w.parent_step_id = @step AND w.state = fs.state
+		ORDER BY w.id DESC LIMIT @recent
 	) AS f
-	ORDER BY id DESC LIMIT @recent
+	ORDER BY f.id DESC LIMIT @recent
 ) AS r`
-}
 
 // backlog is Backlog's statement. "p" walks the runnable index in (run_at, id) order from
 // the oldest row due by the caller's clock (@now), numbering the rows, and stops after

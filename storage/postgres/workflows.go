@@ -314,12 +314,7 @@ func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 		args["name"] = f.Name
 	}
 	if f.KeyPrefix != "" {
-		// Bytewise under any collation: equality of the key's first characters with the
-		// prefix (equality is bytewise under a deterministic collation, and a database's
-		// default collation is one), so LIKE's wildcards need no escaping. A range on key
-		// would be bytewise only under the C collation. The (name, key) index serves the
-		// name; the prefix filters its entries.
-		where = append(where, "left(key, @prefix_len::int) = @key_prefix::text")
+		where = append(where, s.q.keyPrefix)
 		args["prefix_len"] = utf8.RuneCountInString(f.KeyPrefix)
 		args["key_prefix"] = f.KeyPrefix
 	}
