@@ -13,8 +13,6 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-var _ storage.Inspector = (*Store)(nil)
-
 // finalStates are the final states, whose children's finish times BranchCounts reads.
 var finalStates = func() []string {
 	var out []string
