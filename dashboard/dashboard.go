@@ -48,6 +48,8 @@ type config struct {
 	sample        int
 	pageSize      int
 	now           func() time.Time
+	clock         sdk.Clock // nil: the engine's default clock
+	branchCap     int
 }
 
 // BasicAuth protects the dashboard with HTTP basic authentication: one user and password,
@@ -190,9 +192,19 @@ func CountSample(n int) Option {
 	}
 }
 
-// withClock sets the clock of the pages (tests).
-func withClock(now func() time.Time) Option {
-	return func(c *config) error { c.now = now; return nil }
+// withClock sets the clock of the pages and of the engine's actions (tests).
+func withClock(clk sdk.Clock) Option {
+	return func(c *config) error { c.clock = clk; c.now = clk.Now; return nil }
+}
+
+// withBranchCap sets the cap of the branch page's counts (tests).
+func withBranchCap(n int) Option {
+	return func(c *config) error { c.branchCap = n; return nil }
+}
+
+// withPageSize sets the page size of the workflow listing (tests).
+func withPageSize(n int) Option {
+	return func(c *config) error { c.pageSize = n; return nil }
 }
 
 func (c *config) setAuth(scheme string, f authFunc) {
@@ -224,6 +236,7 @@ func New(store storage.Storage, opts ...Option) (http.Handler, error) {
 	cfg := config{
 		logger: slog.Default(), waitThreshold: 24 * time.Hour,
 		sample: storage.DefaultCountSample, pageSize: 50, now: time.Now,
+		branchCap: storage.DefaultBranchCap,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -239,7 +252,11 @@ func New(store storage.Storage, opts ...Option) (http.Handler, error) {
 	if cfg.auth != nil && cfg.insecure {
 		return nil, errors.New("dashboard: InsecureNoAuth given together with an authenticator")
 	}
-	eng, err := sdk.NewEngine(store, sdk.WithLogger(cfg.logger))
+	engOpts := []sdk.Option{sdk.WithLogger(cfg.logger)}
+	if cfg.clock != nil {
+		engOpts = append(engOpts, sdk.WithClock(cfg.clock))
+	}
+	eng, err := sdk.NewEngine(store, engOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: engine: %w", err)
 	}

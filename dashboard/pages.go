@@ -172,8 +172,8 @@ type listData struct {
 	Filter   listForm
 	States   []storage.State
 	Rows     []storage.Workflow
-	Newer    string // query of the newer page, empty when none
-	Older    string
+	Newer    template.URL // query of the newer page, empty when none (built by url.Values)
+	Older    template.URL
 	Return   string
 	Checked  map[storage.State]bool
 	PageSize int
@@ -284,12 +284,12 @@ func (d *dash) workflows(w http.ResponseWriter, r *http.Request) {
 		if hasNewer {
 			v := cloneValues(base)
 			v.Set("after", strconv.FormatInt(rows[0].ID, 10))
-			ld.Newer = v.Encode()
+			ld.Newer = template.URL(v.Encode())
 		}
 		if hasOlder {
 			v := cloneValues(base)
 			v.Set("before", strconv.FormatInt(rows[len(rows)-1].ID, 10))
-			ld.Older = v.Encode()
+			ld.Older = template.URL(v.Encode())
 		}
 	}
 	ld.Return = "/workflows?" + r.URL.RawQuery
@@ -420,7 +420,7 @@ type branchData struct {
 	Active    []storage.Workflow
 	Cap       int
 	Return    string
-	ListQuery string
+	ListQuery template.URL
 }
 
 type branchCell struct {
@@ -449,7 +449,7 @@ func (d *dash) branch(w http.ResponseWriter, r *http.Request) {
 		d.storeFail(w, r, fmt.Sprintf("workflow %d", id), err)
 		return
 	}
-	bd := branchData{Parent: parent, Cap: storage.DefaultBranchCap}
+	bd := branchData{Parent: parent, Cap: d.cfg.branchCap}
 	found := false
 	for _, s := range steps {
 		if s.ID == stepID && strings.HasPrefix(s.Name, storage.BranchStepPrefix) {
@@ -508,7 +508,7 @@ func (d *dash) branch(w http.ResponseWriter, r *http.Request) {
 	}
 	bd.Active = active
 	bd.Return = fmt.Sprintf("/workflows/%d/branches/%d", id, stepID)
-	bd.ListQuery = url.Values{"parent": {strconv.FormatInt(stepID, 10)}}.Encode()
+	bd.ListQuery = template.URL(url.Values{"parent": {strconv.FormatInt(stepID, 10)}}.Encode())
 	d.render(w, http.StatusOK, "branch", d.newPage(r, "Branch "+strings.TrimPrefix(bd.Step.Name, storage.BranchStepPrefix), "workflows", bd))
 }
 
