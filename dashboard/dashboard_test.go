@@ -428,6 +428,18 @@ func TestWorkflowsPaging(t *testing.T) {
 	if _, ok := pagerLinks(body)["newer"]; ok {
 		t.Fatal("page 1 reached backwards has a newer link")
 	}
+	// "select all" ticks every row of the page, without a script.
+	_, body = c.get("/workflows?name=child")
+	lacks(t, body, " checked>")
+	m := regexp.MustCompile(`id="select-all" href="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no select-all link:\n%s", body)
+	}
+	_, body = c.get(strings.ReplaceAll(m[1], "&amp;", "&"))
+	if n := strings.Count(body, `type="checkbox" name="id"`); n != 7 || strings.Count(body, `aria-label="select`) != strings.Count(body, "checked>") {
+		t.Fatalf("select all ticked %d of %d rows:\n%s", strings.Count(body, "checked>"), n, body)
+	}
+	must(t, 200, body, 200, "clear the selection")
 	// Filters are kept across pages.
 	_, body = c.get("/workflows?name=child")
 	links = pagerLinks(body)

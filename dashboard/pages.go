@@ -177,6 +177,9 @@ type listData struct {
 	Return   string
 	Checked  map[storage.State]bool
 	PageSize int
+	// SelectAll ticks every row (select=all): "select all" without a script.
+	SelectAll bool
+	SelectURL template.URL // this page with select=all (or without it, to clear)
 }
 
 type listForm struct {
@@ -293,6 +296,14 @@ func (d *dash) workflows(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ld.Return = "/workflows?" + r.URL.RawQuery
+	ld.SelectAll = q.Get("select") == "all"
+	sel := cloneValues(q)
+	if ld.SelectAll {
+		sel.Del("select")
+	} else {
+		sel.Set("select", "all")
+	}
+	ld.SelectURL = template.URL(sel.Encode())
 	d.render(w, http.StatusOK, "workflows", d.newPage(r, "Workflows", "workflows", ld))
 }
 
