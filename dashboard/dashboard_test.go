@@ -671,3 +671,45 @@ func TestUnknownPage(t *testing.T) {
 	code, body := c.get("/nope")
 	must(t, code, body, 404, "no page at /nope")
 }
+
+// brokenStore is a memory store whose reads fail, for the error pages.
+type brokenStore struct{ *memory.Store }
+
+var errBroken = fmt.Errorf("disk on fire")
+
+func (brokenStore) ListWorkflows(context.Context, storage.ListFilter) ([]storage.Workflow, error) {
+	return nil, errBroken
+}
+
+func (brokenStore) CountStates(context.Context, storage.CountStatesQuery) (storage.StateCounts, error) {
+	return storage.StateCounts{}, errBroken
+}
+
+func (brokenStore) Load(context.Context, int64) (storage.Workflow, []storage.Step, error) {
+	return storage.Workflow{}, nil, errBroken
+}
+
+func TestStoreFailures(t *testing.T) {
+	st := memory.New()
+	defer st.Close()
+	var logs bytes.Buffer
+	h, err := New(brokenStore{st}, InsecureNoAuth(), Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, h: h, set: func(*http.Request) {}}
+	for path, want := range map[string]string{
+		"/":                       "count states: the store failed: disk on fire",
+		"/workflows":              "list workflows: the store failed: disk on fire",
+		"/workflows/1":            "workflow 1: the store failed: disk on fire",
+		"/workflows/1/branches/2": "workflow 1: the store failed",
+		"/waiting":                "list idle workflows: the store failed",
+		"/failures":               "list failed workflows: the store failed",
+	} {
+		code, body := c.get(path)
+		must(t, code, body, 500, want)
+	}
+	if !strings.Contains(logs.String(), "disk on fire") {
+		t.Fatalf("store failures are not logged: %s", logs.String())
+	}
+}

@@ -584,11 +584,12 @@ func (d *dash) waiting(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		wd.Read += len(rows)
-		if len(rows) < storage.MaxListLimit {
+		// A full last page may have older idle workflows behind it, which are not read.
+		wd.Truncated = len(rows) == storage.MaxListLimit
+		if !wd.Truncated {
 			break
 		}
 		before = rows[len(rows)-1].ID
-		wd.Truncated = true
 	}
 	for _, g := range groups {
 		// Flagged ones first, oldest first among them.
