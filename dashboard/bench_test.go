@@ -101,4 +101,19 @@ func TestBranchPageLarge(t *testing.T) {
 	if strings.Count(body, `<span class="st-stalled">stalled</span>`) != 10 {
 		t.Fatalf("the branch page does not list the 10 stalled children:\n%s", body)
 	}
+	// The other pages stay bounded too: the waiting page reads 5 pages of idle workflows and
+	// says so, the overview counts a sample and says so.
+	h, err = New(st, InsecureNoAuth(), Logger(slog.New(slog.DiscardHandler)), CountSample(10_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]string{
+		"/waiting":  {"5000 idle workflows read (the newest only", "due (no wait) (5000)"},
+		"/":         {"newest 10000 sampled"},
+		"/failures": {"<td class=\"n\">10</td><td>child</td><td>work</td>", "Retry 10"},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		must(t, rec.Code, rec.Body.String(), 200, want...)
+	}
 }
