@@ -89,6 +89,7 @@ func BenchmarkBranchPage(b *testing.B) {
 // TestBranchPageLarge renders the branch page of 20,000 children with a cap below that: the
 // counts are capped and marked, the stalled children come first.
 func TestBranchPageLarge(t *testing.T) {
+	t.Parallel()
 	st, parent, step := bigBranch(t, 20_000)
 	h, err := New(st, InsecureNoAuth(), Logger(slog.New(slog.DiscardHandler)), withBranchCap(10_000))
 	if err != nil {

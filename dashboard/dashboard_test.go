@@ -96,6 +96,7 @@ func act(action string, v url.Values) url.Values {
 type bareStore struct{ storage.Storage }
 
 func TestNewRefusesBadSetups(t *testing.T) {
+	t.Parallel()
 	st := memory.New()
 	defer st.Close()
 	cases := []struct {
@@ -136,6 +137,7 @@ func TestNewRefusesBadSetups(t *testing.T) {
 }
 
 func TestBasicAuth(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, BasicAuth("ops", "s3cret"))
 	code, body, hdr := c.do(httptest.NewRequest("GET", "/", nil))
@@ -172,6 +174,7 @@ func TestBasicAuth(t *testing.T) {
 }
 
 func TestBearerToken(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, BearerToken("tok-123"))
 	code, body, hdr := c.do(httptest.NewRequest("GET", "/workflows", nil))
@@ -188,6 +191,7 @@ func TestBearerToken(t *testing.T) {
 }
 
 func TestAuthFuncReadOnlyPrincipal(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, AuthFunc(func(r *http.Request) (string, bool, bool) {
 		switch r.Header.Get("X-User") {
@@ -215,6 +219,7 @@ func TestAuthFuncReadOnlyPrincipal(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth(), ReadOnly())
 	pages := []string{"/", "/workflows", fmt.Sprintf("/workflows/%d", s.stalled), fmt.Sprintf("/workflows/%d/branches/%d", s.parent, s.branch), "/waiting", "/failures"}
@@ -233,6 +238,7 @@ func TestReadOnly(t *testing.T) {
 }
 
 func TestCrossOriginPost(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	for _, hdr := range []map[string]string{
@@ -269,6 +275,7 @@ func TestCrossOriginPost(t *testing.T) {
 }
 
 func TestSecurityHeaders(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, BasicAuth("u", "p"))
 	check := func(path string, h http.Header) {
@@ -303,6 +310,7 @@ func TestSecurityHeaders(t *testing.T) {
 }
 
 func TestOverview(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	code, body := c.get("/")
@@ -320,17 +328,18 @@ func TestOverview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.store.Claim(ctx, storage.ClaimRequest{Owner: "dead-worker", Limit: 1, Names: []string{"orphan"}, TTL: time.Millisecond, Now: now}); err != nil {
+	if _, err := s.store.Claim(ctx, storage.ClaimRequest{Owner: "dead-worker", Limit: 1, Names: []string{"orphan"}, TTL: time.Second, Now: now}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
-	s.env.Clock().Advance(time.Minute)
+	s.env.Clock().Advance(time.Minute) // the lease expires by the store's clock, the Env's
+
 	c = newClient(t, s, InsecureNoAuth())
 	code, body = c.get("/")
 	must(t, code, body, 200, `id="expired">1<`, "dead-worker", fmt.Sprintf(`/workflows/%d"`, wf.ID))
 }
 
 func TestWorkflowsFilters(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	code, body := c.get("/workflows?name=payments")
@@ -388,6 +397,7 @@ func pagerLinks(body string) map[string]string {
 }
 
 func TestWorkflowsPaging(t *testing.T) {
+	t.Parallel()
 	s := seed(t) // 19 workflows
 	c := newClient(t, s, InsecureNoAuth(), withPageSize(7))
 	code, body := c.get("/workflows")
@@ -449,6 +459,7 @@ func TestWorkflowsPaging(t *testing.T) {
 }
 
 func TestDetail(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	code, body := c.get(fmt.Sprintf("/workflows/%d", s.stalled))
@@ -471,6 +482,7 @@ func TestDetail(t *testing.T) {
 }
 
 func TestTraceLink(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	ctx := context.Background()
 	tc := []byte(`{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`)
@@ -498,6 +510,7 @@ func TestTraceLink(t *testing.T) {
 }
 
 func TestPayloads(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	path := fmt.Sprintf("/workflows/%d", s.done)
 	c := newClient(t, s, InsecureNoAuth())
@@ -515,6 +528,7 @@ func TestPayloads(t *testing.T) {
 }
 
 func TestBranchPage(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	code, body := c.get(fmt.Sprintf("/workflows/%d/branches/%d", s.parent, s.branch))
@@ -544,6 +558,7 @@ func TestBranchPage(t *testing.T) {
 }
 
 func TestBranchCapped(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	// A cap below the branch's counts: the page marks the capped counts with "≥".
 	c := newClient(t, s, InsecureNoAuth(), withBranchCap(3))
@@ -552,6 +567,7 @@ func TestBranchCapped(t *testing.T) {
 }
 
 func TestWaiting(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth(), WaitThreshold(time.Hour))
 	code, body := c.get("/waiting")
@@ -566,6 +582,7 @@ func TestWaiting(t *testing.T) {
 }
 
 func TestFailures(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	code, body := c.get("/failures")
@@ -582,6 +599,7 @@ func TestFailures(t *testing.T) {
 }
 
 func TestActions(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	// Resume wakes the signal wait.
@@ -637,6 +655,7 @@ func TestActions(t *testing.T) {
 }
 
 func TestPrefix(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth(), Prefix("/ops/"))
 	code, body := c.get("/ops/")
@@ -666,6 +685,7 @@ func TestPrefix(t *testing.T) {
 }
 
 func TestUnknownPage(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth())
 	code, body := c.get("/nope")
@@ -690,6 +710,7 @@ func (brokenStore) Load(context.Context, int64) (storage.Workflow, []storage.Ste
 }
 
 func TestStoreFailures(t *testing.T) {
+	t.Parallel()
 	st := memory.New()
 	defer st.Close()
 	var logs bytes.Buffer

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/chronoforge/chronoforge/sdk"
 	"github.com/chronoforge/chronoforge/sdktest"
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/storage/memory"
 )
 
 // paymentError is the error type the stalled workflows fail with, for grouping.
@@ -78,7 +80,12 @@ type seeded struct {
 
 func seed(t testing.TB) *seeded {
 	t.Helper()
-	env := sdktest.New(t, okWF, stallWF, failWF, waitWF, signalWF, childWF, parentWF)
+	// The store's clock (lease expiry) is the Env's fake clock too, so tests move time.
+	var clk *sdk.FakeClock
+	st := memory.New(memory.WithClock(func() time.Time { return clk.Now() }))
+	t.Cleanup(func() { _ = st.Close() })
+	env := sdktest.NewWith(t, sdktest.Options{Store: st}, okWF, stallWF, failWF, waitWF, signalWF, childWF, parentWF)
+	clk = env.Clock()
 	ctx := context.Background()
 	e := env.Engine()
 	s := &seeded{env: env, store: env.Store()}
