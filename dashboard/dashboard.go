@@ -12,7 +12,6 @@
 package dashboard
 
 import (
-	"crypto/subtle"
 	"embed"
 	"errors"
 	"fmt"
@@ -50,68 +49,6 @@ type config struct {
 	now           func() time.Time
 	clock         sdk.Clock // nil: the engine's default clock
 	branchCap     int
-}
-
-// BasicAuth protects the dashboard with HTTP basic authentication: one user and password,
-// compared in constant time. The principal logged for actions is the user.
-func BasicAuth(user, password string) Option {
-	return func(c *config) error {
-		if user == "" || password == "" {
-			return errors.New("dashboard: BasicAuth needs a non-empty user and password")
-		}
-		c.setAuth(`Basic realm="chronoforge", charset="UTF-8"`, func(r *http.Request) (string, bool, bool) {
-			u, p, ok := r.BasicAuth()
-			if !ok {
-				return "", false, false
-			}
-			uok := subtle.ConstantTimeCompare([]byte(u), []byte(user))
-			pok := subtle.ConstantTimeCompare([]byte(p), []byte(password))
-			if uok&pok != 1 {
-				return "", false, false
-			}
-			return u, true, true
-		})
-		return nil
-	}
-}
-
-// BearerToken protects the dashboard with a static bearer token (Authorization: Bearer
-// TOKEN), compared in constant time. The principal logged for actions is "bearer".
-func BearerToken(token string) Option {
-	return func(c *config) error {
-		if token == "" {
-			return errors.New("dashboard: BearerToken needs a non-empty token")
-		}
-		c.setAuth(`Bearer realm="chronoforge"`, func(r *http.Request) (string, bool, bool) {
-			h := r.Header.Get("Authorization")
-			got, ok := strings.CutPrefix(h, "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				return "", false, false
-			}
-			return "bearer", true, true
-		})
-		return nil
-	}
-}
-
-// AuthFunc authenticates each request with f, which returns the principal (logged with every
-// action), whether it may act (canWrite false shows the dashboard read-only to it) and ok
-// false to refuse the request with 401.
-func AuthFunc(f func(*http.Request) (principal string, canWrite bool, ok bool)) Option {
-	return func(c *config) error {
-		if f == nil {
-			return errors.New("dashboard: AuthFunc needs a non-nil function")
-		}
-		c.setAuth("", f)
-		return nil
-	}
-}
-
-// InsecureNoAuth serves the dashboard to anyone who reaches it, for a handler mounted behind
-// an authenticating proxy or on a private listener. It must be given explicitly: New refuses
-// to start without an authenticator otherwise.
-func InsecureNoAuth() Option {
-	return func(c *config) error { c.insecure = true; return nil }
 }
 
 // ReadOnly hides every action and refuses action requests with 403, whoever asks.
@@ -205,11 +142,6 @@ func withBranchCap(n int) Option {
 // withPageSize sets the page size of the workflow listing (tests).
 func withPageSize(n int) Option {
 	return func(c *config) error { c.pageSize = n; return nil }
-}
-
-func (c *config) setAuth(scheme string, f authFunc) {
-	c.auth = f
-	c.authScheme = scheme
 }
 
 // dash is the dashboard's handler state.
@@ -320,34 +252,5 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
 		h.ServeHTTP(w, r)
-	})
-}
-
-type userKey struct{}
-
-// user is who asks, as the authenticator said.
-type user struct {
-	principal string
-	canWrite  bool
-}
-
-func (d *dash) authenticate(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u := user{principal: "anonymous", canWrite: true}
-		if d.cfg.auth != nil {
-			p, cw, ok := d.cfg.auth(r)
-			if !ok {
-				if d.cfg.authScheme != "" {
-					w.Header().Set("WWW-Authenticate", d.cfg.authScheme)
-				}
-				http.Error(w, "401 unauthorized: credentials missing or wrong", http.StatusUnauthorized)
-				return
-			}
-			u = user{principal: p, canWrite: cw}
-		}
-		if d.cfg.readOnly {
-			u.canWrite = false
-		}
-		h.ServeHTTP(w, r.WithContext(withUser(r.Context(), u)))
 	})
 }

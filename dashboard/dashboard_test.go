@@ -111,6 +111,7 @@ func TestNewRefusesBadSetups(t *testing.T) {
 		{"empty basic", st, []Option{BasicAuth("", "")}, "non-empty user and password"},
 		{"empty bearer", st, []Option{BearerToken("")}, "non-empty token"},
 		{"nil auth func", st, []Option{AuthFunc(nil)}, "non-nil function"},
+		{"two authenticators", st, []Option{BasicAuth("a", "b"), BearerToken("t")}, "more than one authenticator"},
 		{"auth and insecure", st, []Option{BasicAuth("a", "b"), InsecureNoAuth()}, "together"},
 		{"bad prefix", st, []Option{InsecureNoAuth(), Prefix("ops")}, "must be a path"},
 		{"bad trace url", st, []Option{InsecureNoAuth(), TraceURL("https://x/")}, "{trace_id}"},

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -11,15 +10,6 @@ import (
 
 	"github.com/chronoforge/chronoforge/storage"
 )
-
-func withUser(ctx context.Context, u user) context.Context {
-	return context.WithValue(ctx, userKey{}, u)
-}
-
-func userOf(r *http.Request) user {
-	u, _ := r.Context().Value(userKey{}).(user)
-	return u
-}
 
 var funcs = template.FuncMap{
 	"ago": func(t time.Time) string {
