@@ -518,14 +518,16 @@ func TestPayloads(t *testing.T) {
 	for _, p := range []string{path, path + "?payloads=1"} {
 		code, body := c.get(p)
 		must(t, code, body, 200, "are hidden")
-		lacks(t, body, "charged 0")
+		lacks(t, body, "charged 0", "show payloads")
 	}
 	c = newClient(t, s, InsecureNoAuth(), ShowPayloads())
 	code, body := c.get(path)
 	must(t, code, body, 200, "charged 0", "hide payloads")
 	code, body = c.get(path + "?payloads=0")
-	must(t, code, body, 200, "are hidden")
+	must(t, code, body, 200, "are hidden", `id="show-payloads" href="?payloads=1"`)
 	lacks(t, body, "charged 0")
+	code, body = c.get(path + "?payloads=1")
+	must(t, code, body, 200, "charged 0")
 }
 
 func TestBranchPage(t *testing.T) {

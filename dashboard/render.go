@@ -44,14 +44,16 @@ type page struct {
 	Nav      string
 	CanWrite bool
 	Payloads bool
-	Now      time.Time
-	Data     any
+	// PayloadsAllowed: ShowPayloads was given, so the page offers the toggle.
+	PayloadsAllowed bool
+	Now             time.Time
+	Data            any
 }
 
 func (d *dash) newPage(r *http.Request, title, nav string, data any) page {
 	return page{
 		Title: title, Base: d.cfg.prefix, Nav: nav, CanWrite: userOf(r).canWrite,
-		Payloads: d.payloads(r), Now: d.cfg.now(), Data: data,
+		Payloads: d.payloads(r), PayloadsAllowed: d.cfg.showPayloads, Now: d.cfg.now(), Data: data,
 	}
 }
 
