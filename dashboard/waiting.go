@@ -16,7 +16,8 @@ const (
 )
 
 type waitGroup struct {
-	Kind    string
+	Kind    string // the wait kind, "none" for a workflow that waits for nothing (due)
+	Label   string
 	Count   int
 	Flagged int
 	Rows    []waitRow
@@ -48,13 +49,13 @@ func (d *dash) waiting(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, wf := range rows {
-			kind := string(wf.Wait.Kind)
+			kind, label := string(wf.Wait.Kind), string(wf.Wait.Kind)
 			if kind == "" {
-				kind = "due (no wait)"
+				kind, label = "none", "due (no wait)"
 			}
 			g := groups[kind]
 			if g == nil {
-				g = &waitGroup{Kind: kind}
+				g = &waitGroup{Kind: kind, Label: label}
 				groups[kind] = g
 			}
 			g.Count++
