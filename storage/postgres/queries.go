@@ -103,6 +103,8 @@ type queries struct {
 	wakeMergeWaiters                         string
 	cancelChildren, branchSteps              string
 	createBatch, sendMessage, consumeMessage string
+	countStates, countStatesName, keyPrefix  string
+	branchCounts, backlog                    string
 }
 
 func buildQueries(s *Store) queries {
@@ -403,6 +405,11 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 		"{{x.mcols}}", columns(messageColumns, "x."),
 		"{{c.mcols}}", columns(messageColumns, "c."),
 	)
+	q.keyPrefix = r.Replace(keyPrefix)
+	q.countStates = r.Replace(strings.ReplaceAll(countStates, "{{where}}", ""))
+	q.countStatesName = r.Replace(strings.ReplaceAll(countStates, "{{where}}", "WHERE name = @name"))
+	q.branchCounts = r.Replace(branchCounts)
+	q.backlog = r.Replace(cols.Replace(strings.ReplaceAll(backlog, "{{nulls}}", nulls(len(workflowColumns)))))
 	q.createBatch = r.Replace(cols.Replace(createBatch))
 	q.sendMessage = r.Replace(cols.Replace(sendMessage))
 	q.consumeMessage = r.Replace(cols.Replace(consumeMessage))
@@ -412,3 +419,85 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 func nulls(n int) string {
 	return strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")
 }
+
+// The operator queries (storage.Inspector): each is one statement whose cost is bounded by
+// its sample, cap or probe, not by the size of the table.
+
+// keyPrefix is ListWorkflows' condition for ListFilter.KeyPrefix. The key's first
+// characters must equal the prefix: equality is bytewise under a deterministic collation (a
+// database's default collation is one), so LIKE's wildcards need no escaping. A range on
+// key would be bytewise only under the C collation, so the (name, key) index serves the name
+// alone and the prefix filters its entries; the IDs found go through an array, so the page
+// is then read by primary key. Without the array the planner may walk the primary key in
+// ID order and filter every row on name and prefix until the page is full, which reads the
+// whole table when few keys match.
+const keyPrefix = `id = ANY(ARRAY(
+	SELECT id FROM {{workflows}}
+	WHERE name = @name AND left(key, @prefix_len::int) = @key_prefix::text))`
+
+// countStates counts the newest @limit workflows (of @name, where {{where}} says so) by name
+// and state, walking the primary key backwards and stopping at the limit. The caller asks
+// for one row more than the sample: if it came, the group holding the oldest ID (min(id))
+// gave it, and the caller takes it off, so the statement both counts the sample exactly and
+// tells whether older workflows exist.
+const countStates = `
+SELECT name, state, count(*), min(id) FROM (
+	SELECT id, name, state FROM {{workflows}} {{where}}
+	ORDER BY id DESC
+	LIMIT @limit
+) AS t
+GROUP BY name, state`
+
+// branchCounts is BranchCounts' statement: for each state of @states (kind 0), the count of
+// the branch's children in it, one range of the children index with equality on both
+// leading columns, stopped at @cap (the ORDER BY, the index's own order within the range,
+// keeps the planner from a bitmap scan, which would read the whole range); then (kind 1) the IDs and finish times of the @recent
+// final children (@final states) with the highest IDs, each final state's newest read
+// backwards from its range of the children index, merged. The states come from arrays
+// through lateral joins, as in countChildren: with a literal state the planner, knowing
+// that state common, may walk the table for it instead. Rows come in no particular order.
+const branchCounts = `
+SELECT 0 AS kind, st.state, c.n, NULL::bigint AS id, NULL::timestamptz AS finished_at
+FROM unnest(@states::text[]) AS st(state)
+CROSS JOIN LATERAL (
+	SELECT count(*) AS n FROM (
+		SELECT 1 FROM {{workflows}} w WHERE w.parent_step_id = @step AND w.state = st.state
+		ORDER BY w.id LIMIT @cap
+	) AS x
+) AS c
+UNION ALL
+SELECT 1, NULL, NULL, r.id, r.finished_at FROM (
+	SELECT f.id, f.finished_at
+	FROM unnest(@final::text[]) AS fs(state)
+	CROSS JOIN LATERAL (
+		SELECT w.id, w.finished_at FROM {{workflows}} w
+		WHERE w.parent_step_id = @step AND w.state = fs.state
+		ORDER BY w.id DESC LIMIT @recent
+	) AS f
+	ORDER BY f.id DESC LIMIT @recent
+) AS r`
+
+// backlog is Backlog's statement. "p" walks the runnable index in (run_at, id) order from
+// the oldest row due by the caller's clock (@now), numbering the rows, and stops after
+// @probe_rows (the probe and one more, which tells whether the probe was full). "r" keeps
+// the rows of the probe proper that are runnable: idle, or running with a lease expired by
+// the database's clock (now(), as Claim judges it). Row kind 0 carries the counts and the
+// earliest RunAt and comes first; the rows of kind 1 are the running ones among them, at
+// most @limit of the oldest, read by primary key (the caller puts them in RunAt order).
+const backlog = `
+WITH p AS (
+	SELECT id, run_at, state, lease_until, row_number() OVER (ORDER BY run_at, id) AS rn
+	FROM {{workflows}}
+	WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND run_at <= @now::timestamptz
+	ORDER BY run_at, id
+	LIMIT @probe_rows
+), r AS (
+	SELECT id, run_at, rn, state = 'running' AS expired FROM p
+	WHERE rn <= @probe AND (state = 'idle' OR lease_until <= now())
+)
+SELECT 0 AS kind, (SELECT count(*) FROM p), (SELECT count(*) FROM r), (SELECT min(run_at) FROM r),
+	{{nulls}}
+UNION ALL
+SELECT 1, NULL, NULL, NULL, {{wcols}} FROM {{workflows}}
+WHERE id = ANY(ARRAY(SELECT id FROM r WHERE expired ORDER BY rn LIMIT @limit))
+ORDER BY 1`

@@ -38,6 +38,21 @@
 // (triggers that arrive meanwhile coalesce into one more run), bounded by a statement_timeout
 // (one minute for ANALYZE, ten for VACUUM), and Close stops them and waits. A failure only
 // forgoes that run: it is logged as a warning (see WithLogger), not returned.
+//
+// # Operator queries
+//
+// The store implements storage.Inspector with one statement per call, over indexes it
+// already has: CountStates walks the primary key backwards from the newest ID, BranchCounts
+// reads the children index (parent step, state, id) with a LIMIT per state, and Backlog
+// walks the runnable index (run_at, id) from the oldest due row. ListWorkflows pages in
+// both directions on the primary key (or the children index). A listing by key prefix
+// compares the key's first characters with the prefix, which is bytewise under any
+// collation; the unique (name, key) index finds the name's keys, but a range on key would
+// be bytewise only under the C collation, so its cost grows with the keys of that name
+// (for a name holding most of the table, the planner reads the table). No index was added
+// for it: every index of the workflows table takes an entry on each of the non-HOT
+// updates a workflow goes through (claim, finish), which would tax every run to speed up
+// an operator's listing.
 package postgres
 
 import (
@@ -57,6 +72,7 @@ var (
 	_ storage.Storage       = (*Store)(nil)
 	_ storage.Notifier      = (*Store)(nil)
 	_ storage.GroupFinisher = (*Store)(nil)
+	_ storage.Inspector     = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.

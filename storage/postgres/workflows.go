@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -269,8 +270,9 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 	return out, steps, nil
 }
 
-// ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID, from
-// one query whose WHERE clause has only the conditions f sets.
+// ListWorkflows returns one page of workflows matching f with IDs between f.AfterID and
+// f.BeforeID (when set), the lowest in ascending ID order or, with f.Desc, the highest in
+// descending order, from one query whose WHERE clause has only the conditions f sets.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if err := storage.ValidateList(f); err != nil {
 		return nil, err
@@ -303,9 +305,18 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 	where := []string{"id > @after"}
 	args := pgx.StrictNamedArgs{"after": max(f.AfterID, 0), "limit": storage.ListLimit(f)}
+	if f.BeforeID > 0 {
+		where = append(where, "id < @before")
+		args["before"] = f.BeforeID
+	}
 	if f.Name != "" {
 		where = append(where, "name = @name")
 		args["name"] = f.Name
+	}
+	if f.KeyPrefix != "" {
+		where = append(where, s.q.keyPrefix)
+		args["prefix_len"] = utf8.RuneCountInString(f.KeyPrefix)
+		args["key_prefix"] = f.KeyPrefix
 	}
 	switch states := strs(f.States); len(states) {
 	case 0:
@@ -338,7 +349,11 @@ func (s *Store) listQuery(f storage.ListFilter) (string, pgx.StrictNamedArgs) {
 		where = append(where, "tags @> @tags::jsonb")
 		args["tags"] = encodeTags(f.Tags)
 	}
-	return s.q.listColumns + " WHERE " + strings.Join(where, " AND ") + " ORDER BY id LIMIT @limit", args
+	order := " ORDER BY id LIMIT @limit"
+	if f.Desc {
+		order = " ORDER BY id DESC LIMIT @limit"
+	}
+	return s.q.listColumns + " WHERE " + strings.Join(where, " AND ") + order, args
 }
 
 // ListErrors returns the error records of a workflow, oldest first, at most limit (0 means
