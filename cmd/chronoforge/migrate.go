@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,6 +35,17 @@ func runMigrate(ctx context.Context, c *cli, args []string) error {
 	}
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
+	}
+	if *status && strings.HasPrefix(c.globals.store, "bolt:") {
+		path := strings.TrimPrefix(c.globals.store, "bolt:")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			res := migrateResult{Backend: "bolt", Status: "bbolt file " + path + " does not exist: 'chronoforge migrate' creates it"}
+			if c.json() {
+				return c.emit(res)
+			}
+			fmt.Fprintln(c.stdout, res.Status)
+			return nil
+		}
 	}
 	if err := c.open(ctx, !*status); err != nil {
 		return err
