@@ -17,8 +17,8 @@ var errSomeFailed = errors.New("some workflows failed")
 // DefaultMax is how many workflows a bulk action by filter acts on at most.
 const DefaultMax = 1000
 
-// actionRow is the outcome for one workflow: Result is "done", "would act" (dry run) or
-// "error", with Error saying why.
+// actionRow is the outcome for one workflow: Result is "done" or "error", and in a dry run
+// "would <action>" or "would fail" (the workflow's state does not allow it); Error says why.
 type actionRow struct {
 	ID     int64         `json:"id"`
 	Name   string        `json:"name,omitempty"`
@@ -61,6 +61,21 @@ func runCancel(ctx context.Context, c *cli, args []string) error {
 		}
 		return e.Cancel(ctx, id)
 	})
+}
+
+// accepts reports whether action applies to a workflow in state st, for the dry run (the
+// store decides for real): retry takes stalled or failed workflows, resume idle or running
+// ones, cancel any unfinished one (and, with --children, a cancelled one whose children
+// are still to cancel).
+func accepts(action string, st storage.State, children bool) bool {
+	switch action {
+	case "retry":
+		return st == storage.StateStalled || st == storage.StateFailed
+	case "resume":
+		return st == storage.StateIdle || st == storage.StateRunning
+	default:
+		return !st.Final() || (children && st == storage.StateCancelled)
+	}
 }
 
 // actFunc acts on one workflow; children is cancel's --children.
@@ -151,6 +166,8 @@ func runAction(ctx context.Context, c *cli, args []string, action string, hasChi
 	for _, w := range targets {
 		r := actionRow{ID: w.ID, Name: w.Name, Key: w.Key, State: w.State}
 		switch {
+		case *dryRun && !accepts(action, w.State, *children):
+			r.Result, r.Error = "would fail", fmt.Sprintf("it is %s", w.State)
 		case *dryRun:
 			r.Result = "would " + action
 		default:
