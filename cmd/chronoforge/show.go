@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
+
+// maxErrors is how many error records show prints.
+const maxErrors = 100
 
 // stepRow is one step record in show's output.
 type stepRow struct {
@@ -117,7 +122,7 @@ func runShow(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return fmt.Errorf("workflow %d: %w", w.ID, err)
 	}
-	errs, err := c.store.ListErrors(ctx, w.ID, 100)
+	errs, err := c.store.ListErrors(ctx, w.ID, maxErrors)
 	if err != nil {
 		return fmt.Errorf("workflow %d: error records: %w", w.ID, err)
 	}
@@ -157,14 +162,17 @@ func runShow(ctx context.Context, c *cli, args []string) error {
 	if w.Wait.Kind != "" {
 		field("wait", string(w.Wait.Kind)+" "+w.Wait.Step)
 	}
-	if w.LeaseOwner != "" {
+	switch {
+	case w.LeaseOwner != "" && w.LeaseUntil.IsZero():
+		field("lease", fmt.Sprintf("%s, released (token %d)", w.LeaseOwner, w.LeaseToken))
+	case w.LeaseOwner != "":
 		field("lease", fmt.Sprintf("%s until %s (token %d)", w.LeaseOwner, fmtTime(w.LeaseUntil), w.LeaseToken))
 	}
 	if w.ParentStepID != 0 {
 		field("parent step", strconv.FormatInt(w.ParentStepID, 10))
 	}
-	for k, v := range w.Tags {
-		field("tag "+k, v)
+	for _, k := range slices.Sorted(maps.Keys(w.Tags)) {
+		field("tag "+k, w.Tags[k])
 	}
 	field("created", fmtTime(w.CreatedAt))
 	field("updated", fmtTime(w.UpdatedAt))
@@ -188,7 +196,11 @@ func runShow(ctx context.Context, c *cli, args []string) error {
 		}
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(c.stdout, "\nerrors (%d):\n", len(res.Errors))
+	if len(res.Errors) == maxErrors {
+		fmt.Fprintf(c.stdout, "\nerrors (the oldest %d):\n", maxErrors)
+	} else {
+		fmt.Fprintf(c.stdout, "\nerrors (%d):\n", len(res.Errors))
+	}
 	tw = c.table()
 	for _, e := range res.Errors {
 		fmt.Fprintf(tw, "%s\t%s\tattempt %d\t%s\t%s\n", fmtTime(e.CreatedAt), e.Step, e.Attempt, e.Type, truncate(e.Message, 100))
