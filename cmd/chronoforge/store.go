@@ -57,7 +57,7 @@ func (c *cli) open(ctx context.Context, create bool) error {
 	}
 	kind, addr, ok := strings.Cut(spec, ":")
 	if !ok || addr == "" {
-		return usagef("--store %q: want bolt:PATH, postgres:DSN or mysql:DSN", redact(spec))
+		return usagef("--store %q: want bolt:PATH, postgres:DSN or mysql:DSN", spec)
 	}
 	c.kind = kind
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
@@ -176,16 +176,6 @@ func (c *cli) emit(v any) error {
 // table returns a tab writer over stdout; flush it when done.
 func (c *cli) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-}
-
-// redact hides a password in a store spec.
-func redact(s string) string {
-	if i := strings.Index(s, "@"); i >= 0 {
-		if j := strings.LastIndex(s[:i], ":"); j >= 0 && j > strings.Index(s, "//") && strings.Contains(s, "//") {
-			return s[:j+1] + "xxx" + s[i:]
-		}
-	}
-	return s
 }
 
 // redactErr keeps a pgx error's message and drops a DSN it may quote.
