@@ -61,12 +61,16 @@ func runChildren(ctx context.Context, c *cli, args []string) error {
 	var states stateList
 	fs.Var(&states, "state", "list only children in these states (repeatable or comma list)")
 	limit := fs.Int("limit", 20, fmt.Sprintf("children listed per branch (0..%d)", storage.MaxListLimit))
+	countCap := fs.Int("cap", storage.DefaultBranchCap, fmt.Sprintf("stop each state's count here (1..%d)", storage.MaxBranchCap))
 	pos, err := c.parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return usagef("want one workflow: <id> or <name>/<key>")
+	}
+	if *countCap < 1 || *countCap > storage.MaxBranchCap {
+		return usagef("--cap %d: want 1..%d", *countCap, storage.MaxBranchCap)
 	}
 	if *limit < 0 || *limit > storage.MaxListLimit {
 		return usagef("--limit %d: want 0..%d", *limit, storage.MaxListLimit)
@@ -92,7 +96,7 @@ func runChildren(ctx context.Context, c *cli, args []string) error {
 		if !ok || (*branch != "" && name != *branch) {
 			continue
 		}
-		st, err := in.BranchCounts(ctx, storage.BranchQuery{StepID: s.ID})
+		st, err := in.BranchCounts(ctx, storage.BranchQuery{StepID: s.ID, Cap: *countCap})
 		if err != nil {
 			return fmt.Errorf("branch %q (step %d): %w", name, s.ID, err)
 		}
@@ -145,11 +149,18 @@ func runChildren(ctx context.Context, c *cli, args []string) error {
 			fmt.Fprintf(tw, "  %s\t%s\n", s, n)
 		}
 		_ = tw.Flush()
+		unfinished := fmt.Sprint(b.Unfinished)
+		for _, cs := range b.Capped {
+			if !cs.Final() {
+				unfinished = "≥" + unfinished // the ETA is a lower bound too
+				break
+			}
+		}
 		if b.ETASeconds != nil {
-			fmt.Fprintf(c.stdout, "  drain rate %.2f/s, %d unfinished, ETA %s\n", b.RatePerSecond, b.Unfinished,
+			fmt.Fprintf(c.stdout, "  drain rate %.2f/s, %s unfinished, ETA %s\n", b.RatePerSecond, unfinished,
 				(time.Duration(*b.ETASeconds * float64(time.Second))).Round(time.Second))
 		} else {
-			fmt.Fprintf(c.stdout, "  drain rate unknown (fewer than two finished children), %d unfinished\n", b.Unfinished)
+			fmt.Fprintf(c.stdout, "  drain rate unknown (fewer than two finished children), %s unfinished\n", unfinished)
 		}
 		if len(b.Children) > 0 {
 			printWorkflows(c, b.Children)

@@ -43,7 +43,7 @@ var commands = map[string]command{
 	"migrate":  {"migrate [--status]: create or upgrade the schema, or print its status", runMigrate},
 	"list":     {"list [filters] [--limit N] [--before ID | --after ID]: workflows, newest first", runList},
 	"show":     {"show <id | name/key> [--payloads]: one workflow, its steps, errors and values", runShow},
-	"children": {"children <id> [--branch NAME] [--state S] [--limit N]: a workflow's branches and children", runChildren},
+	"children": {"children <id> [--branch NAME] [--state S] [--limit N] [--cap N]: a workflow's branches and children", runChildren},
 	"retry":    {"retry <id>... | [filters] --yes: retry stalled or failed workflows", runRetry},
 	"resume":   {"resume <id>... | [filters] --yes: wake idle workflows now", runResume},
 	"cancel":   {"cancel [--children] <id>... | [filters] --yes: cancel workflows", runCancel},
@@ -116,9 +116,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "chronoforge %s: %v\n", name, oneLine(err))
 		return exitUsage
-	case errors.Is(err, errSomeFailed):
-		fmt.Fprintf(stderr, "chronoforge %s: %v\n", name, oneLine(err))
-		return exitFailure
 	default:
 		fmt.Fprintf(stderr, "chronoforge %s: %v\n", name, oneLine(err))
 		return exitFailure
