@@ -100,6 +100,7 @@ func fails(t *testing.T, code int, want string, args ...string) result {
 // seeded names the workflows seed made.
 type seeded struct {
 	completed, failed, stalled, waiting, parent int64
+	crashed                                     int64 // running, its lease expired
 	branchStep                                  int64
 	children                                    []int64 // 5 children: the first 2 completed
 	finished                                    time.Time
@@ -107,7 +108,8 @@ type seeded struct {
 
 // seed writes through storage calls: a completed, a failed (with an error record), a stalled
 // (a failed step) and an idle workflow waiting for a signal, and a parent whose branch
-// "items" spawned five children, two of them completed; all of it two hours ago.
+// "items" spawned five children, two of them completed, and a running workflow whose worker
+// died (its lease expired at once); all of it two hours ago.
 func seed(t *testing.T, s storage.Storage) seeded {
 	t.Helper()
 	ctx := context.Background()
@@ -129,7 +131,7 @@ func seed(t *testing.T, s storage.Storage) seeded {
 		f.Now = now
 		require.NoError(t, s.FinishRun(ctx, w.Lease(), f))
 	}
-	for _, n := range []string{"done", "broken", "stuck", "waiting", "parent"} {
+	for _, n := range []string{"done", "broken", "stuck", "waiting", "parent", "crashed"} {
 		create(n, "k-"+n)
 	}
 	w := claim("done", 1)[0]
@@ -167,6 +169,10 @@ func seed(t *testing.T, s storage.Storage) seeded {
 	for _, c := range page {
 		out.children = append(out.children, c.ID)
 	}
+	ws, err := s.Claim(ctx, storage.ClaimRequest{Owner: "dead-worker", Limit: 1, Names: []string{"crashed"}, TTL: time.Millisecond, Now: now})
+	require.NoError(t, err)
+	require.Len(t, ws, 1)
+	out.crashed = ws[0].ID
 	for i, c := range claim("child", 2) {
 		finish(c, storage.Finish{State: storage.StateCompleted})
 		now = now.Add(time.Duration(i+1) * time.Second) // two finish times a second apart: a drain rate
@@ -296,7 +302,7 @@ func exercise(t *testing.T, b backendCase) {
 	t.Run("list", func(t *testing.T) {
 		var l listResult
 		ok(t, &l, args("list")...)
-		require.Len(t, l.Workflows, 10)
+		require.Len(t, l.Workflows, 11)
 		for i := 1; i < len(l.Workflows); i++ {
 			require.Greater(t, l.Workflows[i-1].ID, l.Workflows[i].ID, "newest first")
 		}
@@ -323,7 +329,8 @@ func exercise(t *testing.T, b backendCase) {
 		ok(t, &l, args("list", "--parent", fmt.Sprint(sd.branchStep), "--state", "idle")...)
 		require.Len(t, l.Workflows, 3)
 		ok(t, &l, args("list", "--due")...)
-		require.Len(t, l.Workflows, 3, "the three idle children are due; the signal waiter and the merge are not")
+		require.ElementsMatch(t, append([]int64{sd.crashed}, sd.children[2:]...), ids(l.Workflows),
+			"the three idle children and the crashed run are due; the signal waiter and the merge are not")
 
 		// Table output names the next page's cursor.
 		r := cf(t, args("list", "--limit", "2")...)
@@ -405,11 +412,13 @@ func exercise(t *testing.T, b backendCase) {
 	t.Run("stats", func(t *testing.T) {
 		var st statsResult
 		ok(t, &st, args("stats")...)
-		require.Equal(t, 10, st.Counted)
+		require.Equal(t, 11, st.Counted)
 		require.False(t, st.Sampled)
+		require.Contains(t, st.Counts, stateCountRow{Name: "crashed", State: storage.StateRunning, Count: 1})
+		require.Equal(t, []int64{sd.crashed}, ids(st.ExpiredLeases))
 		require.Contains(t, st.Counts, stateCountRow{Name: "child", State: storage.StateIdle, Count: 3})
 		require.Contains(t, st.Counts, stateCountRow{Name: "stuck", State: storage.StateStalled, Count: 1})
-		require.Equal(t, 3, st.Due)
+		require.Equal(t, 4, st.Due)
 		require.False(t, st.DueProbed)
 		require.NotNil(t, st.OldestDueAgeSeconds)
 		require.Greater(t, *st.OldestDueAgeSeconds, float64(time.Hour/time.Second))
