@@ -66,7 +66,6 @@ func TestHelp(t *testing.T) {
 		for _, name := range commandOrder {
 			require.Contains(t, out.String(), "\n  "+name, "usage lists %s", name)
 		}
-		require.NotContains(t, out.String(), "dashboard")
 	}
 	var out, errb bytes.Buffer
 	require.Equal(t, 0, run([]string{"cleanup", "-h"}, &out, &errb))

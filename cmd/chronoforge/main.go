@@ -1,7 +1,7 @@
 // Command chronoforge is the operator's tool for a chronoforge store: it migrates the schema,
 // lists and shows workflows, follows a fan-out's children, retries, resumes and cancels
 // workflows one by one or by filter, deletes old finished workflows and prints the store's
-// counts. See README.md beside this file.
+// counts, and serves the web dashboard. See the README's "Operator tools" section.
 package main
 
 import (
@@ -40,20 +40,21 @@ type command struct {
 
 // commands lists every subcommand by name.
 var commands = map[string]command{
-	"migrate":  {"migrate [--status]: create or upgrade the schema, or print its status", runMigrate},
-	"list":     {"list [filters] [--limit N] [--before ID | --after ID]: workflows, newest first", runList},
-	"show":     {"show <id | name/key> [--payloads]: one workflow, its steps, errors and values", runShow},
-	"children": {"children <id> [--branch NAME] [--state S] [--limit N] [--cap N]: a workflow's branches and children", runChildren},
-	"retry":    {"retry <id>... | [filters] --yes: retry stalled or failed workflows", runRetry},
-	"resume":   {"resume <id>... | [filters] --yes: wake idle workflows now", runResume},
-	"cancel":   {"cancel [--children] <id>... | [filters] --yes: cancel workflows", runCancel},
-	"cleanup":  {"cleanup --before DURATION|RFC3339 [--state S] [--dry-run] [--limit N]: delete old finished workflows", runCleanup},
-	"stats":    {"stats [--name N] [--sample N]: counts by name and state, and the backlog", runStats},
-	"version":  {"version: the module version and Go version", runVersion},
+	"migrate":   {"migrate [--status]: create or upgrade the schema, or print its status", runMigrate},
+	"list":      {"list [filters] [--limit N] [--before ID | --after ID]: workflows, newest first", runList},
+	"show":      {"show <id | name/key> [--payloads]: one workflow, its steps, errors and values", runShow},
+	"children":  {"children <id> [--branch NAME] [--state S] [--limit N] [--cap N]: a workflow's branches and children", runChildren},
+	"retry":     {"retry <id>... | [filters] --yes: retry stalled or failed workflows", runRetry},
+	"resume":    {"resume <id>... | [filters] --yes: wake idle workflows now", runResume},
+	"cancel":    {"cancel [--children] <id>... | [filters] --yes: cancel workflows", runCancel},
+	"cleanup":   {"cleanup --before DURATION|RFC3339 [--state S] [--dry-run] [--limit N]: delete old finished workflows", runCleanup},
+	"stats":     {"stats [--name N] [--sample N]: counts by name and state, and the backlog", runStats},
+	"dashboard": {"dashboard [--listen ADDR] (--user U | --insecure-no-auth) [--read-only]: serve the web dashboard", runDashboard},
+	"version":   {"version: the module version and Go version", runVersion},
 }
 
 // commandOrder is the order usage lists the commands in.
-var commandOrder = []string{"migrate", "list", "show", "children", "retry", "resume", "cancel", "cleanup", "stats", "version"}
+var commandOrder = []string{"migrate", "list", "show", "children", "retry", "resume", "cancel", "cleanup", "stats", "dashboard", "version"}
 
 // usage prints the tool's help.
 func usage(w io.Writer) {

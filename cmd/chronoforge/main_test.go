@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -497,6 +500,63 @@ func exercise(t *testing.T, b backendCase) {
 		require.Equal(t, storage.StateCompleted, state(t, b, sd.children[0]))
 		fails(t, 2, "not both", args("cancel", "5", "--name", "child")...)
 		fails(t, 2, "give workflow IDs, or filters", args("cancel")...)
+	})
+
+	t.Run("dashboard", func(t *testing.T) {
+		before := state(t, b, sd.stalled)
+		fails(t, 2, "needs exactly one of", args("dashboard")...)
+		fails(t, 2, "needs a password", args("dashboard", "--user", "ops")...)
+		cmd := exec.Command(binary, args("dashboard", "--listen", "127.0.0.1:0", "--user", "ops", "--read-only")...)
+		cmd.Env = append(os.Environ(), envDashboardPassword+"=s3cret")
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		// The server's stderr goes to a file, read only once it has stopped writing.
+		errFile, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+		require.NoError(t, err)
+		defer errFile.Close()
+		cmd.Stderr = errFile
+		logged := func() string { b, _ := os.ReadFile(errFile.Name()); return string(b) }
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		line, err := bufio.NewReader(out).ReadString('\n')
+		require.NoError(t, err, "the dashboard printed no address; stderr: %s", logged())
+		url := strings.TrimSpace(strings.TrimPrefix(line, "dashboard: serving "))
+		require.True(t, strings.HasPrefix(url, "http://127.0.0.1:"), line)
+		get := func(path string, auth bool) (int, string) {
+			t.Helper()
+			req, err := http.NewRequest("GET", url+path, nil)
+			require.NoError(t, err)
+			if auth {
+				req.SetBasicAuth("ops", "s3cret")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			return resp.StatusCode, string(body)
+		}
+		code, _ := get("", false)
+		require.Equal(t, http.StatusUnauthorized, code, "no credentials")
+		code, body := get("", true)
+		require.Equal(t, http.StatusOK, code)
+		require.Contains(t, body, "Overview")
+		code, body = get(fmt.Sprintf("workflows/%d", sd.stalled), true)
+		require.Equal(t, http.StatusOK, code)
+		require.Contains(t, body, "stuck")
+		require.NotContains(t, body, `action="`, "read-only: no action forms")
+		req, err := http.NewRequest("POST", url+"actions", strings.NewReader(fmt.Sprintf("action=retry&id=%d", sd.stalled)))
+		require.NoError(t, err)
+		req.SetBasicAuth("ops", "s3cret")
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, "read-only refuses actions")
+		require.NoError(t, cmd.Process.Signal(os.Interrupt))
+		err = cmd.Wait()
+		require.NoError(t, err, "an interrupted dashboard exits 0; stderr: %s", logged())
+		require.Equal(t, before, state(t, b, sd.stalled), "read-only: nothing was written")
 	})
 
 	t.Run("cleanup", func(t *testing.T) {
