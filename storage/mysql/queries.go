@@ -140,17 +140,20 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
 
 		// Backlog: the oldest BacklogProbe+1 due rows of the runnable index, numbered; one
 		// row of counts over the first BacklogProbe of them (kind 0), then the expired leases
-		// among those, whole, oldest run_at first (kind 1). Lease expiry is judged by the
-		// server's clock, as Claim judges it, read once for the statement.
+		// among those, whole, oldest run_at first (kind 1), each reached by primary key from
+		// the numbered rows (STRAIGHT_JOIN: an IN subquery let the optimizer scan the table).
+		// Lease expiry is judged by the server's clock, as Claim judges it, read once for the
+		// statement.
 		backlog: r.Replace(`WITH p AS (SELECT id, state, run_at, lease_until, ROW_NUMBER() OVER (ORDER BY run_at, id) AS rn
     FROM (SELECT id, state, run_at, lease_until FROM {{workflows}} FORCE INDEX (runnable)
         WHERE run_at <= ` + ts + ` ORDER BY run_at, id LIMIT ?) AS d)
 SELECT 0 AS kind, COUNT(*), COALESCE(SUM(rn <= ? AND ` + runnableSQL + `), 0),
     MIN(IF(rn <= ? AND ` + runnableSQL + `, run_at, NULL)), ` + nulls(workflowColumnCount) + ` FROM p
 UNION ALL
-(SELECT 1, NULL, NULL, NULL, ` + workflowColumns + ` FROM {{workflows}}
-    WHERE id IN (SELECT id FROM p WHERE rn <= ? AND ` + expiredSQL + `)
-    ORDER BY run_at, id LIMIT ?)`),
+(SELECT 1, NULL, NULL, NULL, ` + qualified("w", workflowColumns) + `
+    FROM p STRAIGHT_JOIN {{workflows}} AS w ON w.id = p.id
+    WHERE p.rn <= ? AND ` + expiredIn("p.") + `
+    ORDER BY p.run_at, p.id LIMIT ?)`),
 
 		// Steps, error records and messages go with their workflow (ON DELETE CASCADE).
 		// A cleanup's batch: locked for the transaction, skipping rows another cleanup holds.
@@ -177,6 +180,20 @@ const (
 	expiredSQL  = "(state = 'running' AND lease_until <= " + storeNow + ")"
 	runnableSQL = "(state = 'idle' OR " + expiredSQL + ")"
 )
+
+// expiredIn is expiredSQL for the columns of alias (with its dot).
+func expiredIn(alias string) string {
+	return "(" + alias + "state = 'running' AND " + alias + "lease_until <= " + storeNow + ")"
+}
+
+// qualified prefixes each column of the comma-separated list cols with alias.
+func qualified(alias, cols string) string {
+	parts := strings.Split(cols, ", ")
+	for i, c := range parts {
+		parts[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
 
 // branchCountsSQL is the BranchCounts query: one capped count per state of storage.States,
 // then the newest final children of each final state. Its parameters are listed by

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -195,8 +196,26 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if !ok {
 		return nil, nil // nothing stored is due that early
 	}
-	limit := storage.ListLimit(f)
+	query, args := s.listQuery(f, dueBy)
 
+	var out []storage.Workflow
+	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
+		rows, err := s.db.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		out, err = scanWorkflows(rows)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mysql: list workflows: %w", err)
+	}
+	return out, nil
+}
+
+// listQuery builds the ListWorkflows query for f and its DueBy bound.
+func (s *Store) listQuery(f storage.ListFilter, dueBy time.Time) (string, []any) {
+	limit := storage.ListLimit(f)
 	var b strings.Builder
 	args := make([]any, 0, 8+len(f.States)+len(f.NotNames))
 	b.WriteString("SELECT " + workflowColumns + " FROM " + s.workflows + " WHERE id > ?")
@@ -250,21 +269,7 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 		b.WriteString(" ORDER BY id LIMIT ?")
 	}
 	args = append(args, limit)
-	query := b.String()
-
-	var out []storage.Workflow
-	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
-		rows, err := s.db.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		out, err = scanWorkflows(rows)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mysql: list workflows: %w", err)
-	}
-	return out, nil
+	return b.String(), args
 }
 
 // prefixEnd returns the least byte string greater than every string that starts with
