@@ -151,6 +151,16 @@ func TestInspectIndexesUsed(t *testing.T) {
 	require.True(t, usesIndex(plan, "PRIMARY"), "CountStates walks the primary key backwards: %+v", plan)
 	noScan("CountStates", plan)
 
+	// With a name no index is in (name, id) order: a range of a name index sorted, or the
+	// primary key walked backwards, never a full scan.
+	plan = explain(t, db, s.q.countStatesOf, bstr("child2"), 101)
+	t.Logf("CountStates of a name plan: %+v", plan)
+	for _, r := range plan {
+		if !strings.HasPrefix(r.table, "<") {
+			require.NotEqual(t, "ALL", r.accessType, "CountStates of a name: no full scan: %+v", plan)
+		}
+	}
+
 	plan = explain(t, db, s.q.branchCounts, branchCountsArgs(storage.BranchQuery{StepID: branches[0], Cap: 100, Recent: 10})...)
 	for _, r := range plan {
 		if !strings.HasPrefix(r.table, "<") && r.table != "" {
