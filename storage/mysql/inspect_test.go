@@ -185,3 +185,32 @@ func TestInspectIndexesUsed(t *testing.T) {
 	require.Len(t, ws, 11) // i_12, i_120 .. i_129
 	require.Greater(t, ws[0].ID, ws[10].ID)
 }
+
+// TestBacklogProbeFull: Backlog counts the BacklogProbe oldest due rows and says when more
+// are due; with exactly BacklogProbe due it reports them all, unprobed.
+func TestBacklogProbeFull(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, sharedDB(t))
+	ctx := context.Background()
+	var last storage.Workflow
+	for from := 0; from <= storage.BacklogProbe; from += storage.MaxCreateBatch {
+		ws := make([]storage.NewWorkflow, min(storage.MaxCreateBatch, storage.BacklogProbe+1-from))
+		for i := range ws {
+			ws[i] = storage.NewWorkflow{Name: "due", Key: fmt.Sprint(from + i), RunAt: at(time.Duration(from+i) * time.Millisecond), Now: at(0)}
+		}
+		out, _, err := s.CreateWorkflows(ctx, ws)
+		require.NoError(t, err)
+		last = out[len(out)-1]
+	}
+	got, err := s.Backlog(ctx, at(time.Hour), 0)
+	require.NoError(t, err)
+	require.Equal(t, storage.BacklogProbe, got.Due)
+	require.True(t, got.Probed, "one more row is due than the probe holds")
+	require.True(t, at(0).Equal(got.OldestDue), "oldest due %v", got.OldestDue)
+
+	require.NoError(t, s.Cancel(ctx, last.ID, at(time.Second)))
+	got, err = s.Backlog(ctx, at(time.Hour), 0)
+	require.NoError(t, err)
+	require.Equal(t, storage.BacklogProbe, got.Due)
+	require.False(t, got.Probed, "exactly BacklogProbe rows are due")
+}
