@@ -17,9 +17,10 @@ var _ storage.Inspector = (*Store)(nil)
 // query: the newest Sample+1 rows by primary key, grouped, the extra oldest one dropped here.
 // Without a name it walks the primary key backwards, Sample+1 rows. With a name no index is
 // ordered by (name, id): the optimizer walks the primary key backwards skipping other names,
-// or reads the name's range of the (name, run_at) index and sorts it. An index on name alone
-// would bound it by Sample, at the cost of one more index entry per row; not added (see the
-// package doc of the operator queries in storage/inspect.go: this is an operator's query).
+// or reads the name's range of an index and sorts it, so a rare name costs more than Sample
+// rows. An index on name alone (InnoDB orders it by (name, id)) would bound it, at the cost
+// of one more index entry per inserted workflow; for an occasional operator's query it is
+// not added.
 func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (storage.StateCounts, error) {
 	var out storage.StateCounts
 	if err := storage.ValidateCountStates(q); err != nil {
