@@ -84,7 +84,14 @@
 //	                       commit's steps and the consuming step), the error records, one
 //	                       UPDATE of the message (when there was one), one UPDATE of the
 //	                       workflow row
-//	ListWorkflows, ListErrors   1 statement
+//	ListWorkflows, ListErrors   1 statement (a key prefix: a byte range of the (name, key)
+//	                       index, its matches sorted by id)
+//	CountStates            1 query: the newest Sample+1 rows by primary key, grouped (with
+//	                       a name, the primary key walked backwards past other names)
+//	BranchCounts           1 query: a capped count per state and the newest final children
+//	                       per final state, each a range of the (parent_step_id, state) index
+//	Backlog                1 query: the BacklogProbe+1 oldest due rows of the run_at index,
+//	                       counted, and the expired leases among them by primary key
 //	DeleteFinished         1 transaction: SELECT the batch FOR UPDATE SKIP LOCKED, DELETE at
 //	                       most the step budget of its steps, DELETE its workflows left
 //	                       without steps (error records and messages cascade)

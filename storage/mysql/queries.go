@@ -1,7 +1,10 @@
 package mysql
 
 import (
+	"fmt"
 	"strings"
+
+	"github.com/chronoforge/chronoforge/storage"
 )
 
 // queries holds the fixed SQL of the store with its table names filled in. Statements whose
@@ -30,6 +33,9 @@ type queries struct {
 	messageByKey                               string
 	nextMessage                                string
 	consumeMessage                             string
+	countStates, countStatesOf                 string
+	branchCounts                               string
+	backlog                                    string
 }
 
 func newQueries(r *strings.Replacer) queries {
@@ -114,6 +120,41 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
 		consumeMessage: r.Replace(`UPDATE {{messages}} SET consumed = TRUE, consumed_by = ?, consumed_at = ` + ts + `
     WHERE workflow_id = ? AND id = ?`),
 
+		// CountStates: the newest sample+1 rows by primary key, walked backwards, grouped; the
+		// caller drops the oldest row (the least MIN(id)) when sample+1 came back. With a name,
+		// the optimizer either walks the primary key backwards skipping other names or reads
+		// the name's range of an index and sorts it: see CountStates.
+		countStates: r.Replace(`SELECT name, state, COUNT(*), MIN(id) FROM
+    (SELECT id, name, state FROM {{workflows}} ORDER BY id DESC LIMIT ?) AS t
+    GROUP BY name, state`),
+		countStatesOf: r.Replace(`SELECT name, state, COUNT(*), MIN(id) FROM
+    (SELECT id, name, state FROM {{workflows}} WHERE name = ? ORDER BY id DESC LIMIT ?) AS t
+    GROUP BY name, state`),
+
+		// BranchCounts: a capped count per state, each a range of the children index
+		// (parent_step_id, state), and the newest final children of each final state, read
+		// backwards along the same index (InnoDB appends the primary key, so a state's range
+		// is in id order); the caller merges those by id. Kind 0 rows are counts, kind 1 rows
+		// finish times.
+		branchCounts: r.Replace(branchCountsSQL),
+
+		// Backlog: the oldest BacklogProbe+1 due rows of the runnable index, numbered; one
+		// row of counts over the first BacklogProbe of them (kind 0), then the expired leases
+		// among those, whole, oldest run_at first (kind 1), each reached by primary key from
+		// the numbered rows (STRAIGHT_JOIN: an IN subquery let the optimizer scan the table).
+		// Lease expiry is judged by the server's clock, as Claim judges it, read once for the
+		// statement.
+		backlog: r.Replace(`WITH p AS (SELECT id, state, run_at, lease_until, ROW_NUMBER() OVER (ORDER BY run_at, id) AS rn
+    FROM (SELECT id, state, run_at, lease_until FROM {{workflows}} FORCE INDEX (runnable)
+        WHERE run_at <= ` + ts + ` ORDER BY run_at, id LIMIT ?) AS d)
+SELECT 0 AS kind, COUNT(*), COALESCE(SUM(rn <= ? AND ` + runnableSQL + `), 0),
+    MIN(IF(rn <= ? AND ` + runnableSQL + `, run_at, NULL)), ` + nulls(workflowColumnCount) + ` FROM p
+UNION ALL
+(SELECT 1, NULL, NULL, NULL, ` + qualified("w", workflowColumns) + `
+    FROM p STRAIGHT_JOIN {{workflows}} AS w ON w.id = p.id
+    WHERE p.rn <= ? AND ` + expiredIn("p.") + `
+    ORDER BY p.run_at, p.id LIMIT ?)`),
+
 		// Steps, error records and messages go with their workflow (ON DELETE CASCADE).
 		// A cleanup's batch: locked for the transaction, skipping rows another cleanup holds.
 		// The state list is appended by the caller (one placeholder per state).
@@ -132,6 +173,49 @@ SELECT 1, ` + nulls(workflowColumnCount) + `, ` + stepColumns + `
 // DATETIME(6) columns keep, whatever the session's time_zone. Like NOW(), it is read once
 // when a statement starts, so every use within one statement sees the same instant.
 const storeNow = "UTC_TIMESTAMP(6)"
+
+// expiredSQL is the condition that a row holds a lease that ran out by the server's clock;
+// runnableSQL, that a due row may be claimed (idle, or such a lease).
+const (
+	expiredSQL  = "(state = 'running' AND lease_until <= " + storeNow + ")"
+	runnableSQL = "(state = 'idle' OR " + expiredSQL + ")"
+)
+
+// expiredIn is expiredSQL for the columns of alias (with its dot).
+func expiredIn(alias string) string {
+	return "(" + alias + "state = 'running' AND " + alias + "lease_until <= " + storeNow + ")"
+}
+
+// qualified prefixes each column of the comma-separated list cols with alias.
+func qualified(alias, cols string) string {
+	parts := strings.Split(cols, ", ")
+	for i, c := range parts {
+		parts[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// branchCountsSQL is the BranchCounts query: one capped count per state of storage.States,
+// then the newest final children of each final state. Its parameters are listed by
+// branchCountsArgs.
+var branchCountsSQL = func() string {
+	var b strings.Builder
+	for i, st := range storage.States {
+		if i > 0 {
+			b.WriteString("\nUNION ALL\n")
+		}
+		fmt.Fprintf(&b, "SELECT 0 AS kind, '%s' AS state, COUNT(*) AS n, NULL AS finished_at FROM "+
+			"(SELECT 1 FROM {{workflows}} FORCE INDEX (children) WHERE parent_step_id = ? AND state = '%s' LIMIT ?) AS c%d",
+			st, st, i)
+	}
+	for _, st := range storage.States {
+		if st.Final() {
+			fmt.Fprintf(&b, "\nUNION ALL\n(SELECT 1, NULL, id, finished_at FROM {{workflows}} FORCE INDEX (children)"+
+				" WHERE parent_step_id = ? AND state = '%s' ORDER BY id DESC LIMIT ?)", st)
+		}
+	}
+	return b.String()
+}()
 
 // nulls is n NULL columns, to pad one side of a UNION.
 func nulls(n int) string {

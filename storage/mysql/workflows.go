@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
@@ -181,8 +182,9 @@ func (s *Store) Load(ctx context.Context, id int64) (storage.Workflow, []storage
 	return out, steps, nil
 }
 
-// ListWorkflows returns one page of workflows matching f, in ID order after f.AfterID, with
-// one query.
+// ListWorkflows returns one page of workflows matching f, between f.AfterID and f.BeforeID,
+// in ascending ID order or, with f.Desc, descending, with one query. A key prefix is a range
+// of the (name, key) index: the key column is VARBINARY, so the match is byte for byte.
 func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]storage.Workflow, error) {
 	if err := storage.ValidateList(f); err != nil {
 		return nil, err
@@ -194,15 +196,46 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 	if !ok {
 		return nil, nil // nothing stored is due that early
 	}
-	limit := storage.ListLimit(f)
+	query, args := s.listQuery(f, dueBy)
 
+	var out []storage.Workflow
+	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
+		rows, err := s.db.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		out, err = scanWorkflows(rows)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mysql: list workflows: %w", err)
+	}
+	return out, nil
+}
+
+// listQuery builds the ListWorkflows query for f and its DueBy bound.
+func (s *Store) listQuery(f storage.ListFilter, dueBy time.Time) (string, []any) {
+	limit := storage.ListLimit(f)
 	var b strings.Builder
 	args := make([]any, 0, 8+len(f.States)+len(f.NotNames))
 	b.WriteString("SELECT " + workflowColumns + " FROM " + s.workflows + " WHERE id > ?")
 	args = append(args, max(f.AfterID, 0))
+	if f.BeforeID > 0 {
+		b.WriteString(" AND id < ?")
+		args = append(args, f.BeforeID)
+	}
 	if f.Name != "" {
 		b.WriteString(" AND name = ?")
 		args = append(args, bstr(f.Name))
+	}
+	if f.KeyPrefix != "" {
+		// A range, not LIKE: no wildcard or escape to quote, and VARBINARY compares bytes.
+		b.WriteString(" AND `key` >= ?")
+		args = append(args, bstr(f.KeyPrefix))
+		if end, ok := prefixEnd(f.KeyPrefix); ok {
+			b.WriteString(" AND `key` < ?")
+			args = append(args, end)
+		}
 	}
 	if len(f.States) > 0 {
 		b.WriteString(" AND state IN (" + placeholders(len(f.States)) + ")")
@@ -230,23 +263,28 @@ func (s *Store) ListWorkflows(ctx context.Context, f storage.ListFilter) ([]stor
 		b.WriteString(" AND JSON_CONTAINS(tags, " + tagsSQL + ")")
 		args = append(args, jsonText(f.Tags))
 	}
-	b.WriteString(" ORDER BY id LIMIT ?")
-	args = append(args, limit)
-	query := b.String()
-
-	var out []storage.Workflow
-	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
-		rows, err := s.db.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		out, err = scanWorkflows(rows)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mysql: list workflows: %w", err)
+	if f.Desc {
+		b.WriteString(" ORDER BY id DESC LIMIT ?")
+	} else {
+		b.WriteString(" ORDER BY id LIMIT ?")
 	}
-	return out, nil
+	args = append(args, limit)
+	return b.String(), args
+}
+
+// prefixEnd returns the least byte string greater than every string that starts with
+// prefix (the prefix without its trailing 0xFF bytes, its last byte incremented), or false
+// when there is none (the prefix is all 0xFF bytes).
+func prefixEnd(prefix string) ([]byte, bool) {
+	end := []byte(prefix)
+	for len(end) > 0 {
+		if last := len(end) - 1; end[last] < 0xFF {
+			end[last]++
+			return end, true
+		}
+		end = end[:len(end)-1]
+	}
+	return nil, false
 }
 
 // ListErrors returns the error records of a workflow, oldest first, at most limit (0 means
