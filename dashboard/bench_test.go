@@ -6,21 +6,35 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/storage/bolt"
 	"github.com/chronoforge/chronoforge/storage/memory"
+	"github.com/chronoforge/chronoforge/storage/postgres"
 )
 
-// bigBranch stores a parent with one branch step and n children, a few of them stalled and
-// a share completed, straight through the store (the SDK would take minutes to run them).
+// bigBranch stores, on a memory store, a parent with one branch step and n children (see
+// fillBranch).
 func bigBranch(tb testing.TB, n int) (st *memory.Store, parent, step int64) {
 	tb.Helper()
-	ctx := context.Background()
 	st = memory.New()
 	tb.Cleanup(func() { _ = st.Close() })
+	parent, step = fillBranch(tb, st, n)
+	return st, parent, step
+}
+
+// fillBranch stores a parent with one branch step and n children, a few of them stalled and
+// a share completed, straight through the store (the SDK would take minutes to run them).
+func fillBranch(tb testing.TB, st storage.Storage, n int) (parent, step int64) {
+	tb.Helper()
+	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	p, _, err := st.CreateWorkflow(ctx, storage.NewWorkflow{Name: "batch", Key: "big", Input: []byte(`1`), Now: now})
 	if err != nil {
@@ -64,25 +78,66 @@ func bigBranch(tb testing.TB, n int) (st *memory.Store, parent, step int64) {
 			tb.Fatal(err)
 		}
 	}
-	return st, p.ID, step
+	return p.ID, step
 }
 
 // BenchmarkBranchPage measures the server time of one render of the branch page of a parent
-// with 100,000 children on the memory store.
+// with 100,000 children, on the memory store, bbolt and PostgreSQL (when its test server is
+// configured).
 func BenchmarkBranchPage(b *testing.B) {
-	st, parent, step := bigBranch(b, 100_000)
-	h, err := New(st, InsecureNoAuth(), Logger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		b.Fatal(err)
+	stores := map[string]func(b *testing.B) storage.Storage{
+		"memory": func(b *testing.B) storage.Storage { return memory.New() },
+		"bolt": func(b *testing.B) storage.Storage {
+			st, err := bolt.Open(filepath.Join(b.TempDir(), "bench.db"), bolt.WithNoSync())
+			if err != nil {
+				b.Fatal(err)
+			}
+			return st
+		},
+		"postgres": func(b *testing.B) storage.Storage {
+			dsn := os.Getenv("CHRONOFORGE_POSTGRES_DSN")
+			if dsn == "" {
+				b.Skip("CHRONOFORGE_POSTGRES_DSN is not set")
+			}
+			ctx := context.Background()
+			pool, err := pgxpool.New(ctx, dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			schema := fmt.Sprintf("chrono_dash_%d", time.Now().UnixNano())
+			b.Cleanup(func() {
+				_, _ = pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`)
+				pool.Close()
+			})
+			st, err := postgres.New(pool, postgres.WithSchema(schema))
+			if err == nil {
+				err = st.Migrate(ctx)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			return st
+		},
 	}
-	path := fmt.Sprintf("/workflows/%d/branches/%d", parent, step)
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
-		if rec.Code != 200 {
-			b.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
+	for _, name := range []string{"memory", "bolt", "postgres"} {
+		b.Run(name, func(b *testing.B) {
+			st := stores[name](b)
+			b.Cleanup(func() { _ = st.Close() })
+			parent, step := fillBranch(b, st, 100_000)
+			h, err := New(st, InsecureNoAuth(), Logger(slog.New(slog.DiscardHandler)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			path := fmt.Sprintf("/workflows/%d/branches/%d", parent, step)
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+				if rec.Code != 200 {
+					b.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+			}
+		})
 	}
 }
 

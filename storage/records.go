@@ -279,7 +279,8 @@ type ListFilter struct {
 	// index on name and key serves it.
 	KeyPrefix string
 	// AfterID and BeforeID page by keyset: only workflows with an ID greater than AfterID
-	// and, when BeforeID is positive, less than BeforeID.
+	// and, when BeforeID is positive, less than BeforeID (a BeforeID of zero or less is no
+	// bound, as IDs are positive).
 	AfterID  int64
 	BeforeID int64
 	// Desc returns the page in descending ID order (newest first): the page holds the

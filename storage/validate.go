@@ -360,9 +360,6 @@ func ValidateList(f ListFilter) error {
 			return err
 		}
 	}
-	if f.AfterID < 0 || f.BeforeID < 0 {
-		return fmt.Errorf("%w: list filter has a negative page bound (after %d, before %d)", ErrInvalid, f.AfterID, f.BeforeID)
-	}
 	return nil
 }
 
