@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -188,4 +189,65 @@ func SortStateCounts(counts []StateCount) {
 		}
 		return rank(a.State) - rank(b.State)
 	})
+}
+
+// SampledGroup is one group of a backend's count over the newest sample+1 workflows: its
+// name, state and count, and the lowest ID in it.
+type SampledGroup struct {
+	StateCount
+	MinID int64
+}
+
+// SampledStateCounts builds CountStates' result from groups counted over the newest
+// sample+1 workflows, as the SQL backends count them: when the groups hold more than sample,
+// the workflow past the sample is the oldest one read, so the group holding the lowest ID
+// gives one back and Sampled is set. The counts come sorted as CountStates returns them.
+func SampledStateCounts(groups []SampledGroup, sample int) StateCounts {
+	var out StateCounts
+	oldest := -1
+	for i, g := range groups {
+		out.Counted += g.Count
+		if oldest < 0 || g.MinID < groups[oldest].MinID {
+			oldest = i
+		}
+	}
+	for i, g := range groups {
+		if i == oldest && out.Counted > sample {
+			if g.Count--; g.Count == 0 {
+				continue
+			}
+		}
+		out.Counts = append(out.Counts, g.StateCount)
+	}
+	if out.Counted > sample {
+		out.Sampled, out.Counted = true, sample
+	}
+	SortStateCounts(out.Counts)
+	return out
+}
+
+// FinishedChild is the ID and finish time of a final child, as a backend reads them for
+// BranchCounts.
+type FinishedChild struct {
+	ID int64
+	At time.Time
+}
+
+// NewBranchStats builds BranchCounts' result from the count of each state (each stopped at
+// limit, so a count that reached it is capped) and the finish times of final children in
+// any order, of which the recent with the highest IDs are kept, newest ID first.
+func NewBranchStats(counts map[State]int, limit int, finished []FinishedChild, recent int) BranchStats {
+	var out BranchStats
+	for _, st := range States {
+		n := counts[st]
+		out.Counts = append(out.Counts, StateCount{State: st, Count: n})
+		if n >= limit {
+			out.Capped = append(out.Capped, st)
+		}
+	}
+	slices.SortFunc(finished, func(a, b FinishedChild) int { return cmp.Compare(b.ID, a.ID) })
+	for _, f := range finished[:min(len(finished), recent)] {
+		out.RecentFinished = append(out.RecentFinished, f.At)
+	}
+	return out
 }

@@ -1,11 +1,9 @@
 package mysql
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
@@ -34,46 +32,32 @@ func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (st
 	if q.Name != "" {
 		query, args = s.q.countStatesOf, []any{bstr(q.Name), sample + 1}
 	}
+	var groups []storage.SampledGroup
 	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
-		out = storage.StateCounts{}
+		groups = nil
 		rows, err := s.db.QueryContext(ctx, query, args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		oldest := -1 // the count holding the least id
-		var least int64
 		for rows.Next() {
 			var (
 				name, state []byte
-				n, minID    int64
+				n           int64
+				g           storage.SampledGroup
 			)
-			if err := rows.Scan(&name, &state, &n, &minID); err != nil {
+			if err := rows.Scan(&name, &state, &n, &g.MinID); err != nil {
 				return err
 			}
-			if oldest < 0 || minID < least {
-				oldest, least = len(out.Counts), minID
-			}
-			out.Counts = append(out.Counts, storage.StateCount{Name: string(name), State: storage.State(state), Count: int(n)})
-			out.Counted += int(n)
+			g.Name, g.State, g.Count = string(name), storage.State(state), int(n)
+			groups = append(groups, g)
 		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if out.Counted > sample {
-			// The extra row only tells that older workflows exist.
-			out.Sampled, out.Counted = true, sample
-			if out.Counts[oldest].Count--; out.Counts[oldest].Count == 0 {
-				out.Counts = slices.Delete(out.Counts, oldest, oldest+1)
-			}
-		}
-		return nil
+		return rows.Err()
 	})
 	if err != nil {
 		return storage.StateCounts{}, fmt.Errorf("mysql: count states: %w", err)
 	}
-	storage.SortStateCounts(out.Counts)
-	return out, nil
+	return storage.SampledStateCounts(groups, sample), nil
 }
 
 // branchCountsArgs are the parameters of the BranchCounts query (see branchCountsSQL).
@@ -103,13 +87,9 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 		return out, err
 	}
 	limit, recent := storage.BranchCap(q), storage.BranchRecent(q)
-	type finish struct {
-		id int64
-		at time.Time
-	}
 	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
 		counts := map[storage.State]int{}
-		var final []finish
+		var final []storage.FinishedChild
 		rows, err := s.db.QueryContext(ctx, s.q.branchCounts, branchCountsArgs(q)...)
 		if err != nil {
 			return err
@@ -128,24 +108,13 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 			if kind == 0 {
 				counts[storage.State(state)] = int(n.Int64)
 			} else {
-				final = append(final, finish{n.Int64, at})
+				final = append(final, storage.FinishedChild{ID: n.Int64, At: at})
 			}
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		out = storage.BranchStats{}
-		for _, st := range storage.States {
-			n := counts[st]
-			out.Counts = append(out.Counts, storage.StateCount{State: st, Count: n})
-			if n == limit {
-				out.Capped = append(out.Capped, st)
-			}
-		}
-		slices.SortFunc(final, func(a, b finish) int { return cmp.Compare(b.id, a.id) })
-		for _, f := range final[:min(len(final), recent)] {
-			out.RecentFinished = append(out.RecentFinished, f.at)
-		}
+		out = storage.NewBranchStats(counts, limit, final, recent)
 		return nil
 	})
 	if err != nil {

@@ -40,11 +40,7 @@ func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (st
 	if q.Name != "" {
 		sql, args["name"] = s.q.countStatesName, q.Name
 	}
-	type group struct {
-		c      storage.StateCount
-		oldest int64
-	}
-	var groups []group
+	var groups []storage.SampledGroup
 	err := retry(ctx, idempotent, func(ctx context.Context) error {
 		groups = nil
 		rows, err := s.pool.Query(ctx, sql, args)
@@ -54,14 +50,14 @@ func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (st
 		defer rows.Close()
 		for rows.Next() {
 			var (
-				g     group
+				g     storage.SampledGroup
 				state string
 				n     int64
 			)
-			if err := rows.Scan(&g.c.Name, &state, &n, &g.oldest); err != nil {
+			if err := rows.Scan(&g.Name, &state, &n, &g.MinID); err != nil {
 				return err
 			}
-			g.c.State, g.c.Count = storage.State(state), int(n)
+			g.State, g.Count = storage.State(state), int(n)
 			groups = append(groups, g)
 		}
 		return rows.Err()
@@ -69,29 +65,7 @@ func (s *Store) CountStates(ctx context.Context, q storage.CountStatesQuery) (st
 	if err != nil {
 		return storage.StateCounts{}, fmt.Errorf("postgres: count states (name %q, sample %d): %w", q.Name, sample, err)
 	}
-	total := 0
-	for _, g := range groups {
-		total += g.c.Count
-	}
-	if total > sample {
-		// The row past the sample is the oldest read: take it off its group.
-		out.Sampled = true
-		i := 0
-		for j, g := range groups {
-			if g.oldest < groups[i].oldest {
-				i = j
-			}
-		}
-		if groups[i].c.Count--; groups[i].c.Count == 0 {
-			groups = slices.Delete(groups, i, i+1)
-		}
-	}
-	for _, g := range groups {
-		out.Counts = append(out.Counts, g.c)
-		out.Counted += g.c.Count
-	}
-	storage.SortStateCounts(out.Counts)
-	return out, nil
+	return storage.SampledStateCounts(groups, sample), nil
 }
 
 // BranchCounts counts the children of q.StepID by state, each count stopped at the cap, and
@@ -109,13 +83,9 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 	args := pgx.StrictNamedArgs{
 		"step": q.StepID, "cap": limit, "recent": recent, "states": strs(storage.States), "final": finalStates,
 	}
-	type finish struct {
-		id int64
-		at time.Time
-	}
 	var (
 		counts   map[storage.State]int
-		finished []finish
+		finished []storage.FinishedChild
 	)
 	err := retry(ctx, idempotent, func(ctx context.Context) error {
 		counts, finished = map[storage.State]int{}, nil
@@ -137,7 +107,7 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 			if kind == 0 {
 				counts[storage.State(state.String)] = int(n.Int64)
 			} else {
-				finished = append(finished, finish{id.Int64, fromTS(at)})
+				finished = append(finished, storage.FinishedChild{ID: id.Int64, At: fromTS(at)})
 			}
 		}
 		return rows.Err()
@@ -145,18 +115,7 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 	if err != nil {
 		return storage.BranchStats{}, fmt.Errorf("postgres: branch counts of step %d: %w", q.StepID, err)
 	}
-	for _, st := range storage.States {
-		n := counts[st]
-		out.Counts = append(out.Counts, storage.StateCount{State: st, Count: n})
-		if n >= limit {
-			out.Capped = append(out.Capped, st)
-		}
-	}
-	slices.SortFunc(finished, func(a, b finish) int { return cmp.Compare(b.id, a.id) })
-	for _, f := range finished {
-		out.RecentFinished = append(out.RecentFinished, f.at)
-	}
-	return out, nil
+	return storage.NewBranchStats(counts, limit, finished, recent), nil
 }
 
 // Backlog probes the runnable index from the oldest row due by now, at most
