@@ -19,3 +19,11 @@ func TestConformance(t *testing.T) {
 		return s
 	})
 }
+
+// FuzzCreate: see storagetest.FuzzCreate; the stored bytes go through the bolt codec.
+func FuzzCreate(f *testing.F) {
+	s, err := Open(filepath.Join(f.TempDir(), "fuzz.db"), WithNoSync())
+	require.NoError(f, err)
+	f.Cleanup(func() { _ = s.Close() })
+	storagetest.FuzzCreate(f, s)
+}

@@ -968,6 +968,8 @@ func FuzzDecode(f *testing.F) {
 		_, _ = decodeWorkflow(b)
 		_, _ = decodeStep(b)
 		_, _ = decodeError(b)
+		_, _ = decodeMessage(b)
+		_, _, _ = decodeNameState(b)
 	})
 }
 

@@ -26,3 +26,10 @@ func BenchmarkFanOut(b *testing.B) {
 		return s
 	})
 }
+
+// FuzzCreate: see storagetest.FuzzCreate.
+func FuzzCreate(f *testing.F) {
+	s := New()
+	f.Cleanup(func() { _ = s.Close() })
+	storagetest.FuzzCreate(f, s)
+}

@@ -41,3 +41,6 @@ func TestConformanceReadCommitted(t *testing.T) {
 		return newStore(t, db)
 	})
 }
+
+// FuzzCreate: see storagetest.FuzzCreate; names and keys go through VARBINARY columns.
+func FuzzCreate(f *testing.F) { storagetest.FuzzCreate(f, newStore(f, sharedDB(f))) }

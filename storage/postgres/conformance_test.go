@@ -32,3 +32,6 @@ func TestConformanceSimpleProtocol(t *testing.T) {
 		return newStore(t, pool)
 	})
 }
+
+// FuzzCreate: see storagetest.FuzzCreate; text goes through the database's UTF8 columns.
+func FuzzCreate(f *testing.F) { storagetest.FuzzCreate(f, newStore(f, nil)) }
