@@ -83,14 +83,8 @@ func (d *dash) branch(w http.ResponseWriter, r *http.Request) {
 			bd.Remaining += c.Count
 		}
 	}
-	if n := len(st.RecentFinished); n >= 2 {
-		span := st.RecentFinished[0].Sub(st.RecentFinished[n-1])
-		if span > 0 {
-			bd.Rate = float64(n-1) / span.Seconds()
-			if bd.Remaining > 0 {
-				bd.ETA = time.Duration(float64(bd.Remaining) / bd.Rate * float64(time.Second))
-			}
-		}
+	if bd.Rate = st.DrainRate(); bd.Rate > 0 && bd.Remaining > 0 {
+		bd.ETA = time.Duration(float64(bd.Remaining) / bd.Rate * float64(time.Second))
 	}
 	attn, err := d.store.ListWorkflows(ctx, storage.ListFilter{ParentStepID: stepID, States: []storage.State{storage.StateStalled, storage.StateFailed}, Desc: true, Limit: branchList})
 	if err != nil {

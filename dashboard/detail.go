@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/telemetry"
 )
 
 type stepRow struct {
@@ -48,30 +48,6 @@ func actionsFor(s storage.State) []actionButton {
 	return out
 }
 
-// traceID returns the trace ID of a W3C traceparent in a JSON carrier, or "".
-func traceID(tc []byte) string {
-	if len(tc) == 0 {
-		return ""
-	}
-	var m map[string]string
-	if json.Unmarshal(tc, &m) != nil {
-		return ""
-	}
-	parts := strings.Split(m["traceparent"], "-")
-	if len(parts) != 4 || len(parts[1]) != 32 {
-		return ""
-	}
-	for _, c := range parts[1] {
-		if !strings.ContainsRune("0123456789abcdef", c) {
-			return ""
-		}
-	}
-	if parts[1] == strings.Repeat("0", 32) {
-		return ""
-	}
-	return parts[1]
-}
-
 func (d *dash) detail(w http.ResponseWriter, r *http.Request) {
 	id, err := parseID(r.PathValue("id"), "workflow ID")
 	if err != nil {
@@ -101,7 +77,7 @@ func (d *dash) detail(w http.ResponseWriter, r *http.Request) {
 		}
 		dd.Steps = append(dd.Steps, row)
 	}
-	dd.TraceID = traceID(wf.TraceContext)
+	dd.TraceID = telemetry.TraceID(wf.TraceContext)
 	if dd.TraceID != "" && d.cfg.traceURL != "" {
 		dd.TraceURL = strings.ReplaceAll(d.cfg.traceURL, "{trace_id}", dd.TraceID)
 	}

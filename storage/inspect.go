@@ -121,6 +121,21 @@ func (b BranchStats) Count(s State) int {
 	return 0
 }
 
+// DrainRate reckons, from RecentFinished, how many children a second the branch finishes:
+// the finishes after the earliest over the time from the earliest to the latest (the times
+// may come in any order). It is 0 with fewer than two finish times or no time between them.
+func (b BranchStats) DrainRate() float64 {
+	if len(b.RecentFinished) < 2 {
+		return 0
+	}
+	first, last := slices.MinFunc(b.RecentFinished, time.Time.Compare), slices.MaxFunc(b.RecentFinished, time.Time.Compare)
+	span := last.Sub(first).Seconds()
+	if span <= 0 {
+		return 0
+	}
+	return float64(len(b.RecentFinished)-1) / span
+}
+
 // Backlog is the result of Backlog.
 type Backlog struct {
 	// OldestDue is the earliest RunAt of a runnable workflow; zero when none is due.

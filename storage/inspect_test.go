@@ -38,3 +38,13 @@ func TestNewBranchStats(t *testing.T) {
 	require.Equal(t, []State{StateIdle}, got.Capped)
 	require.Equal(t, []time.Time{at(90), at(60)}, got.RecentFinished)
 }
+
+// TestDrainRate reckons finished children per second from finish times in any order.
+func TestDrainRate(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rate := func(ts ...time.Time) float64 { return BranchStats{RecentFinished: ts}.DrainRate() }
+	require.Zero(t, rate())
+	require.Zero(t, rate(base))
+	require.Zero(t, rate(base, base))
+	require.InDelta(t, 2.0, rate(base.Add(time.Second), base, base.Add(500*time.Millisecond)), 1e-9)
+}

@@ -164,3 +164,21 @@ func (t *Telemetry) Extract(ctx context.Context, stored []byte) (context.Context
 	}
 	return ctx, trace.SpanContextFromContext(got)
 }
+
+// TraceID returns the trace ID of a context stored by Inject, as operators look it up in a
+// tracing backend (the W3C traceparent's 32 hex digits), or "" when none was stored or it
+// cannot be read.
+func TraceID(stored []byte) string {
+	if len(stored) == 0 {
+		return ""
+	}
+	carrier := propagation.MapCarrier{}
+	if json.Unmarshal(stored, &carrier) != nil {
+		return ""
+	}
+	sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), carrier))
+	if !sc.TraceID().IsValid() {
+		return ""
+	}
+	return sc.TraceID().String()
+}

@@ -224,3 +224,18 @@ func TestGlobalProviderSetLater(t *testing.T) {
 	require.Len(t, rec.Ended(), 1)
 	require.Equal(t, "run wf", rec.Ended()[0].Name())
 }
+
+// TestTraceID reads the trace ID of a stored context, and "" from anything else.
+func TestTraceID(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`: "4bf92f3577b34da6a3ce929d0e0e4736",
+		`{"traceparent":"00-00000000000000000000000000000000-00f067aa0ba902b7-01"}`: "",
+		`{"traceparent":"bogus"}`: "",
+		`not json`:                "",
+		``:                        "",
+	} {
+		if got := telemetry.TraceID([]byte(in)); got != want {
+			t.Fatalf("TraceID(%s) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -32,27 +32,6 @@ type childrenResult struct {
 	Branches   []branchRow `json:"branches"`
 }
 
-// drainRate reckons finished children per second from finish times, newest first.
-func drainRate(finished []time.Time) float64 {
-	if len(finished) < 2 {
-		return 0
-	}
-	newest, oldest := finished[0], finished[0]
-	for _, t := range finished {
-		if t.After(newest) {
-			newest = t
-		}
-		if t.Before(oldest) {
-			oldest = t
-		}
-	}
-	span := newest.Sub(oldest).Seconds()
-	if span <= 0 {
-		return 0
-	}
-	return float64(len(finished)-1) / span
-}
-
 // runChildren prints a workflow's branch steps with their children's counts and a page of
 // children.
 func runChildren(ctx context.Context, c *cli, args []string) error {
@@ -107,7 +86,7 @@ func runChildren(ctx context.Context, c *cli, args []string) error {
 				b.Unfinished += sc.Count
 			}
 		}
-		b.RatePerSecond = drainRate(st.RecentFinished)
+		b.RatePerSecond = st.DrainRate()
 		if b.RatePerSecond > 0 {
 			eta := float64(b.Unfinished) / b.RatePerSecond
 			b.ETASeconds = &eta

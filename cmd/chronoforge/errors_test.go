@@ -72,16 +72,6 @@ func TestHelp(t *testing.T) {
 	require.Contains(t, out.String(), "-dry-run")
 }
 
-// TestDrainRate reckons finished children per second from finish times in any order.
-func TestDrainRate(t *testing.T) {
-	t.Parallel()
-	base := mustTime(t, "2026-01-01T00:00:00Z")
-	require.Zero(t, drainRate(nil))
-	require.Zero(t, drainRate([]time.Time{base}))
-	require.Zero(t, drainRate([]time.Time{base, base}))
-	require.InDelta(t, 2.0, drainRate([]time.Time{base.Add(time.Second), base.Add(500 * time.Millisecond), base}), 1e-9)
-}
-
 // TestParseCutoff reads durations and RFC 3339 times and refuses the rest.
 func TestParseCutoff(t *testing.T) {
 	t.Parallel()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
+	"github.com/chronoforge/chronoforge/telemetry"
 )
 
 // maxErrors is how many error records show prints.
@@ -64,19 +65,6 @@ func payload(b []byte) json.RawMessage {
 	return s
 }
 
-// traceID returns the trace ID of a stored W3C trace context, or "".
-func traceID(tc []byte) string {
-	var headers map[string]string
-	if json.Unmarshal(tc, &headers) != nil {
-		return ""
-	}
-	parts := strings.Split(headers["traceparent"], "-")
-	if len(parts) < 2 {
-		return ""
-	}
-	return parts[1]
-}
-
 // findWorkflow resolves "<id>" or "<name>/<key>".
 func (c *cli) findWorkflow(ctx context.Context, ref string) (storage.Workflow, error) {
 	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
@@ -128,7 +116,7 @@ func runShow(ctx context.Context, c *cli, args []string) error {
 	}
 	res := showResult{
 		workflowRow: row(w), LeaseOwner: w.LeaseOwner, LeaseUntil: optTime(w.LeaseUntil), LeaseToken: w.LeaseToken,
-		TraceID: traceID(w.TraceContext), Steps: []stepRow{}, Errors: []errorRow{}, Values: payload(w.Values),
+		TraceID: telemetry.TraceID(w.TraceContext), Steps: []stepRow{}, Errors: []errorRow{}, Values: payload(w.Values),
 	}
 	if *payloads {
 		res.Input, res.Output = payload(w.Input), payload(w.Output)
