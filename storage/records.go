@@ -137,6 +137,8 @@ type Workflow struct {
 	Tags map[string]string
 	// LastError is the message of the most recent error record, for listings.
 	LastError string
+	// Flow is the flow key the workflow was created with (empty: none); it never changes.
+	Flow      string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	// FinishedAt is set when the workflow reaches a final state.
@@ -211,6 +213,9 @@ type NewWorkflow struct {
 	// RunAt is when the new workflow first becomes runnable; zero means Now.
 	RunAt time.Time
 	Now   time.Time
+	// Flow is the key of the flow that governs the workflow (see "Flow control" in the
+	// package doc), or empty for none. Only a FlowController store honours it.
+	Flow string
 }
 
 // ClaimRequest is the input of Claim.

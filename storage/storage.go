@@ -88,6 +88,36 @@
 // the records were first inserted. A workflow created by CreateWorkflow with a ParentStepID
 // counts as a child of that step everywhere children count (CountChildren, WakeMergeWaiters,
 // ListFilter.ParentStepID, SpawnBatch's own-branch rule), exactly like a spawned one.
+//
+// # Flow control
+//
+// A workflow created with a Flow key (NewWorkflow.Flow) is governed by the Flow stored under
+// that key: a workflow name's own key, or a group several names share. The key is fixed when
+// the workflow is created (a branch child takes it from its definition, like its name); the
+// Flow's numbers are stored, so every worker and process sees the same ones and an operator
+// can change them while workflows run (PutFlow). A key with no stored Flow governs nothing:
+// its workflows run with priority 0 and no limits.
+//
+// Claim enforces a Flow inside its one statement or transaction:
+//   - Priority orders a claim: among due workflows, those of a higher priority are claimed
+//     first (a workflow without a flow has priority 0), then by RunAt, then by ID.
+//   - Concurrency: a claim never leaves more than Concurrency workflows of the flow running
+//     with a live lease (by the store's clock), counting every running workflow of the key,
+//     whoever claimed it and whenever the limit was set. A run stops counting when it ends
+//     (FinishRun, FinishRuns, Release, Cancel) or its lease expires, so a dead worker's runs
+//     stop counting once their leases expire.
+//   - Rate: at most Rate workflows of the flow are claimed in any window of length Per by
+//     the store's clock (a sliding window: a claim counts for Per after it was made).
+//
+// Both hold exactly across any number of concurrent claims in any number of processes. A
+// workflow its flow holds back stays due and holds back nothing else: a claim of Limit n
+// still returns up to n workflows of other flows or of none, and its cost does not grow
+// with the held-back backlog (a backend keeps flow-governed runnable rows apart from the
+// others, by key). Zero means no limit; lowering a limit below the running count stops new
+// claims of the key until enough runs end.
+//
+// Stores that implement FlowController honour NewWorkflow.Flow; the SDK sets it only on
+// them. The FlowControl cases of storagetest check all of the above.
 package storage
 
 import (
@@ -136,7 +166,8 @@ type Storage interface {
 	// until the store's clock plus r.TTL, RunAt = r.Now+r.TTL (so the row leaves the runnable
 	// range for the caller's clock and comes back by itself) and a LeaseToken greater than
 	// any before it. Among equal RunAt, lower IDs come first; a name given twice in r.Names
-	// counts once. Every other field is returned as stored: in particular Wait keeps the
+	// counts once. On a FlowController store, a higher flow priority comes before RunAt, and
+	// a flow's limits hold back its workflows (see "Flow control" in the package doc). Every other field is returned as stored: in particular Wait keeps the
 	// wait of the workflow's last suspension (the SDK reads a merge wait from the claimed
 	// row), and UpdatedAt becomes r.Now. It is one statement or transaction per call, reading
 	// the store's clock inside it, and concurrent claims never return the same workflow twice

@@ -167,6 +167,11 @@ func ValidateNew(w NewWorkflow) error {
 	if w.ParentStepID < 0 {
 		return fmt.Errorf("%w: negative parent step id %d", ErrInvalid, w.ParentStepID)
 	}
+	if w.Flow != "" {
+		if err := ValidateFlowKey(w.Flow); err != nil {
+			return fmt.Errorf("workflow %q key %q: %w", w.Name, w.Key, err)
+		}
+	}
 	return ValidateTags(w.Tags)
 }
 

@@ -17,7 +17,7 @@ type Capability string
 const Notifier Capability = "Notifier"
 
 // knownCapabilities lists every capability the suite has cases for, for checking Without.
-func knownCapabilities() []Capability { return []Capability{Notifier, GroupFinisher, Inspector} }
+func knownCapabilities() []Capability { return []Capability{Notifier, GroupFinisher, Inspector, FlowControl} }
 
 // Option adjusts how Run exercises a backend.
 type Option func(*options)
@@ -76,6 +76,15 @@ func capabilityCases() []capabilityCase {
 		{storageCase{"InspectCountStates", testInspectCountStates}, Inspector},
 		{storageCase{"InspectBranchCounts", testInspectBranchCounts}, Inspector},
 		{storageCase{"InspectBacklog", testInspectBacklog}, Inspector},
+		{storageCase{"FlowStored", testFlowStored}, FlowControl},
+		{storageCase{"FlowConcurrency", testFlowConcurrency}, FlowControl},
+		{storageCase{"FlowLeaseExpiry", testFlowLeaseExpiry}, FlowControl},
+		{storageCase{"FlowRate", testFlowRate}, FlowControl},
+		{storageCase{"FlowPriority", testFlowPriority}, FlowControl},
+		{storageCase{"FlowNoHeadOfLine", testFlowNoHeadOfLine}, FlowControl},
+		{storageCase{"FlowList", testFlowList}, FlowControl},
+		{storageCase{"FlowSpawn", testFlowSpawn}, FlowControl},
+		{storageCase{"FlowConcurrentClaimers", testFlowConcurrentClaimers}, FlowControl},
 	}
 }
 

@@ -1,17 +1,20 @@
 package memory
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// Claim takes up to r.Limit runnable workflows, earliest RunAt first, and returns them leased
-// to r.Owner. It walks the due queue (the queues of r.Names, when given) from the earliest
-// RunAt up to r.Now, so its cost grows with the due workflows it looks at, not with the
-// store; it steps over due rows whose lease is still live by the store's clock.
+// Claim takes up to r.Limit runnable workflows, highest flow priority then earliest RunAt
+// first, and returns them leased to r.Owner. It walks the due queues (those of r.Names, when
+// given) from the earliest RunAt up to r.Now, a flow's only as far as its limits leave room
+// for, so its cost grows with the due workflows it takes, not with the store or a held-back
+// backlog; it steps over due rows whose lease is still live by the store's clock.
 func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
 	if err := storage.ValidateClaim(r); err != nil {
 		return nil, err
@@ -23,14 +26,13 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 
 	now, storeNow := stamp(r.Now), s.storeNow()
 	bound := micros(now)
-	collect := func(q *queue, into []entry) []entry {
+	collect := func(q *queue, limit int, into []entry) []entry {
 		n := 0
 		q.ascend(func(e entry) bool {
-			if e.at > bound || n == r.Limit {
+			if e.at > bound || n == limit {
 				return false
 			}
-			w := &s.byID[e.id].w
-			if w.State == storage.StateIdle || (w.State == storage.StateRunning && !storeNow.Before(w.LeaseUntil)) {
+			if s.runnable(&s.byID[e.id].w, storeNow) {
 				into = append(into, e)
 				n++
 			}
@@ -38,27 +40,40 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		})
 		return into
 	}
-	var picked []entry
-	if len(r.Names) == 0 {
-		picked = collect(&s.due, nil)
+	// The workflows without a flow: the first Limit of each name's queue, merged.
+	var free []entry
+	names := uniq(r.Names)
+	if len(names) == 0 {
+		free = collect(&s.dueFree, r.Limit, nil)
 	} else {
-		names := uniq(r.Names)
 		for _, name := range names {
 			if q := s.dueByName[name]; q != nil {
-				picked = collect(q, picked)
+				free = collect(q, r.Limit, free)
 			}
 		}
-		if len(names) > 1 {
-			// The first Limit of each name's queue, merged: the first Limit of them all.
-			slices.SortFunc(picked, entry.compare)
-			picked = picked[:min(len(picked), r.Limit)]
+	}
+	// The workflows with a flow, each flow's up to what its limits leave.
+	picked := s.claimFlows(names, r.Limit, storeNow, collect)
+	for _, e := range free {
+		picked = append(picked, pick{e: e})
+	}
+	slices.SortFunc(picked, func(a, b pick) int {
+		if c := cmp.Compare(b.prio, a.prio); c != 0 {
+			return c
+		}
+		return a.e.compare(b.e)
+	})
+	picked = picked[:min(len(picked), r.Limit)]
+	for _, p := range picked {
+		if p.fs != nil && p.fs.f.Rate > 0 {
+			p.fs.claims = append(p.fs.claims, storeNow)
 		}
 	}
 
 	until, runAt := stamp(storeNow.Add(r.TTL)), stamp(now.Add(r.TTL))
 	out := make([]storage.Workflow, 0, len(picked))
-	for _, e := range picked {
-		rec := s.byID[e.id]
+	for _, p := range picked {
+		rec := s.byID[p.e.id]
 		s.update(rec, func(w *storage.Workflow) {
 			w.State = storage.StateRunning
 			w.LeaseOwner = r.Owner
@@ -74,4 +89,57 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		out = append(out, rec.out())
 	}
 	return out, nil
+}
+
+// pick is a workflow a claim may take, with the priority of its flow (fs, nil for none).
+type pick struct {
+	e    entry
+	prio int
+	fs   *flowState
+}
+
+// claimFlows collects the due workflows with a flow of names (any name when empty): per flow
+// key, the first of its queues up to the room the flow's limits leave (limit at most).
+func (s *Store) claimFlows(names []string, limit int, storeNow time.Time, collect func(*queue, int, []entry) []entry) []pick {
+	byKey := map[string][]*queue{}
+	add := func(byFlow map[string]*queue) {
+		for key, q := range byFlow {
+			byKey[key] = append(byKey[key], q)
+		}
+	}
+	if len(names) == 0 {
+		for _, byFlow := range s.dueByFlow {
+			add(byFlow)
+		}
+	} else {
+		for _, name := range names {
+			add(s.dueByFlow[name])
+		}
+	}
+	var out []pick
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
+		fs := s.flows[key]
+		room := limit
+		prio := 0
+		if fs != nil {
+			prio = fs.f.Priority
+			running := 0
+			if fs.f.Concurrency > 0 {
+				running = s.liveRunning(key, storeNow, fs.f.Concurrency)
+			}
+			room = storage.FlowCapacity(fs.f, limit, running, fs.inWindow(storeNow))
+		}
+		if room == 0 {
+			continue
+		}
+		var es []entry
+		for _, q := range byKey[key] {
+			es = collect(q, room, es)
+		}
+		slices.SortFunc(es, entry.compare)
+		for _, e := range es[:min(len(es), room)] {
+			out = append(out, pick{e: e, prio: prio, fs: fs})
+		}
+	}
+	return out
 }

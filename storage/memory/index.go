@@ -40,11 +40,14 @@ func (s *Store) reindex(r *record, before storage.Workflow) {
 	w := &r.w
 	if !before.RunAt.Equal(w.RunAt) {
 		if !before.RunAt.IsZero() {
-			s.unqueue(w.Name, entry{micros(before.RunAt), w.ID})
+			s.unqueue(w.Name, w.Flow, entry{micros(before.RunAt), w.ID})
 		}
 		if !w.RunAt.IsZero() {
-			s.enqueue(w.Name, entry{micros(w.RunAt), w.ID})
+			s.enqueue(w.Name, w.Flow, entry{micros(w.RunAt), w.ID})
 		}
+	}
+	if w.Flow != "" && (before.State == storage.StateRunning) != (w.State == storage.StateRunning) {
+		s.trackRunning(w.Flow, w.ID, w.State == storage.StateRunning)
 	}
 	if before.State != w.State && w.ParentStepID != 0 {
 		b := s.children[w.ParentStepID]
@@ -75,22 +78,57 @@ func (b *branch) leave(state storage.State, id int64) {
 	}
 }
 
-func (s *Store) enqueue(name string, e entry) {
+// enqueue adds e, a workflow of name governed by flow (empty: none), to the due queues:
+// every row to due, and each to the queues its claims walk, dueByName and dueFree for a
+// workflow without a flow and dueByFlow for one with, so a flow's held-back rows are never
+// walked by the claims of other workflows.
+func (s *Store) enqueue(name, flow string, e entry) {
 	s.due.insert(e)
-	q := s.dueByName[name]
-	if q == nil {
-		q = &queue{}
-		s.dueByName[name] = q
+	if flow == "" {
+		s.dueFree.insert(e)
+		queueAt(s.dueByName, name).insert(e)
+		return
 	}
-	q.insert(e)
+	byFlow := s.dueByFlow[name]
+	if byFlow == nil {
+		byFlow = map[string]*queue{}
+		s.dueByFlow[name] = byFlow
+	}
+	queueAt(byFlow, flow).insert(e)
 }
 
-func (s *Store) unqueue(name string, e entry) {
+// queueAt returns m[k], adding an empty queue when there is none.
+func queueAt(m map[string]*queue, k string) *queue {
+	q := m[k]
+	if q == nil {
+		q = &queue{}
+		m[k] = q
+	}
+	return q
+}
+
+// unqueue takes e out of the queues enqueue put it in.
+func (s *Store) unqueue(name, flow string, e entry) {
 	s.due.remove(e)
-	if q := s.dueByName[name]; q != nil {
+	if flow == "" {
+		s.dueFree.remove(e)
+		removeAt(s.dueByName, name, e)
+		return
+	}
+	if byFlow := s.dueByFlow[name]; byFlow != nil {
+		removeAt(byFlow, flow, e)
+		if len(byFlow) == 0 {
+			delete(s.dueByFlow, name)
+		}
+	}
+}
+
+// removeAt takes e out of m[k] and drops the queue once it is empty.
+func removeAt(m map[string]*queue, k string, e entry) {
+	if q := m[k]; q != nil {
 		q.remove(e)
 		if q.len() == 0 {
-			delete(s.dueByName, name)
+			delete(m, k)
 		}
 	}
 }
@@ -108,10 +146,13 @@ func (s *Store) drop(ids []int64) {
 		gone[id] = struct{}{}
 		w := &r.w
 		if !w.RunAt.IsZero() {
-			s.unqueue(w.Name, entry{micros(w.RunAt), id})
+			s.unqueue(w.Name, w.Flow, entry{micros(w.RunAt), id})
 		}
 		if w.State.Final() {
 			s.finished.remove(entry{micros(w.FinishedAt), id})
+		}
+		if w.Flow != "" && w.State == storage.StateRunning {
+			s.trackRunning(w.Flow, id, false)
 		}
 		if w.ParentStepID != 0 {
 			b := s.children[w.ParentStepID]

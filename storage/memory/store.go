@@ -15,6 +15,7 @@ var (
 	_ storage.Storage       = (*Store)(nil)
 	_ storage.Notifier      = (*Store)(nil)
 	_ storage.GroupFinisher = (*Store)(nil)
+	_ storage.FlowController = (*Store)(nil)
 )
 
 // Store is an in-memory storage.Storage. It is safe for concurrent use; its zero value is not
@@ -32,7 +33,13 @@ type Store struct {
 	byKey     map[nameKey]*record
 	order     []int64           // every workflow ID, ascending
 	due       queue             // workflows with a RunAt, by RunAt
-	dueByName map[string]*queue // the same, per workflow name
+	dueFree   queue             // the same, of the workflows without a flow
+	dueByName map[string]*queue // dueFree per workflow name
+	// dueByFlow holds the workflows with a RunAt and a flow: name -> flow key -> queue.
+	dueByFlow map[string]map[string]*queue
+	flows     map[string]*flowState // stored flows by key
+	// running holds, per flow key (stored or not), the running workflows of the key.
+	running map[string]map[int64]struct{}
 	finished  queue             // final workflows, by FinishedAt
 	stepOwner map[int64]int64   // step ID -> the workflow it belongs to
 	children  map[int64]*branch // branch step ID -> its children
@@ -116,6 +123,9 @@ func New(opts ...Option) *Store {
 		byID:      map[int64]*record{},
 		byKey:     map[nameKey]*record{},
 		dueByName: map[string]*queue{},
+		dueByFlow: map[string]map[string]*queue{},
+		flows:     map[string]*flowState{},
+		running:   map[string]map[int64]struct{}{},
 		stepOwner: map[int64]int64{},
 		children:  map[int64]*branch{},
 		listeners: map[*listener]struct{}{},
@@ -138,8 +148,9 @@ func (s *Store) Close() error {
 	for l := range s.listeners {
 		s.dropListener(l)
 	}
-	s.byID, s.byKey, s.order, s.dueByName = nil, nil, nil, nil
-	s.due, s.finished = queue{}, queue{}
+	s.byID, s.byKey, s.order, s.dueByName, s.dueByFlow = nil, nil, nil, nil, nil
+	s.flows, s.running = nil, nil
+	s.due, s.dueFree, s.finished = queue{}, queue{}, queue{}
 	s.stepOwner, s.children = nil, nil
 	return nil
 }

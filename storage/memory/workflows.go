@@ -73,6 +73,7 @@ func (s *Store) insert(w storage.NewWorkflow, parentStep int64, now time.Time) *
 		ParentStepID: parentStep,
 		TraceContext: clone(w.TraceContext),
 		Tags:         cloneTags(w.Tags),
+		Flow:         w.Flow,
 		CreatedAt:    now,
 		UpdatedAt:    now,
 	})
