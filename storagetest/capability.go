@@ -17,7 +17,9 @@ type Capability string
 const Notifier Capability = "Notifier"
 
 // knownCapabilities lists every capability the suite has cases for, for checking Without.
-func knownCapabilities() []Capability { return []Capability{Notifier, GroupFinisher, Inspector, FlowControl} }
+func knownCapabilities() []Capability {
+	return []Capability{Notifier, GroupFinisher, Inspector, FlowControl}
+}
 
 // Option adjusts how Run exercises a backend.
 type Option func(*options)

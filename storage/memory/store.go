@@ -12,9 +12,9 @@ import (
 )
 
 var (
-	_ storage.Storage       = (*Store)(nil)
-	_ storage.Notifier      = (*Store)(nil)
-	_ storage.GroupFinisher = (*Store)(nil)
+	_ storage.Storage        = (*Store)(nil)
+	_ storage.Notifier       = (*Store)(nil)
+	_ storage.GroupFinisher  = (*Store)(nil)
 	_ storage.FlowController = (*Store)(nil)
 )
 
@@ -39,7 +39,7 @@ type Store struct {
 	dueByFlow map[string]map[string]*queue
 	flows     map[string]*flowState // stored flows by key
 	// running holds, per flow key (stored or not), the running workflows of the key.
-	running map[string]map[int64]struct{}
+	running   map[string]map[int64]struct{}
 	finished  queue             // final workflows, by FinishedAt
 	stepOwner map[int64]int64   // step ID -> the workflow it belongs to
 	children  map[int64]*branch // branch step ID -> its children
