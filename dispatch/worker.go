@@ -96,6 +96,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	wakes := newMergeWakes()
 	wg.Go(func() { w.wakeMerges(wakeCtx, wakes) })
 
+	// A governed workflow must not be claimed before its flow's limits are stored.
+	if !w.syncFlows(ctx) {
+		return nil
+	}
 	held := w.cfg.concurrency + w.cfg.prefetch
 	l := &loop{w: w, wg: &wg, runsCtx: runsCtx, stop: ctx, done: make(chan struct{}, held),
 		slots: make(chan struct{}, w.cfg.concurrency), wakes: wakes}
@@ -109,6 +113,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	l.claimLoop(ctx)
 	l.drain(cancelRuns)
 	return nil
+}
+
+// syncFlows stores the flow defaults declared in code (sdk.Engine.SyncFlows) before the first
+// claim, retrying with the worker's backoff while the store fails. It reports false when ctx
+// ended first.
+func (w *Worker) syncFlows(ctx context.Context) bool {
+	backoff := w.cfg.pollMin
+	for {
+		err := w.eng.SyncFlows(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		w.log.Warn("storing the flows declared in code failed; retrying before the first claim", "error", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, w.cfg.pollMax)
+	}
 }
 
 // loop is the state of one call to Run, owned by Run's goroutine.

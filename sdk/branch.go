@@ -230,7 +230,7 @@ func (b *BranchScope) newChild(c Child, key string) (storage.NewWorkflow, error)
 		return storage.NewWorkflow{}, fmt.Errorf("encode input of child %q: %w", key, err)
 	}
 	now := r.eng.clock.Now()
-	return storage.NewWorkflow{Name: c.def.name, Key: key, Input: input, RunAt: now, Now: now}, nil
+	return storage.NewWorkflow{Name: c.def.name, Key: key, Input: input, RunAt: now, Now: now, Flow: r.eng.flowOf(c.def)}, nil
 }
 
 // begin validates a spawn name and claims its record; it reports whether the spawn is done.

@@ -33,6 +33,9 @@ type Engine struct {
 	noGroup        bool
 	defs           map[string]*definition
 	names          []string
+	flows          storage.FlowController  // the store, when it enforces flows
+	groups         map[string]storage.Flow // WithFlowGroup
+	flowDefaults   map[string]storage.Flow // the flows declared in code, by key (SyncFlows)
 	telOpts        telemetry.Options
 	tel            *telemetry.Telemetry
 
@@ -205,6 +208,10 @@ func NewEngine(store storage.Storage, opts ...Option) (*Engine, error) {
 		e.names = append(e.names, n)
 	}
 	sort.Strings(e.names)
+	e.flows, _ = store.(storage.FlowController)
+	if err := e.resolveFlows(); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

@@ -65,7 +65,7 @@ func newWorkflow[In any](e *Engine, name, key string, in In, now time.Time, opts
 	if cfg.at.After(runAt) {
 		runAt = cfg.at
 	}
-	return storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: runAt, Now: now, Tags: cfg.tags}, nil
+	return storage.NewWorkflow{Name: name, Key: key, Input: input, RunAt: runAt, Now: now, Tags: cfg.tags, Flow: e.flowOf(e.defs[name])}, nil
 }
 
 // Start creates the workflow with the given key and input, runnable at once (or as

@@ -22,6 +22,10 @@ type definition struct {
 	// steps are the step options given at definition (WithStepDefaults under "", WithStep
 	// under the step's name), applied before those of the call.
 	steps map[string][]StepOption
+	// flowKey is the key of the flow that governs the workflow (WithLimits: its name;
+	// InFlowGroup: the group), empty for none; limits are WithLimits' defaults.
+	flowKey string
+	limits  *Limits
 	// run decodes the input, calls the function and encodes the output.
 	run func(c *Context, input []byte) ([]byte, error)
 }

@@ -31,6 +31,7 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"UnknownNameUntouched", testE2EUnknownName},
 			{"CleanupWhileRunning", testE2ECleanupWhileRunning},
 			{"Repeat", testE2ERepeat},
+			{"FlowFanOut", testE2EFlowFanOut},
 		}
 		cases = append(cases, branchCases()...)
 		cases = append(cases, messageCases()...)

@@ -29,6 +29,8 @@ const (
 	MetricQueueDepth         = "chronoforge.queue.depth"
 	MetricQueueDue           = "chronoforge.queue.due"
 	MetricQueueOldestDueAge  = "chronoforge.queue.oldest_due.age"
+	MetricFlowRunning        = "chronoforge.flow.running"
+	MetricFlowDue            = "chronoforge.flow.due"
 )
 
 // Metric describes one instrument: what the README's table shows and the tests check.
@@ -65,6 +67,8 @@ func Metrics() []Metric {
 		{MetricQueueDepth, "gauge", "{workflow}", "Workflows by state (idle, running, stalled), counted up to a cap.", []attribute.Key{AttrWorkflowState}, true},
 		{MetricQueueDue, "gauge", "{workflow}", "Workflows due now and not leased, counted up to a cap.", nil, true},
 		{MetricQueueOldestDueAge, "gauge", "s", "How long the oldest due workflow (among the capped count) has been due.", nil, true},
+		{MetricFlowRunning, "gauge", "{workflow}", "Workflows of a flow running with a live lease, counted up to a cap.", []attribute.Key{AttrFlow}, true},
+		{MetricFlowDue, "gauge", "{workflow}", "Workflows of a flow due now (held back when the flow is at a limit), counted up to a cap.", []attribute.Key{AttrFlow}, true},
 	}
 }
 

@@ -44,6 +44,8 @@ const (
 	// AttrWorkflowState is a workflow state (storage.State), as a metric label: the final state
 	// of the end-to-end duration, the state of the queue depth.
 	AttrWorkflowState = attribute.Key("chronoforge.workflow.state")
+	// AttrFlow is a flow key (storage.Flow), as a metric label of the flow gauges.
+	AttrFlow = attribute.Key("chronoforge.flow")
 
 	// AttrRunAttempt is the run's workflow-level attempt: 1 + the failed runs before it.
 	AttrRunAttempt = attribute.Key("chronoforge.run.attempt")
