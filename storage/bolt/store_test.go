@@ -76,8 +76,11 @@ func dump(t testing.TB, s *Store) map[string]string {
 // checkIndexes rebuilds every index from the workflow rows and compares it with the stored one.
 func checkIndexes(t testing.TB, s *Store) {
 	t.Helper()
-	want := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}, "children": {}}
-	got := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}, "children": {}}
+	indexes := []string{"keys", "runnable", "states", "finished", "children", "flowrunnable", "flowdue", "flowrunning"}
+	want, got := map[string]map[string]string{}, map[string]map[string]string{}
+	for _, name := range indexes {
+		want[name], got[name] = map[string]string{}, map[string]string{}
+	}
 	require.NoError(t, s.db.View(func(tx *bbolt.Tx) error {
 		err := tx.Bucket(bucketWorkflows).ForEach(func(k, v []byte) error {
 			r, err := decodeWorkflow(v)
@@ -86,8 +89,15 @@ func checkIndexes(t testing.TB, s *Store) {
 			}
 			want["keys"][string(nameKey(r.Name, r.Key))] = string(idKey(r.ID))
 			want["states"][string(stateKey(r.State, r.ID))] = ""
-			if runnable(r) {
+			switch {
+			case runnable(r) && r.Flow == "":
 				want["runnable"][string(timeIDKey(r.RunAt, r.ID))] = r.Name
+			case runnable(r):
+				want["flowrunnable"][string(flowPairPrefix(r.Name, r.Flow))+string(timeIDKey(r.RunAt, r.ID))] = ""
+				want["flowdue"][string(timeIDKey(r.RunAt, r.ID))] = r.Name
+			}
+			if r.Flow != "" && r.State == storage.StateRunning {
+				want["flowrunning"][r.Flow+"\x00"+string(timeIDKey(r.LeaseUntil, r.ID))] = ""
 			}
 			if finished(r) {
 				want["finished"][string(timeIDKey(r.FinishedAt, r.ID))] = ""
