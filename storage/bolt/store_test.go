@@ -973,6 +973,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeError(&storage.ErrorRecord{ID: 1, Message: "m"}))
 	f.Add(golden(f, goldenWorkflowV1))
 	f.Add(encodeWorkflow(&record{Workflow: storage.Workflow{ID: 1, Name: "n", Wait: storage.Wait{Kind: "merge", Data: []byte("d")}}}))
+	f.Add(golden(f, goldenWorkflowV3))
+	f.Add(encodeWorkflow(&record{Workflow: storage.Workflow{ID: 1, Name: "n", Flow: "f", Tags: map[string]string{"t": "v"}}}))
+	f.Add(encodeFlow(&flowRecord{Flow: storage.Flow{Key: "f", Priority: -3, Concurrency: 2, Rate: 5, Per: time.Second, UpdatedAt: base}, Logged: 7}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Must not panic, whatever the bytes.
 		_, _ = decodeWorkflow(b)
@@ -980,6 +983,7 @@ func FuzzDecode(f *testing.F) {
 		_, _ = decodeError(b)
 		_, _ = decodeMessage(b)
 		_, _, _ = decodeNameState(b)
+		_, _ = decodeFlow([]byte("f"), b)
 	})
 }
 
