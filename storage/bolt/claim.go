@@ -85,12 +85,18 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 			return cmp.Compare(a.old.ID, b.old.ID)
 		})
 		picked = picked[:min(len(picked), r.Limit)]
-		// Each claimed workflow of a flow with a rate takes its place in the window. A flow
-		// whose count of log entries changed (entries dropped from the window, or added) is
-		// written back; the others are left as they are.
+		// The claimed workflows of a flow with a rate take their places in the window, one
+		// log entry per flow. A flow whose count of claims in its log changed (entries dropped
+		// from the window, or added) is written back; the others are left as they are.
+		taken := map[*flowRecord]int{}
 		for _, p := range picked {
 			if p.flow != nil && p.flow.Rate > 0 {
-				if err := t.logClaim(p.flow, storeNow); err != nil {
+				taken[p.flow]++
+			}
+		}
+		for _, f := range flows {
+			if n := taken[&f.flowRecord]; n > 0 {
+				if err := t.logClaim(&f.flowRecord, storeNow, n); err != nil {
 					return err
 				}
 			}
@@ -185,7 +191,8 @@ func (t *txn) claimFlows(names []string, limit int, bound []byte, storeNow time.
 			prio = f.Priority
 			running := 0
 			if f.Concurrency > 0 {
-				running = t.liveRunning(key, storeNow, f.Concurrency)
+				// Below Concurrency-limit live leases, the room is limit, whatever their number.
+				running = t.liveRunning(key, storeNow, f.Concurrency-limit, f.Concurrency)
 			}
 			inWindow, err := t.inWindow(f, storeNow)
 			if err != nil {

@@ -345,10 +345,10 @@ func decodeMessage(b []byte) (storage.Message, error) {
 
 // flowRecord is a stored flow (the flows bucket, under its key) with the number of its claims
 // in the rate log (the flowlog bucket), which a claim keeps in step with the log so that it
-// learns how many claims are in the window without counting them.
+// learns how many claims are in the window without reading them.
 type flowRecord struct {
 	storage.Flow
-	// Logged counts the key's entries in the flowlog bucket.
+	// Logged is the sum of the counts of the key's entries in the flowlog bucket.
 	Logged int64
 }
 

@@ -90,8 +90,8 @@ func (s *Store) DeleteFlow(ctx context.Context, key string) (bool, error) {
 }
 
 // ListFlows returns every stored flow in key order with its Running and Due counts (see
-// storage.FlowController), from one read transaction. Running counts the key's suffix of live
-// leases in the flowrunning index; Due walks the key's queues in the flowrunnable index (one
+// storage.FlowController), from one read transaction. Running is the key's running rows less
+// its expired leases (see liveRunning); Due walks the key's queues in the flowrunnable index (one
 // per name) up to now, stepping over rows whose lease is live. Each count stops at
 // storage.FlowProbe.
 func (s *Store) ListFlows(ctx context.Context, now time.Time) ([]storage.FlowState, error) {
@@ -116,7 +116,7 @@ func (s *Store) ListFlows(ctx context.Context, now time.Time) ([]storage.FlowSta
 			if err != nil {
 				return fmt.Errorf("flow %q: %w", k, err)
 			}
-			st := storage.FlowState{Flow: f.Flow, Running: t.liveRunning(f.Key, storeNow, storage.FlowProbe)}
+			st := storage.FlowState{Flow: f.Flow, Running: t.liveRunning(f.Key, storeNow, -1, storage.FlowProbe)}
 			for _, p := range queues[f.Key] {
 				rs, err := t.dueRows(p, bound, storeNow, storage.FlowProbe-st.Due, nil)
 				if err != nil {
@@ -238,10 +238,39 @@ func (t *txn) dueRows(prefix, bound []byte, storeNow time.Time, max int, budget 
 }
 
 // liveRunning counts the running workflows of flow key whose lease is live by storeNow (ends
-// after it), at most max. The flowrunning index orders a key's rows by lease expiry, so they
-// are the key's last keys: the walk starts at storeNow and reads no expired lease.
-func (t *txn) liveRunning(key string, storeNow time.Time, max int) int {
+// after it), at most max; or, when at most floor of them are live, it may return any count
+// up to floor (a claim's room is the same for all of them). The flowrunning index orders a
+// key's rows by lease expiry, expired ones first, and flowcount holds their total, so the
+// live ones are the total less the expired ones, read from the head of the key: usually a
+// read or two. When more than max rows have expired, it counts the live ones from the store's
+// now instead, up to max: its reads never pass about 2*max.
+func (t *txn) liveRunning(key string, storeNow time.Time, floor, max int) int {
+	total := int(t.runningCount(key))
+	if total <= floor {
+		return total
+	}
 	prefix := flowPrefix(key)
+	c := t.flowRunning.Cursor()
+	expired := 0
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		t.flowRead(1)
+		if len(k) == len(prefix)+16 && keyTime(k[len(prefix):]).After(storeNow) {
+			break // the first live lease: the rest are live
+		}
+		expired++
+		if total-expired <= floor {
+			return total - expired
+		}
+		if expired > max {
+			return t.countLive(prefix, storeNow, max)
+		}
+	}
+	return min(total-expired, max)
+}
+
+// countLive counts the keys under prefix in the flowrunning index whose lease ends after
+// storeNow, at most max.
+func (t *txn) countLive(prefix []byte, storeNow time.Time, max int) int {
 	c := t.flowRunning.Cursor()
 	n := 0
 	for k, _ := c.Seek(append(slices.Clip(prefix), timeIDKey(storeNow, 0)...)); k != nil && bytes.HasPrefix(k, prefix) && n < max; k, _ = c.Next() {
@@ -254,9 +283,8 @@ func (t *txn) liveRunning(key string, storeNow time.Time, max int) int {
 }
 
 // inWindow drops the entries of f's rate log that left the window ending at storeNow (all of
-// them when f has no rate) and returns how many are left: the claims of the key in the
-// window. It updates f.Logged; the caller writes f back. The log is in time order, so only the
-// entries dropped are read.
+// them when f has no rate) and returns the claims left in it. It updates f.Logged; the caller
+// writes f back. The log is in time order, so only the entries dropped are read, and one more.
 func (t *txn) inWindow(f *flowRecord, storeNow time.Time) (int, error) {
 	if f.Logged == 0 {
 		return 0, nil
@@ -264,34 +292,38 @@ func (t *txn) inWindow(f *flowRecord, storeNow time.Time) (int, error) {
 	prefix := flowPrefix(f.Key)
 	from := storeNow.Add(-f.Per)
 	var old [][]byte
+	dropped := int64(0)
 	c := t.flowLog.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		t.flowRead(1)
 		if f.Rate > 0 && len(k) == len(prefix)+16 && keyTime(k[len(prefix):]).After(from) {
 			break
 		}
 		old = append(old, slices.Clone(k))
+		if len(v) == 8 {
+			dropped += int64(beUint(v))
+		}
 	}
 	for _, k := range old {
 		if err := t.flowLog.Delete(k); err != nil {
 			return 0, err
 		}
 	}
-	f.Logged = max(f.Logged-int64(len(old)), 0)
+	f.Logged = max(f.Logged-dropped, 0)
 	return int(f.Logged), nil
 }
 
-// logClaim appends a claim of f's key at storeNow to its rate log. A sequence makes the keys
-// of one claim's several workflows (and of claims at one clock reading) distinct.
-func (t *txn) logClaim(f *flowRecord, storeNow time.Time) error {
+// logClaim adds n claims of f's key at storeNow to its rate log, as one entry whose value is
+// n. A sequence makes the keys of claims at one clock reading distinct.
+func (t *txn) logClaim(f *flowRecord, storeNow time.Time, n int) error {
 	seq, err := t.flowLog.NextSequence()
 	if err != nil {
 		return err
 	}
 	k := append(flowPrefix(f.Key), timeIDKey(storeNow, int64(seq))...)
-	if err := t.flowLog.Put(k, nil); err != nil {
+	if err := t.flowLog.Put(k, idKey(int64(n))); err != nil {
 		return err
 	}
-	f.Logged++
+	f.Logged += int64(n)
 	return nil
 }

@@ -40,7 +40,7 @@ func putFlow(t testing.TB, s storage.FlowController, f storage.Flow) {
 	require.True(t, wrote)
 }
 
-// checkFlowLogs compares each stored flow's count of rate log entries with its entries.
+// checkFlowLogs compares each stored flow's count of claims in its rate log with the log.
 func checkFlowLogs(t testing.TB, s *Store) {
 	t.Helper()
 	require.NoError(t, s.view(func(t *txn) error {
@@ -57,12 +57,15 @@ func checkFlowLogs(t testing.TB, s *Store) {
 		if err != nil {
 			return err
 		}
-		err = t.flowLog.ForEach(func(k, _ []byte) error {
+		err = t.flowLog.ForEach(func(k, v []byte) error {
 			key := string(k[:bytes.IndexByte(k, 0)])
 			if _, ok := got[key]; !ok {
 				return fmt.Errorf("a rate log entry of key %q, which has no stored flow", key)
 			}
-			got[key]++
+			if len(v) != 8 || beUint(v) == 0 {
+				return fmt.Errorf("a rate log entry of key %q counts %x claims", key, v)
+			}
+			got[key] += int64(beUint(v))
 			return nil
 		})
 		if err != nil {
@@ -404,5 +407,34 @@ func TestOpenUpgradesSchema4(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, int64(7), claimOne(t, s, base, time.Minute).ID)
+	checkIndexes(t, s)
+}
+
+// TestFlowExpiredLeasesCount: the live leases of a key are its running rows less the expired
+// ones, however many expired ones lie ahead of them (more than the concurrency limit: the
+// claim counts the live ones instead), for a claim and for ListFlows alike.
+func TestFlowExpiredLeasesCount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	createFlowRows(t, s, "a", "k", "a", 20, at(0))
+	claim := func(now time.Time, limit int) []storage.Workflow {
+		t.Helper()
+		setClock(s, now)
+		got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: limit, TTL: time.Minute, Now: now})
+		require.NoError(t, err)
+		return got
+	}
+	require.Len(t, claim(at(0), 5), 5, "no stored flow: no limit")
+	require.Len(t, claim(at(30*time.Second), 1), 1)
+	putFlow(t, s, storage.Flow{Key: "k", Concurrency: 2})
+	// At 70s the first 5 leases have expired, the sixth is live until 90s.
+	now := at(70 * time.Second)
+	setClock(s, now)
+	list, err := s.ListFlows(ctx, now)
+	require.NoError(t, err)
+	require.Equal(t, 1, list[0].Running)
+	require.Len(t, claim(now, 10), 1, "one live lease of a concurrency of 2")
+	require.Empty(t, claim(now, 10), "two live leases")
 	checkIndexes(t, s)
 }

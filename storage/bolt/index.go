@@ -139,6 +139,7 @@ type txn struct {
 	flowRunnable *bbolt.Bucket
 	flowDue      *bbolt.Bucket
 	flowRunning  *bbolt.Bucket
+	flowCount    *bbolt.Bucket
 	// stats counts the store's index reads that tests bound; nil in a transaction of Open.
 	stats *stats
 }
@@ -184,6 +185,7 @@ func newTxn(tx *bbolt.Tx) *txn {
 		flowRunnable: tx.Bucket(bucketFlowRunnable),
 		flowDue:      tx.Bucket(bucketFlowDue),
 		flowRunning:  tx.Bucket(bucketFlowRunning),
+		flowCount:    tx.Bucket(bucketFlowCount),
 	}
 }
 
@@ -236,7 +238,17 @@ func (t *txn) get(id int64) (*record, error) {
 // row). Every change of a workflow goes through here, so the indexes cannot drift.
 func (t *txn) put(old, r *record) error {
 	if old != nil {
-		if err := t.unindex(old); err != nil {
+		if err := t.unindexKeys(old); err != nil {
+			return err
+		}
+	}
+	// The flow key never changes, so a row that was and is running keeps its count.
+	if was, is := old != nil && flowRunning(old), flowRunning(r); was != is {
+		delta := int64(1)
+		if was {
+			delta = -1
+		}
+		if err := t.countRunning(r.Flow, delta); err != nil {
 			return err
 		}
 	}
@@ -277,7 +289,18 @@ func (t *txn) put(old, r *record) error {
 	return nil
 }
 
+// unindex removes every index entry of r, a row being deleted.
 func (t *txn) unindex(r *record) error {
+	if flowRunning(r) {
+		if err := t.countRunning(r.Flow, -1); err != nil {
+			return err
+		}
+	}
+	return t.unindexKeys(r)
+}
+
+// unindexKeys removes the index entries of r, leaving the flowcount index to the caller.
+func (t *txn) unindexKeys(r *record) error {
 	if err := t.states.Delete(stateKey(r.State, r.ID)); err != nil {
 		return err
 	}
@@ -310,6 +333,28 @@ func (t *txn) unindex(r *record) error {
 		}
 	}
 	return nil
+}
+
+// countRunning adds delta to the count of flow's entries in the flowrunning index; a count
+// that drops to zero is deleted.
+func (t *txn) countRunning(flow string, delta int64) error {
+	n := t.runningCount(flow) + delta
+	if n < 0 {
+		return fmt.Errorf("flow %q: %d running rows counted", flow, n)
+	}
+	if n == 0 {
+		return t.flowCount.Delete([]byte(flow))
+	}
+	return t.flowCount.Put([]byte(flow), idKey(n))
+}
+
+// runningCount is the number of flow's entries in the flowrunning index, live or expired.
+func (t *txn) runningCount(flow string) int64 {
+	v := t.flowCount.Get([]byte(flow))
+	if len(v) != 8 {
+		return 0
+	}
+	return int64(beUint(v))
 }
 
 // prefixKeys returns the keys of b that start with prefix. Deleting behind a live cursor can

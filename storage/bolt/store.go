@@ -16,11 +16,12 @@
 //	messages      workflow id, message id             -> message record
 //	mailbox       workflow id, topic 0x00, message id -> empty (unconsumed messages)
 //	msgkeys       workflow id, message key            -> message id
-//	flows         flow key                            -> flow record (with its count of rate log entries)
-//	flowlog       flow key 0x00 claimed_at seq        -> empty  (the claims of a rate window, store clock)
+//	flows         flow key                            -> flow record (with the count of claims in its log)
+//	flowlog       flow key 0x00 claimed_at seq        -> count  (the claims of a rate window, store clock)
 //	flowrunnable  name 0x00 flow 0x00 run_at id       -> empty (runnable rows with a Flow)
 //	flowdue       run_at id                           -> name   (the same rows, in RunAt order)
 //	flowrunning   flow key 0x00 lease_until id        -> empty  (running rows with a Flow)
+//	flowcount     flow key                            -> count  (of the key's flowrunning entries)
 //
 // Runnable rows with a flow key (governed rows) are kept out of the runnable index, so a
 // flow's held-back backlog never lies in the way of a claim of other workflows: the runnable
@@ -29,8 +30,9 @@
 // by name first, so its distinct name 0x00 flow 0x00 prefixes are the mapping from a name to
 // the flow keys of its runnable rows, with no entry that could go stale. flowdue holds the
 // same rows in RunAt order for Backlog. flowrunning is ordered by lease expiry within a key,
-// so the running rows with a live lease are the key's suffix from the store's now: a claim
-// counts them up to the concurrency limit without reading expired ones.
+// so the running rows with an expired lease are the key's first entries and those with a
+// live lease the rest: with flowcount's total, a claim learns how many are live from the
+// expired ones, usually none, rather than by reading up to the concurrency limit of live ones.
 //
 // The mailbox index holds only the messages still waiting, so the next message of a topic is
 // the first key of its prefix: one cursor Seek, however many messages the workflow holds or
@@ -81,9 +83,9 @@ func systemClock() time.Time { return time.Now().UTC() }
 //	4  mailboxes (the messages, mailbox and msgkeys buckets); workflow records of codec
 //	   version 3 (tags). An older build refuses the file, as it would keep messages of
 //	   deleted workflows.
-//	5  flow control (the flows, flowlog, flowrunnable, flowdue and flowrunning buckets);
-//	   workflow records of codec version 4 (the flow key). An older build refuses the file,
-//	   as it would leave governed rows out of its runnable index.
+//	5  flow control (the flows, flowlog, flowrunnable, flowdue, flowrunning and flowcount
+//	   buckets); workflow records of codec version 4 (the flow key). An older build refuses
+//	   the file, as it would leave governed rows out of its runnable index.
 const schemaVersion = 5
 
 var (
@@ -106,6 +108,7 @@ var (
 	bucketFlowRunnable = []byte("flowrunnable")
 	bucketFlowDue      = []byte("flowdue")
 	bucketFlowRunning  = []byte("flowrunning")
+	bucketFlowCount    = []byte("flowcount")
 
 	metaVersion = []byte("version")
 )
@@ -205,7 +208,7 @@ func initBuckets(tx *bbolt.Tx) error {
 		version = beUint(v)
 	}
 	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketBranches, bucketSteps, bucketErrors, bucketMessages, bucketMailbox, bucketMsgKeys,
-		bucketFlows, bucketFlowLog, bucketFlowRunnable, bucketFlowDue, bucketFlowRunning} {
+		bucketFlows, bucketFlowLog, bucketFlowRunnable, bucketFlowDue, bucketFlowRunning, bucketFlowCount} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}

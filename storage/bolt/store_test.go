@@ -76,7 +76,7 @@ func dump(t testing.TB, s *Store) map[string]string {
 // checkIndexes rebuilds every index from the workflow rows and compares it with the stored one.
 func checkIndexes(t testing.TB, s *Store) {
 	t.Helper()
-	indexes := []string{"keys", "runnable", "states", "finished", "children", "flowrunnable", "flowdue", "flowrunning"}
+	indexes := []string{"keys", "runnable", "states", "finished", "children", "flowrunnable", "flowdue", "flowrunning", "flowcount"}
 	want, got := map[string]map[string]string{}, map[string]map[string]string{}
 	for _, name := range indexes {
 		want[name], got[name] = map[string]string{}, map[string]string{}
@@ -98,6 +98,11 @@ func checkIndexes(t testing.TB, s *Store) {
 			}
 			if r.Flow != "" && r.State == storage.StateRunning {
 				want["flowrunning"][r.Flow+"\x00"+string(timeIDKey(r.LeaseUntil, r.ID))] = ""
+				n := int64(0)
+				if v, ok := want["flowcount"][r.Flow]; ok {
+					n = int64(beUint([]byte(v)))
+				}
+				want["flowcount"][r.Flow] = string(idKey(n + 1))
 			}
 			if finished(r) {
 				want["finished"][string(timeIDKey(r.FinishedAt, r.ID))] = ""
