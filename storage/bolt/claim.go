@@ -135,7 +135,8 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 	return out, nil
 }
 
-// readFlow is a flow a claim read, with the count of its rate log entries as stored.
+// readFlow is a flow a claim read, with its count of logged claims as it was stored (read):
+// the claim writes the flow back only when the count changed.
 type readFlow struct {
 	flowRecord
 	read int64

@@ -91,8 +91,8 @@ func (s *Store) DeleteFlow(ctx context.Context, key string) (bool, error) {
 
 // ListFlows returns every stored flow in key order with its Running and Due counts (see
 // storage.FlowController), from one read transaction. Running is the key's running rows less
-// its expired leases (see liveRunning); Due walks the key's queues in the flowrunnable index (one
-// per name) up to now, stepping over rows whose lease is live. Each count stops at
+// its expired leases (see liveRunning); Due walks the key's queues in the flowrunnable index
+// (one per name) up to now, stepping over rows whose lease is live. Each count stops at
 // storage.FlowProbe.
 func (s *Store) ListFlows(ctx context.Context, now time.Time) ([]storage.FlowState, error) {
 	if err := storage.ValidateListFlows(now); err != nil {
@@ -104,6 +104,7 @@ func (s *Store) ListFlows(ctx context.Context, now time.Time) ([]storage.FlowSta
 	bound := timeIDKey(now.UTC(), math.MaxInt64)
 	var out []storage.FlowState
 	err := s.view(func(t *txn) error {
+		out = []storage.FlowState{} // none is empty, not nil, as the memory store answers
 		storeNow := s.clock()
 		queues := map[string][][]byte{}
 		for _, p := range t.flowPairs(nil) {

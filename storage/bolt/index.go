@@ -152,12 +152,12 @@ type stats struct {
 	childKeys atomic.Int64
 	// prefixKeys counts the keys of the keys index that a ListWorkflows by key prefix read.
 	prefixKeys atomic.Int64
-	// flowKeys counts the keys of the flow indexes (flowrunnable, flowrunning, flowlog) and
-	// the governed rows that Claim read.
+	// flowKeys counts the keys of the flow indexes (flowrunnable, flowrunning, flowlog) that
+	// Claim and ListFlows read.
 	flowKeys atomic.Int64
 }
 
-// flowRead counts n keys of the flow indexes read by a claim, when the transaction counts.
+// flowRead counts n keys of the flow indexes read, when the transaction counts.
 func (t *txn) flowRead(n int) {
 	if t.stats != nil {
 		t.stats.flowKeys.Add(int64(n))
