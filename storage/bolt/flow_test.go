@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -282,6 +283,15 @@ const goldenWorkflowV3 = "030e027766016b03696e000469646c65037b7d01aafce7bcedb4a0
 // same claims (the same workflows in the same order) and the same ListFlows after each step.
 func TestFlowClaimsMatchMemory(t *testing.T) {
 	t.Parallel()
+	for seed := range uint64(4) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			t.Parallel()
+			flowClaimsMatchMemory(t, seed)
+		})
+	}
+}
+
+func flowClaimsMatchMemory(t *testing.T, seed uint64) {
 	ctx := context.Background()
 	clock := base.Truncate(time.Second) // the memory store keeps microseconds
 	b := newStore(t)
@@ -292,7 +302,7 @@ func TestFlowClaimsMatchMemory(t *testing.T) {
 		storage.Storage
 		storage.FlowController
 	}{b, m}
-	rnd := rand.New(rand.NewPCG(13, 1))
+	rnd := rand.New(rand.NewPCG(13, seed))
 	flows := []storage.Flow{
 		{Key: "k1", Priority: 5, Concurrency: 2},
 		{Key: "k2", Priority: -1, Rate: 3, Per: 10 * time.Second},
@@ -436,5 +446,34 @@ func TestFlowExpiredLeasesCount(t *testing.T) {
 	require.Equal(t, 1, list[0].Running)
 	require.Len(t, claim(now, 10), 1, "one live lease of a concurrency of 2")
 	require.Empty(t, claim(now, 10), "two live leases")
+	checkIndexes(t, s)
+}
+
+// TestFlowOpenRecoversLeases: the leases of a dead process's governed runs stop counting
+// against their flow's concurrency as soon as the file is opened again.
+func TestFlowOpenRecoversLeases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chrono.db")
+	s, err := Open(path, WithNoSync())
+	require.NoError(t, err)
+	putFlow(t, s, storage.Flow{Key: "k", Concurrency: 1})
+	createFlowRows(t, s, "wf", "k", "w", 3, base)
+	claim := func(s *Store) []storage.Workflow {
+		t.Helper()
+		got, err := s.Claim(ctx, storage.ClaimRequest{Owner: "w", Limit: 3, TTL: time.Hour, Now: at(time.Second)})
+		require.NoError(t, err)
+		return got
+	}
+	require.Len(t, claim(s), 1)
+	require.Empty(t, claim(s), "at the limit")
+	require.NoError(t, s.Close()) // the process dies holding the lease
+
+	s, err = Open(path, WithNoSync())
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	checkIndexes(t, s)
+	require.Len(t, claim(s), 1, "the dead lease no longer counts")
+	require.Empty(t, claim(s), "at the limit again")
 	checkIndexes(t, s)
 }
