@@ -21,9 +21,11 @@ import (
 //	2  workflow records carry Wait.Data after Wait.Step (steps and errors are unchanged)
 //	3  workflow records end with their Tags (a count, then key and value pairs in key
 //	   order); a record of an earlier version has none. Message records start at 3.
+//	4  workflow records end with their Flow key after the tags; a record of an earlier
+//	   version has none (""). Flow records (the flows bucket) start at 4.
 
 // codecVersion is the first byte of every record this build writes.
-const codecVersion = 3
+const codecVersion = 4
 
 // errCorrupt marks a record that cannot be decoded; it means the file is damaged or was
 // written by an incompatible version.
@@ -150,7 +152,7 @@ func (d *decoder) done(what string) error {
 }
 
 func encodeWorkflow(r *record) []byte {
-	e := encoder{b: make([]byte, 0, 96+len(r.Name)+len(r.Key)+len(r.Input)+len(r.Output)+len(r.Values)+len(r.Wait.Data)+len(r.TraceContext)+len(r.LastError))}
+	e := encoder{b: make([]byte, 0, 96+len(r.Name)+len(r.Key)+len(r.Input)+len(r.Output)+len(r.Values)+len(r.Wait.Data)+len(r.TraceContext)+len(r.LastError)+len(r.Flow))}
 	e.b = append(e.b, codecVersion)
 	e.int(r.ID)
 	e.string(r.Name)
@@ -175,6 +177,7 @@ func encodeWorkflow(r *record) []byte {
 	e.time(r.FinishedAt)
 	e.time(r.Wake)
 	e.tags(r.Tags)
+	e.string(r.Flow)
 	return e.b
 }
 
@@ -235,6 +238,9 @@ func decodeWorkflow(b []byte) (*record, error) {
 	r.Wake = d.time()
 	if v >= 3 {
 		r.Tags = d.tags()
+	}
+	if v >= 4 {
+		r.Flow = d.string()
 	}
 	if err := d.done("workflow"); err != nil {
 		return nil, err
@@ -335,6 +341,47 @@ func decodeMessage(b []byte) (storage.Message, error) {
 	m.ConsumedBy = d.string()
 	m.ConsumedAt = d.time()
 	return m, d.done("message")
+}
+
+// flowRecord is a stored flow (the flows bucket, under its key) with the number of its claims
+// in the rate log (the flowlog bucket), which a claim keeps in step with the log so that it
+// learns how many claims are in the window without reading them.
+type flowRecord struct {
+	storage.Flow
+	// Logged is the sum of the counts of the key's entries in the flowlog bucket.
+	Logged int64
+}
+
+// encodeFlow writes a flow record; the key is the bucket key, not repeated here.
+func encodeFlow(f *flowRecord) []byte {
+	e := encoder{b: make([]byte, 0, 40)}
+	e.b = append(e.b, codecVersion)
+	e.int(int64(f.Priority))
+	e.int(int64(f.Concurrency))
+	e.int(int64(f.Rate))
+	e.int(int64(f.Per))
+	e.time(f.UpdatedAt)
+	e.int(f.Logged)
+	return e.b
+}
+
+// decodeFlow reads a flow record stored under key.
+func decodeFlow(key, b []byte) (*flowRecord, error) {
+	d := decoder{b: b}
+	if v := d.version("flow"); d.err == nil && v < 4 {
+		d.err = fmt.Errorf("%w: flow record has codec version %d; flows start at 4", errCorrupt, v)
+	}
+	f := &flowRecord{Flow: storage.Flow{Key: string(key)}}
+	f.Priority = int(d.int())
+	f.Concurrency = int(d.int())
+	f.Rate = int(d.int())
+	f.Per = time.Duration(d.int())
+	f.UpdatedAt = d.time()
+	f.Logged = d.int()
+	if err := d.done("flow"); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // skipBytes passes over what encoder.bytes wrote without copying it.

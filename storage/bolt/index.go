@@ -73,6 +73,42 @@ func childKey(id int64, suffix []byte) []byte {
 	return append(b, suffix...)
 }
 
+// flowPairPrefix is name 0x00 flow 0x00: the prefix of one name's runnable rows of one flow
+// key in the flowrunnable index. Neither a name nor a flow key holds a control character, so
+// the two 0x00 bytes end them.
+func flowPairPrefix(name, flow string) []byte {
+	b := make([]byte, 0, len(name)+len(flow)+2+16)
+	b = append(b, name...)
+	b = append(b, 0)
+	b = append(b, flow...)
+	return append(b, 0)
+}
+
+// flowRunnableKey is a governed row's key in the flowrunnable index.
+func flowRunnableKey(r *record) []byte {
+	return append(flowPairPrefix(r.Name, r.Flow), timeIDKey(r.RunAt, r.ID)...)
+}
+
+// flowPrefix is flow 0x00: the prefix of one flow key in the flowrunning and flowlog indexes.
+func flowPrefix(flow string) []byte {
+	b := make([]byte, 0, len(flow)+1+16)
+	b = append(b, flow...)
+	return append(b, 0)
+}
+
+// flowRunningKey is a running governed row's key in the flowrunning index: its flow key, its
+// lease expiry and its id.
+func flowRunningKey(r *record) []byte {
+	return append(flowPrefix(r.Flow), timeIDKey(r.LeaseUntil, r.ID)...)
+}
+
+// governed reports whether r has a flow key: its runnable entries are in the flow indexes
+// rather than the runnable index, and while running it is in the flowrunning index.
+func governed(r *record) bool { return r.Flow != "" }
+
+// flowRunning reports whether r counts in the flowrunning index.
+func flowRunning(r *record) bool { return governed(r) && r.State == storage.StateRunning }
+
 func runnable(r *record) bool {
 	return !r.RunAt.IsZero() && (r.State == storage.StateIdle || r.State == storage.StateRunning)
 }
@@ -97,6 +133,13 @@ type txn struct {
 	messages  *bbolt.Bucket
 	mailbox   *bbolt.Bucket
 	msgKeys   *bbolt.Bucket
+	// The flow control buckets (see the package doc).
+	flows        *bbolt.Bucket
+	flowLog      *bbolt.Bucket
+	flowRunnable *bbolt.Bucket
+	flowDue      *bbolt.Bucket
+	flowRunning  *bbolt.Bucket
+	flowCount    *bbolt.Bucket
 	// stats counts the store's index reads that tests bound; nil in a transaction of Open.
 	stats *stats
 }
@@ -109,6 +152,16 @@ type stats struct {
 	childKeys atomic.Int64
 	// prefixKeys counts the keys of the keys index that a ListWorkflows by key prefix read.
 	prefixKeys atomic.Int64
+	// flowKeys counts the keys of the flow indexes (flowrunnable, flowrunning, flowlog) that
+	// Claim and ListFlows read.
+	flowKeys atomic.Int64
+}
+
+// flowRead counts n keys of the flow indexes read, when the transaction counts.
+func (t *txn) flowRead(n int) {
+	if t.stats != nil {
+		t.stats.flowKeys.Add(int64(n))
+	}
 }
 
 func newTxn(tx *bbolt.Tx) *txn {
@@ -126,6 +179,13 @@ func newTxn(tx *bbolt.Tx) *txn {
 		messages:  tx.Bucket(bucketMessages),
 		mailbox:   tx.Bucket(bucketMailbox),
 		msgKeys:   tx.Bucket(bucketMsgKeys),
+
+		flows:        tx.Bucket(bucketFlows),
+		flowLog:      tx.Bucket(bucketFlowLog),
+		flowRunnable: tx.Bucket(bucketFlowRunnable),
+		flowDue:      tx.Bucket(bucketFlowDue),
+		flowRunning:  tx.Bucket(bucketFlowRunning),
+		flowCount:    tx.Bucket(bucketFlowCount),
 	}
 }
 
@@ -178,7 +238,17 @@ func (t *txn) get(id int64) (*record, error) {
 // row). Every change of a workflow goes through here, so the indexes cannot drift.
 func (t *txn) put(old, r *record) error {
 	if old != nil {
-		if err := t.unindex(old); err != nil {
+		if err := t.unindexKeys(old); err != nil {
+			return err
+		}
+	}
+	// The flow key never changes, so a row that was and is running keeps its count.
+	if was, is := old != nil && flowRunning(old), flowRunning(r); was != is {
+		delta := int64(1)
+		if was {
+			delta = -1
+		}
+		if err := t.countRunning(r.Flow, delta); err != nil {
 			return err
 		}
 	}
@@ -188,8 +258,21 @@ func (t *txn) put(old, r *record) error {
 	if err := t.states.Put(stateKey(r.State, r.ID), nil); err != nil {
 		return err
 	}
-	if runnable(r) {
+	if runnable(r) && !governed(r) {
 		if err := t.runnable.Put(timeIDKey(r.RunAt, r.ID), []byte(r.Name)); err != nil {
+			return err
+		}
+	}
+	if runnable(r) && governed(r) {
+		if err := t.flowRunnable.Put(flowRunnableKey(r), nil); err != nil {
+			return err
+		}
+		if err := t.flowDue.Put(timeIDKey(r.RunAt, r.ID), []byte(r.Name)); err != nil {
+			return err
+		}
+	}
+	if flowRunning(r) {
+		if err := t.flowRunning.Put(flowRunningKey(r), nil); err != nil {
 			return err
 		}
 	}
@@ -206,12 +289,36 @@ func (t *txn) put(old, r *record) error {
 	return nil
 }
 
+// unindex removes every index entry of r, a row being deleted.
 func (t *txn) unindex(r *record) error {
+	if flowRunning(r) {
+		if err := t.countRunning(r.Flow, -1); err != nil {
+			return err
+		}
+	}
+	return t.unindexKeys(r)
+}
+
+// unindexKeys removes the index entries of r, leaving the flowcount index to the caller.
+func (t *txn) unindexKeys(r *record) error {
 	if err := t.states.Delete(stateKey(r.State, r.ID)); err != nil {
 		return err
 	}
-	if runnable(r) {
+	if runnable(r) && !governed(r) {
 		if err := t.runnable.Delete(timeIDKey(r.RunAt, r.ID)); err != nil {
+			return err
+		}
+	}
+	if runnable(r) && governed(r) {
+		if err := t.flowRunnable.Delete(flowRunnableKey(r)); err != nil {
+			return err
+		}
+		if err := t.flowDue.Delete(timeIDKey(r.RunAt, r.ID)); err != nil {
+			return err
+		}
+	}
+	if flowRunning(r) {
+		if err := t.flowRunning.Delete(flowRunningKey(r)); err != nil {
 			return err
 		}
 	}
@@ -226,6 +333,28 @@ func (t *txn) unindex(r *record) error {
 		}
 	}
 	return nil
+}
+
+// countRunning adds delta to the count of flow's entries in the flowrunning index; a count
+// that drops to zero is deleted.
+func (t *txn) countRunning(flow string, delta int64) error {
+	n := t.runningCount(flow) + delta
+	if n < 0 {
+		return fmt.Errorf("flow %q: %d running rows counted", flow, n)
+	}
+	if n == 0 {
+		return t.flowCount.Delete([]byte(flow))
+	}
+	return t.flowCount.Put([]byte(flow), idKey(n))
+}
+
+// runningCount is the number of flow's entries in the flowrunning index, live or expired.
+func (t *txn) runningCount(flow string) int64 {
+	v := t.flowCount.Get([]byte(flow))
+	if len(v) != 8 {
+		return 0
+	}
+	return int64(beUint(v))
 }
 
 // prefixKeys returns the keys of b that start with prefix. Deleting behind a live cursor can

@@ -7,6 +7,8 @@ import (
 	"math"
 	"time"
 
+	bbolt "go.etcd.io/bbolt"
+
 	"github.com/chronoforge/chronoforge/storage"
 )
 
@@ -139,8 +141,9 @@ func (s *Store) BranchCounts(ctx context.Context, q storage.BranchQuery) (storag
 	return out, nil
 }
 
-// Backlog walks the runnable index from the earliest RunAt up to now, looking at most at
-// storage.BacklogProbe entries. An idle row is due as it stands; a running one is due when
+// Backlog walks the runnable index, merged with the flowdue index of the rows that have a
+// flow key, from the earliest RunAt up to now, looking at most at storage.BacklogProbe
+// entries. An idle row is due as it stands; a running one is due when
 // its lease has expired by the store's clock, read once in the transaction.
 func (s *Store) Backlog(ctx context.Context, now time.Time, limit int) (storage.Backlog, error) {
 	var out storage.Backlog
@@ -155,8 +158,8 @@ func (s *Store) Backlog(ctx context.Context, now time.Time, limit int) (storage.
 	err := s.view(func(t *txn) error {
 		storeNow := s.clock()
 		probed := 0
-		c := t.runnable.Cursor()
-		for k, _ := c.First(); k != nil && bytes.Compare(k, bound) <= 0; k, _ = c.Next() {
+		next := mergedKeys(t.runnable.Cursor(), t.flowDue.Cursor())
+		for k := next(); k != nil && bytes.Compare(k, bound) <= 0; k = next() {
 			if probed == storage.BacklogProbe {
 				out.Probed = true
 				return nil
@@ -200,4 +203,26 @@ func (s *Store) Backlog(ctx context.Context, now time.Time, limit int) (storage.
 		return storage.Backlog{}, fmt.Errorf("bolt: backlog: %w", err)
 	}
 	return out, nil
+}
+
+// mergedKeys returns an iterator over the keys of two cursors of buckets with disjoint keys,
+// in key order, from the first; nil when both are done. The keys are bbolt's, valid for the
+// transaction.
+func mergedKeys(a, b *bbolt.Cursor) func() []byte {
+	ka, _ := a.First()
+	kb, _ := b.First()
+	return func() []byte {
+		switch {
+		case ka == nil && kb == nil:
+			return nil
+		case kb == nil || (ka != nil && bytes.Compare(ka, kb) < 0):
+			k := ka
+			ka, _ = a.Next()
+			return k
+		default:
+			k := kb
+			kb, _ = b.Next()
+			return k
+		}
+	}
 }

@@ -106,6 +106,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 				ParentStepID: branch.ID,
 				TraceContext: c.TraceContext,
 				Tags:         tagsOrNil(c.Tags),
+				Flow:         c.Flow,
 				CreatedAt:    now,
 				UpdatedAt:    now,
 			}}

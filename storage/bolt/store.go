@@ -4,18 +4,35 @@
 // bbolt transaction and the store starts no goroutines. Secondary indexes are buckets kept
 // consistent in the same transaction as the row they index:
 //
-//	workflows  id                           -> workflow record
-//	keys       name 0x00 key                -> id
-//	runnable   run_at id                    -> name   (idle or running rows with a RunAt)
-//	states     state 0x00 id                -> empty
-//	finished   finished_at id               -> empty  (final rows)
-//	children   parent_step_id state 0x00 id -> empty  (branch children: ParentStepID != 0)
-//	branches   branch step id               -> id     (the workflow owning a branch step)
-//	steps      workflow id, step name       -> step record
-//	errors     workflow id, error id        -> error record
-//	messages   workflow id, message id      -> message record
-//	mailbox    workflow id, topic 0x00, message id -> empty (unconsumed messages)
-//	msgkeys    workflow id, message key     -> message id
+//	workflows     id                                  -> workflow record
+//	keys          name 0x00 key                       -> id
+//	runnable      run_at id                           -> name   (idle or running rows with a RunAt and no Flow)
+//	states        state 0x00 id                       -> empty
+//	finished      finished_at id                      -> empty  (final rows)
+//	children      parent_step_id state 0x00 id        -> empty  (branch children: ParentStepID != 0)
+//	branches      branch step id                      -> id     (the workflow owning a branch step)
+//	steps         workflow id, step name              -> step record
+//	errors        workflow id, error id               -> error record
+//	messages      workflow id, message id             -> message record
+//	mailbox       workflow id, topic 0x00, message id -> empty (unconsumed messages)
+//	msgkeys       workflow id, message key            -> message id
+//	flows         flow key                            -> flow record (with the count of claims in its log)
+//	flowlog       flow key 0x00 claimed_at seq        -> count  (the claims of a rate window, store clock)
+//	flowrunnable  name 0x00 flow 0x00 run_at id       -> empty (runnable rows with a Flow)
+//	flowdue       run_at id                           -> name   (the same rows, in RunAt order)
+//	flowrunning   flow key 0x00 lease_until id        -> empty  (running rows with a Flow)
+//	flowcount     flow key                            -> count  (of the key's flowrunning entries)
+//
+// Runnable rows with a flow key (governed rows) are kept out of the runnable index, so a
+// flow's held-back backlog never lies in the way of a claim of other workflows: the runnable
+// index is the fast path of ungoverned rows, unchanged, and a claim reads a governed queue
+// (one name and flow key) only as far as the flow's limits leave room. flowrunnable is keyed
+// by name first, so its distinct name 0x00 flow 0x00 prefixes are the mapping from a name to
+// the flow keys of its runnable rows, with no entry that could go stale. flowdue holds the
+// same rows in RunAt order for Backlog. flowrunning is ordered by lease expiry within a key,
+// so the running rows with an expired lease are the key's first entries and those with a
+// live lease the rest: with flowcount's total, a claim learns how many are live from the
+// expired ones, usually none, rather than by reading up to the concurrency limit of live ones.
 //
 // The mailbox index holds only the messages still waiting, so the next message of a topic is
 // the first key of its prefix: one cursor Seek, however many messages the workflow holds or
@@ -66,7 +83,10 @@ func systemClock() time.Time { return time.Now().UTC() }
 //	4  mailboxes (the messages, mailbox and msgkeys buckets); workflow records of codec
 //	   version 3 (tags). An older build refuses the file, as it would keep messages of
 //	   deleted workflows.
-const schemaVersion = 4
+//	5  flow control (the flows, flowlog, flowrunnable, flowdue, flowrunning and flowcount
+//	   buckets); workflow records of codec version 4 (the flow key). An older build refuses
+//	   the file, as it would leave governed rows out of its runnable index.
+const schemaVersion = 5
 
 var (
 	bucketMeta      = []byte("meta")
@@ -82,6 +102,13 @@ var (
 	bucketMessages  = []byte("messages")
 	bucketMailbox   = []byte("mailbox")
 	bucketMsgKeys   = []byte("msgkeys")
+
+	bucketFlows        = []byte("flows")
+	bucketFlowLog      = []byte("flowlog")
+	bucketFlowRunnable = []byte("flowrunnable")
+	bucketFlowDue      = []byte("flowdue")
+	bucketFlowRunning  = []byte("flowrunning")
+	bucketFlowCount    = []byte("flowcount")
 
 	metaVersion = []byte("version")
 )
@@ -180,7 +207,8 @@ func initBuckets(tx *bbolt.Tx) error {
 		}
 		version = beUint(v)
 	}
-	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketBranches, bucketSteps, bucketErrors, bucketMessages, bucketMailbox, bucketMsgKeys} {
+	for _, name := range [][]byte{bucketWorkflows, bucketKeys, bucketRunnable, bucketStates, bucketFinished, bucketChildren, bucketBranches, bucketSteps, bucketErrors, bucketMessages, bucketMailbox, bucketMsgKeys,
+		bucketFlows, bucketFlowLog, bucketFlowRunnable, bucketFlowDue, bucketFlowRunning, bucketFlowCount} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -197,8 +225,8 @@ func initBuckets(tx *bbolt.Tx) error {
 }
 
 // migrate upgrades a file written at schema version from, in the transaction that opens it.
-// Old records stay as they are: the codec reads every earlier version. Version 4 only adds
-// buckets, which initBuckets creates.
+// Old records stay as they are: the codec reads every earlier version. Versions 4 and 5 only
+// add buckets, which initBuckets creates: no record of an earlier version has a flow key.
 func migrate(t *txn, from uint64) error {
 	if from < 2 {
 		// Version 1 did not store ParentStepID, so the children index starts empty; indexing

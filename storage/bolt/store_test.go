@@ -76,8 +76,11 @@ func dump(t testing.TB, s *Store) map[string]string {
 // checkIndexes rebuilds every index from the workflow rows and compares it with the stored one.
 func checkIndexes(t testing.TB, s *Store) {
 	t.Helper()
-	want := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}, "children": {}}
-	got := map[string]map[string]string{"keys": {}, "runnable": {}, "states": {}, "finished": {}, "children": {}}
+	indexes := []string{"keys", "runnable", "states", "finished", "children", "flowrunnable", "flowdue", "flowrunning", "flowcount"}
+	want, got := map[string]map[string]string{}, map[string]map[string]string{}
+	for _, name := range indexes {
+		want[name], got[name] = map[string]string{}, map[string]string{}
+	}
 	require.NoError(t, s.db.View(func(tx *bbolt.Tx) error {
 		err := tx.Bucket(bucketWorkflows).ForEach(func(k, v []byte) error {
 			r, err := decodeWorkflow(v)
@@ -86,8 +89,20 @@ func checkIndexes(t testing.TB, s *Store) {
 			}
 			want["keys"][string(nameKey(r.Name, r.Key))] = string(idKey(r.ID))
 			want["states"][string(stateKey(r.State, r.ID))] = ""
-			if runnable(r) {
+			switch {
+			case runnable(r) && r.Flow == "":
 				want["runnable"][string(timeIDKey(r.RunAt, r.ID))] = r.Name
+			case runnable(r):
+				want["flowrunnable"][string(flowPairPrefix(r.Name, r.Flow))+string(timeIDKey(r.RunAt, r.ID))] = ""
+				want["flowdue"][string(timeIDKey(r.RunAt, r.ID))] = r.Name
+			}
+			if r.Flow != "" && r.State == storage.StateRunning {
+				want["flowrunning"][r.Flow+"\x00"+string(timeIDKey(r.LeaseUntil, r.ID))] = ""
+				n := int64(0)
+				if v, ok := want["flowcount"][r.Flow]; ok {
+					n = int64(beUint([]byte(v)))
+				}
+				want["flowcount"][r.Flow] = string(idKey(n + 1))
 			}
 			if finished(r) {
 				want["finished"][string(timeIDKey(r.FinishedAt, r.ID))] = ""
@@ -963,6 +978,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeError(&storage.ErrorRecord{ID: 1, Message: "m"}))
 	f.Add(golden(f, goldenWorkflowV1))
 	f.Add(encodeWorkflow(&record{Workflow: storage.Workflow{ID: 1, Name: "n", Wait: storage.Wait{Kind: "merge", Data: []byte("d")}}}))
+	f.Add(golden(f, goldenWorkflowV3))
+	f.Add(encodeWorkflow(&record{Workflow: storage.Workflow{ID: 1, Name: "n", Flow: "f", Tags: map[string]string{"t": "v"}}}))
+	f.Add(encodeFlow(&flowRecord{Flow: storage.Flow{Key: "f", Priority: -3, Concurrency: 2, Rate: 5, Per: time.Second, UpdatedAt: base}, Logged: 7}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Must not panic, whatever the bytes.
 		_, _ = decodeWorkflow(b)
@@ -970,6 +988,7 @@ func FuzzDecode(f *testing.F) {
 		_, _ = decodeError(b)
 		_, _ = decodeMessage(b)
 		_, _, _ = decodeNameState(b)
+		_, _ = decodeFlow([]byte("f"), b)
 	})
 }
 

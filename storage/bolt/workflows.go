@@ -100,6 +100,7 @@ func (t *txn) create(w storage.NewWorkflow) (storage.Workflow, bool, error) {
 		ParentStepID: w.ParentStepID,
 		TraceContext: w.TraceContext,
 		Tags:         tagsOrNil(w.Tags),
+		Flow:         w.Flow,
 		CreatedAt:    now,
 		UpdatedAt:    now,
 	}}
