@@ -20,12 +20,18 @@ import (
 // written. Under READ COMMITTED a concurrent change of the row (a takeover, a cancel) makes
 // the UPDATE wait and re-check the fence on the newest row version.
 
-// Claim takes up to r.Limit runnable workflows in one statement: an UPDATE of the rows a
-// subquery picks in run_at order from the runnable index with FOR UPDATE SKIP LOCKED, so
-// concurrent claims never wait for each other nor take the same row. A running row is
-// runnable once its lease has expired by the database's clock. Each claimed row becomes
-// running with a lease until the database's now() plus r.TTL, RunAt of r.Now+r.TTL and the
-// next lease token; a wake due by r.Now is used up. Rows come back in run_at order.
+// Claim takes up to r.Limit runnable workflows, highest flow priority first, then in
+// (run_at, id) order, in one round trip: one statement on the fast path, two pipelined in one
+// implicit transaction on the limited path (see the flow control notes in flow.go). When the
+// store guessed the fast path and the statement finds due workflows of a limited flow among
+// r.Names, it claims nothing and the limited path follows: two round trips, once per change. The due
+// rows are locked with FOR UPDATE SKIP LOCKED from the runnable index (rows without a flow)
+// and from the governed index (rows with one, a (flow, name) pair at a time), so concurrent
+// claims never take the same row; the rows of a limited flow are taken only under its flow's
+// lock, at most the room its limits leave. A running row is runnable once its lease has
+// expired by the database's clock. Each claimed row becomes running with a lease until the
+// database's now() plus r.TTL, RunAt of r.Now+r.TTL and the next lease token; a wake due by
+// r.Now is used up. Rows come back in claim order.
 func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
 	if err := storage.ValidateClaim(r); err != nil {
 		return nil, err
@@ -39,35 +45,28 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		"owner": text(r.Owner), "ttl": interval(r.TTL), "run_at": ts(r.Now.Add(r.TTL)), "now": ts(r.Now),
 		"names": names, "limit": r.Limit,
 	}
-	type claimed struct {
-		pos int32 // 1-based position in run_at order
-		w   storage.Workflow
-	}
-	var out []claimed
+	cacheKey := namesKey(names)
+	limited := s.limited.get(cacheKey)
+	var (
+		out  []claimed
+		flag bool
+	)
 	err := retry(ctx, once, func(ctx context.Context) error {
-		out = out[:0]
-		rows, err := s.pool.Query(ctx, s.q.claim, args)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var (
-			pos int32
-			row workflowRow
-		)
-		dest := append([]any{&pos}, row.dest()...)
-		for rows.Next() {
-			row = workflowRow{}
-			if err := rows.Scan(dest...); err != nil {
+		var err error
+		if !limited {
+			// A fast claim that found due workflows of a limited flow claimed nothing:
+			// the limited path follows at once (the one case of two round trips).
+			if out, flag, err = s.claimFast(ctx, args); err != nil || !flag {
 				return err
 			}
-			out = append(out, claimed{pos, row.workflow()})
 		}
-		return rows.Err()
+		out, flag, err = s.claimLimited(ctx, args)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim for %q: %w", r.Owner, err)
 	}
+	s.limited.set(cacheKey, flag)
 	slices.SortFunc(out, func(a, b claimed) int { return cmp.Compare(a.pos, b.pos) })
 	s.maint.rowsClaimed(len(out)) // may vacuum, in the background
 	ws := make([]storage.Workflow, len(out))
@@ -75,6 +74,84 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		ws[i] = c.w
 	}
 	return ws, nil
+}
+
+// claimed is a workflow a claim took, with its 1-based position in claim order.
+type claimed struct {
+	pos int32
+	w   storage.Workflow
+}
+
+// claimFast runs the fast path's one statement. It reports whether a limited flow of the
+// claimed names had due workflows, which the statement left alone.
+func (s *Store) claimFast(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, bool, error) {
+	rows, err := s.pool.Query(ctx, s.q.claim, args)
+	if err != nil {
+		return nil, false, err
+	}
+	return scanClaimed(rows)
+}
+
+// claimLimited runs the limited path: lockFlows and claimLimited pipelined in one batch,
+// which the server runs as one implicit transaction (one round trip, one commit). It reports
+// whether a limited flow of the claimed names had due workflows.
+func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, bool, error) {
+	batch := &pgx.Batch{}
+	batch.Queue(s.q.lockFlows, pgx.StrictNamedArgs{"names": args["names"], "now": args["now"], "limit": args["limit"]})
+	batch.Queue(s.q.claimLimited, args)
+	br := s.pool.SendBatch(ctx, batch)
+	var (
+		due     int64
+		setting string
+	)
+	if err := br.QueryRow().Scan(&due, &setting); err != nil {
+		_ = br.Close()
+		return nil, false, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, false, err
+	}
+	out, _, err := scanClaimed(rows)
+	if err != nil {
+		_ = br.Close()
+		return nil, false, err
+	}
+	return out, due > 0, br.Close()
+}
+
+// scanClaimed reads a claim statement's rows: the flag row (position 0) first, then the
+// claimed workflows.
+func scanClaimed(rows pgx.Rows) ([]claimed, bool, error) {
+	defer rows.Close()
+	var (
+		out  []claimed
+		pos  int32
+		flag pgtype.Bool
+		row  workflowRow
+	)
+	first := append([]any{&pos, &flag}, make([]any, len(workflowColumns))...)
+	dest := append([]any{&pos, nil}, row.dest()...)
+	seen := false
+	for rows.Next() {
+		if !seen {
+			seen = true
+			if err := rows.Scan(first...); err != nil {
+				return nil, false, err
+			}
+			if pos != 0 {
+				return nil, false, fmt.Errorf("claim: the first row is at position %d, not the flag's", pos)
+			}
+			continue
+		}
+		row = workflowRow{}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, false, err
+		}
+		out = append(out, claimed{pos, row.workflow()})
+	}
+	return out, flag.Bool, rows.Err()
 }
 
 // Heartbeat extends a held lease to the database's now() plus ttl, and RunAt to now+ttl, in

@@ -203,7 +203,7 @@ func TestGenericPlansUseIndexes(t *testing.T) {
 	stepArgs(spawn, steps)
 	spawn["child_names"], spawn["child_keys"] = []string{"c"}, []string{"k"}
 	spawn["child_inputs"], spawn["child_traces"], spawn["child_tags"] = [][]byte{nil}, [][]byte{nil}, []string{`{"team":"a"}`}
-	spawn["child_run_at"] = []pgtype.Timestamptz{{}}
+	spawn["child_run_at"], spawn["child_flows"] = []pgtype.Timestamptz{{}}, []string{"f"}
 	retryArgs := pgx.StrictNamedArgs{"id": int64(5000), "now": ts(now)}
 	stepArgs(retryArgs, steps)
 	heartbeat := pgx.StrictNamedArgs{"id": l.WorkflowID, "token": l.Token, "ttl": interval(time.Minute), "run_at": ts(now)}
@@ -225,7 +225,7 @@ func TestGenericPlansUseIndexes(t *testing.T) {
 		{"DeleteFinished", s.q.deleteFinished, pgx.StrictNamedArgs{"before": ts(now), "limit": 1000, "budget": 1000, "states": []string{"completed", "failed", "cancelled"}}},
 		{"DeleteFinished emptied", s.q.deleteEmptied, pgx.StrictNamedArgs{"ids": []int64{1, 2, 3}}},
 		{"CreateWorkflow", s.q.create, pgx.StrictNamedArgs{
-			"name": "n", "key": "k", "input": []byte(nil), "trace": []byte(nil), "tags": "",
+			"name": "n", "key": "k", "input": []byte(nil), "trace": []byte(nil), "tags": "", "flow": "f",
 			"parent": pgtype.Int8{}, "run_at": ts(now), "now": ts(now),
 		}},
 	} {

@@ -16,6 +16,8 @@
 //	<prefix>steps           step records, unique by (workflow_id, name)
 //	<prefix>errors          error records
 //	<prefix>messages        workflows' mailboxes (SendMessage, ConsumeMessage)
+//	<prefix>flows           stored flows (PutFlow) with their rate windows
+//	<prefix>flow_names      the (flow key, workflow name) pairs workflows were created with
 //	<prefix>schema_version  the migrations applied
 //
 // Times are stored as timestamptz, with PostgreSQL's microsecond precision: a time passed in
@@ -69,10 +71,11 @@ import (
 )
 
 var (
-	_ storage.Storage       = (*Store)(nil)
-	_ storage.Notifier      = (*Store)(nil)
-	_ storage.GroupFinisher = (*Store)(nil)
-	_ storage.Inspector     = (*Store)(nil)
+	_ storage.Storage        = (*Store)(nil)
+	_ storage.Notifier       = (*Store)(nil)
+	_ storage.GroupFinisher  = (*Store)(nil)
+	_ storage.Inspector      = (*Store)(nil)
+	_ storage.FlowController = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.
@@ -91,9 +94,14 @@ type Store struct {
 	prefix string
 
 	workflows, steps, errors, messages, versions string // quoted, schema-qualified table names
+	flows, flowNames                             string
 	channel                                      string // the NOTIFY channel of these tables
 	lockKey                                      int64  // the advisory lock Migrate holds
 	q                                            queries
+
+	// limited caches, per set of claimed names, whether a flow with limits was found relevant
+	// to the last claim of those names: it picks Claim's statement, never its correctness.
+	limited limitedCache
 
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
@@ -191,6 +199,8 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.errors = s.table("errors")
 	s.messages = s.table("messages")
 	s.versions = s.table("schema_version")
+	s.flows = s.table("flows")
+	s.flowNames = s.table("flow_names")
 	s.channel = channelName(cfg.schema, cfg.prefix)
 	s.lockKey = lockKey(cfg.schema, cfg.prefix)
 	s.q = buildQueries(s)
@@ -255,12 +265,19 @@ func (s *Store) Close() error {
 
 // replacer fills the table-name placeholders of the SQL text in this package.
 func (s *Store) replacer() *strings.Replacer {
+	schemaDot := ""
+	if s.schema != "" {
+		schemaDot = `"` + s.schema + `".`
+	}
 	return strings.NewReplacer(
 		"{{workflows}}", s.workflows,
 		"{{steps}}", s.steps,
 		"{{errors}}", s.errors,
 		"{{messages}}", s.messages,
 		"{{schema_version}}", s.versions,
+		"{{flows}}", s.flows,
+		"{{flow_names}}", s.flowNames,
+		"{{schema.}}", schemaDot,
 		"{{prefix}}", s.prefix,
 		"{{channel}}", "'"+s.channel+"'",
 	)
