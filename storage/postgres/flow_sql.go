@@ -7,6 +7,11 @@ import "strings"
 // (flow, name) pair at a time, from the pairs in flow_names: a held-back backlog is never
 // walked by a claim of other workflows, and a limited pair is read only as far as its room.
 
+// A probe for a pair's first due row is written as a lateral subquery with ORDER BY run_at,
+// id and LIMIT 1, the governed index's own order, so the planner seeks the pair's range
+// rather than turning an EXISTS into a semi-join or a scan of the table that stops at the
+// first match (which reads the whole table when the pair has nothing due).
+//
 // govRunnable is the predicate of the governed runnable index, and govDue adds the claim's
 // condition: due by the caller's clock (@now) and idle or leased until no later than the
 // database's clock. Both are spelled out on the alias w in every statement, so the planner
@@ -117,8 +122,12 @@ ORDER BY 1`
 var claimFast = `
 WITH ` + claimSources + `, lim AS (
 	SELECT EXISTS (
-		SELECT 1 FROM pairs p WHERE p.limited AND EXISTS (
-			SELECT 1 FROM {{workflows}} w WHERE w.flow = p.flow AND w.name = p.name AND ` + govDue + `)) AS flag
+		SELECT 1 FROM (SELECT * FROM pairs WHERE limited) AS p
+		CROSS JOIN LATERAL (
+			SELECT 1 FROM {{workflows}} w WHERE w.flow = p.flow AND w.name = p.name AND ` + govDue + `
+			ORDER BY w.run_at, w.id
+			LIMIT 1
+		) AS due) AS flag
 ), pick AS (
 	SELECT id, run_at, priority FROM free WHERE NOT (SELECT flag FROM lim)
 	UNION ALL
@@ -137,9 +146,13 @@ var lockFlows = `
 WITH cand AS (
 	SELECT DISTINCT f.key
 	FROM {{flows}} f JOIN {{flow_names}} fn ON fn.flow = f.key
+	CROSS JOIN LATERAL (
+		SELECT 1 FROM {{workflows}} w WHERE w.flow = fn.flow AND w.name = fn.name AND ` + govDue + `
+		ORDER BY w.run_at, w.id
+		LIMIT 1
+	) AS due
 	WHERE (f.concurrency > 0 OR f.rate > 0)
 		AND (cardinality(@names::text[]) = 0 OR fn.name = ANY(@names::text[]))
-		AND EXISTS (SELECT 1 FROM {{workflows}} w WHERE w.flow = fn.flow AND w.name = fn.name AND ` + govDue + `)
 ), locked AS (
 	SELECT f.key FROM {{flows}} f
 	WHERE f.key IN (SELECT key FROM cand) AND ` + flowRoom + ` > 0

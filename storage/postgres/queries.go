@@ -472,17 +472,32 @@ SELECT 1, NULL, NULL, r.id, r.finished_at FROM (
 ) AS r`
 
 // backlog is Backlog's statement. "p" walks the runnable index in (run_at, id) order from
-// the oldest row due by the caller's clock (@now), numbering the rows, and stops after
-// @probe_rows (the probe and one more, which tells whether the probe was full). "r" keeps
+// the oldest row due by the caller's clock (@now), and the governed index the same way for
+// each (flow, name) pair, each stopping after @probe_rows (the probe and one more, which
+// tells whether the probe was full); it numbers the first @probe_rows of them all, sorting
+// only the rows those walks read. "r" keeps
 // the rows of the probe proper that are runnable: idle, or running with a lease expired by
 // the database's clock (now(), as Claim judges it). Row kind 0 carries the counts and the
 // earliest RunAt and comes first; the rows of kind 1 are the running ones among them, at
 // most @limit of the oldest, read by primary key (the caller puts them in RunAt order).
-const backlog = `
+var backlog = `
 WITH p AS (
 	SELECT id, run_at, state, lease_until, row_number() OVER (ORDER BY run_at, id) AS rn
-	FROM {{workflows}}
-	WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND run_at <= @now::timestamptz
+	FROM (
+		(SELECT id, run_at, state, lease_until FROM {{workflows}}
+		WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND flow IS NULL AND run_at <= @now::timestamptz
+		ORDER BY run_at, id
+		LIMIT @probe_rows)
+		UNION ALL
+		SELECT g.id, g.run_at, g.state, g.lease_until
+		FROM {{flow_names}} fn
+		CROSS JOIN LATERAL (
+			SELECT w.id, w.run_at, w.state, w.lease_until FROM {{workflows}} w
+			WHERE w.flow = fn.flow AND w.name = fn.name AND ` + govRunnable + ` AND w.run_at <= @now::timestamptz
+			ORDER BY w.run_at, w.id
+			LIMIT @probe_rows
+		) AS g
+	) AS due
 	ORDER BY run_at, id
 	LIMIT @probe_rows
 ), r AS (
