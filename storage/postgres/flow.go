@@ -17,11 +17,14 @@ import (
 
 // Flow control (storage.FlowController). A flow is a row of the flows table; every claim
 // reads the flows and the (flow, name) pairs of its names in its own statement, so a change
-// applies from the next claim in every process. Claim takes one of two paths, each one round
-// trip:
+// applies from the next claim in every process. Claim takes one of three paths, each one
+// round trip:
 //
+//   - the plain path, for names no workflow with a flow key was created with: one statement,
+//     the claim from the runnable index as before flow control;
 //   - the fast path, one statement, claims the due workflows without a flow and those of
-//     flows without limits, and never a workflow of a flow its own snapshot finds limited;
+//     flows without limits, in priority order, and never a workflow of a flow its own
+//     snapshot finds limited;
 //   - the limited path, two statements pipelined in one implicit transaction, first locks the
 //     limited flows of the claimed names (FOR UPDATE, in key order), then, in a snapshot taken
 //     after the locks were granted, counts each one's live runs and rate window and claims at
@@ -29,44 +32,59 @@ import (
 //     statement has one snapshot, taken before any lock it waits for, so a single statement
 //     could not see the claims of the transaction it waited for: the second statement can.
 //
-// Which path a claim takes is decided by limitedCache, from what the last claim of the same
-// names found; a wrong guess costs one round trip (the fast statement finds a limited flow's
-// due workflows, claims nothing and says so, and the limited path follows) or two statements
-// where one would do, never a limit nor the order of a claim.
+// Which path a claim takes is decided by tierCache, from what the last claim of the same
+// names found. Each statement also finds which path the names need: a statement of a lower
+// path claims nothing when they need a higher one, and that one follows at once (two round
+// trips, once per change); a higher path finding a lower one enough makes the next claim
+// take it. A wrong guess costs time, never a limit nor the order of a claim.
 
-// maxLimitedCache bounds the sets of names limitedCache remembers; beyond it, it starts over.
-const maxLimitedCache = 1024
+// claimTier is a claim path, in the order of what they handle.
+type claimTier int32
 
-// limitedCache remembers, per set of claimed names, whether a limited flow had due workflows
-// among them at the last claim.
-type limitedCache struct {
+const (
+	// tierPlain: no workflow of the names has a flow key.
+	tierPlain claimTier = iota
+	// tierFast: some have, and no limited flow of theirs has due workflows.
+	tierFast
+	// tierLimited: a limited flow of the names has due workflows (or may have).
+	tierLimited
+)
+
+// maxTierCache bounds the sets of names tierCache remembers; beyond it, it starts over.
+const maxTierCache = 1024
+
+// tierCache remembers, per set of claimed names, the path their last claim found they need.
+type tierCache struct {
 	mu sync.Mutex
-	m  map[string]bool
+	m  map[string]claimTier
 }
 
 // namesKey is the cache key of a claim's names, in the order given.
 func namesKey(names []string) string { return strings.Join(names, "\x00") }
 
-func (c *limitedCache) get(key string) bool {
+func (c *tierCache) get(key string) claimTier {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[key]
 }
 
-func (c *limitedCache) set(key string, limited bool) {
+func (c *tierCache) set(key string, t claimTier) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxLimitedCache {
-		c.m = map[string]bool{}
+	if c.m == nil || len(c.m) >= maxTierCache {
+		c.m = map[string]claimTier{}
 	}
-	c.m[key] = limited
+	c.m[key] = t
 }
 
-// reset forgets everything: a flow changed here, so the next claims look again.
-func (c *limitedCache) reset() {
+// raise makes every remembered path at least t: this store changed a flow, so its next
+// claims need not learn of it the slow way.
+func (c *tierCache) raise(t claimTier) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m = nil
+	for k, v := range c.m {
+		c.m[k] = max(v, t)
+	}
 }
 
 // flowLockKey is the advisory lock PutFlow holds while it counts and writes the flows of one
@@ -148,8 +166,8 @@ func (s *Store) PutFlow(ctx context.Context, f storage.Flow, ifMissing bool, now
 	if !found {
 		return storage.Flow{}, false, fmt.Errorf("postgres: put flow %q: %w: the store holds %d flows already", f.Key, storage.ErrTooLarge, storage.MaxFlows)
 	}
-	if wrote {
-		s.limited.reset()
+	if wrote && f.Limited() {
+		s.tiers.raise(tierLimited) // the next claims of its names lock it; others learn they need not
 	}
 	return out, wrote, nil
 }
@@ -170,9 +188,6 @@ func (s *Store) DeleteFlow(ctx context.Context, key string) (bool, error) {
 	})
 	if err != nil {
 		return false, fmt.Errorf("postgres: delete flow %q: %w", key, err)
-	}
-	if gone {
-		s.limited.reset()
 	}
 	return gone, nil
 }

@@ -92,7 +92,8 @@ fl AS (
 // UPDATE finds them by primary key whatever plan the server caches (a join with the locked
 // rows can turn into a scan of the table under a generic plan), and the position in the
 // array gives the caller the claim order back. claimResult returns a first row (pos 0) that
-// carries the statement's flag, then each claimed row with its 1-based position.
+// carries the claim tier the statement found the names need (see claimTier), then each
+// claimed row with its 1-based position.
 const (
 	claimUpdate = `
 c AS (
@@ -107,18 +108,41 @@ c AS (
 	RETURNING array_position(c.ids, w.id) AS pos, {{w.wcols}}
 )`
 	claimResult = `
-SELECT 0 AS pos, {{flag}} AS flag, {{nulls}}
+SELECT 0 AS pos, {{tier}} AS tier, {{nulls}}
 UNION ALL
 SELECT u.pos, NULL, {{u.wcols}} FROM u
 ORDER BY 1`
 )
 
+// claimPlain is the claim of names that no workflow with a flow key was created with: one
+// statement, the claim from the runnable index as before flow control, small enough to plan
+// in a fraction of the fast path's time. "g" reads the (flow, name) pairs of the names with
+// their flows: when there is one, the names need the fast path (or the limited one, when a
+// flow is limited), and the statement claims nothing (the walk of the index is gated on it,
+// so nothing is locked) and says so; the store runs the statement of that tier at once.
+var claimPlain = `
+WITH g AS (
+	SELECT coalesce(max(CASE WHEN f.concurrency > 0 OR f.rate > 0 THEN 2 ELSE 1 END), 0) AS tier
+	FROM {{flow_names}} fn LEFT JOIN {{flows}} f ON f.key = fn.flow
+	WHERE cardinality(@names::text[]) = 0 OR fn.name = ANY(@names::text[])
+), pick AS (
+	SELECT id, run_at, 0 AS priority FROM {{workflows}}
+	WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND flow IS NULL AND run_at <= @now::timestamptz
+		AND (state = 'idle' OR lease_until <= now())
+		AND (cardinality(@names::text[]) = 0 OR name = ANY(@names::text[]))
+		AND (SELECT tier FROM g) = 0
+	ORDER BY run_at, id
+	LIMIT @limit
+	FOR UPDATE SKIP LOCKED
+),` + claimUpdate + strings.ReplaceAll(claimResult, "{{tier}}", "(SELECT tier FROM g)")
+
 // claimFast is the claim of the fast path, one statement: the due rows without a flow and
 // those of flows without limits, in (priority DESC, run_at, id) order. "lim" says whether a
 // limited flow of the claimed names has a due row, which only the limited path may take:
 // then the statement claims nothing (its sources are never read, so nothing is locked) and
-// returns the flag, and the store takes the limited path at once, so a claim's order never
-// depends on which path it guessed.
+// says so, and the store takes the limited path at once, so a claim's order never depends
+// on which path it guessed. Names without any (flow, name) pair send the store back to the
+// plain claim.
 var claimFast = `
 WITH ` + claimSources + `, lim AS (
 	SELECT EXISTS (
@@ -134,14 +158,16 @@ WITH ` + claimSources + `, lim AS (
 	SELECT id, run_at, priority FROM loose WHERE NOT (SELECT flag FROM lim)
 	ORDER BY priority DESC, run_at, id
 	LIMIT @limit
-),` + claimUpdate + strings.ReplaceAll(claimResult, "{{flag}}", "(SELECT flag FROM lim)")
+),` + claimUpdate + strings.ReplaceAll(claimResult, "{{tier}}",
+	"CASE WHEN (SELECT flag FROM lim) THEN 2 WHEN EXISTS (SELECT 1 FROM pairs) THEN 1 ELSE 0 END")
 
 // lockFlows is the first statement of the limited path. "cand" is the limited flows of the
 // claimed names with a due row, "locked" locks those with room left (as this snapshot sees
 // it: a flow it finds full is left for a later claim) in key order, waiting for a concurrent
 // claim that holds one, so concurrent limited claims of one flow take turns and never
 // deadlock. The keys locked go into a setting local to the transaction, for the second
-// statement. It returns how many limited flows had a due row.
+// statement. It returns how many limited flows had a due row, and whether the names have a
+// (flow, name) pair at all.
 var lockFlows = `
 WITH cand AS (
 	SELECT DISTINCT f.key
@@ -160,6 +186,7 @@ WITH cand AS (
 	FOR UPDATE OF f
 )
 SELECT (SELECT count(*) FROM cand),
+	EXISTS (SELECT 1 FROM {{flow_names}} fn WHERE cardinality(@names::text[]) = 0 OR fn.name = ANY(@names::text[])),
 	set_config('` + flowKeysSetting + `', coalesce((SELECT array_agg(key ORDER BY key) FROM locked)::text, '{}'), true)`
 
 // flowKeysSetting is the transaction-local setting through which lockFlows hands the keys it
@@ -211,7 +238,7 @@ WITH ` + claimSources + `, lk AS (
 	) || array_fill(now(), ARRAY[n.n::int])
 	FROM (SELECT key, count(*) AS n FROM pick WHERE key IS NOT NULL GROUP BY key) AS n
 	WHERE f.key = n.key AND f.rate > 0
-),` + claimUpdate + strings.ReplaceAll(claimResult, "{{flag}}", "NULL::bool")
+),` + claimUpdate + strings.ReplaceAll(claimResult, "{{tier}}", "NULL::int")
 
 // flowColumns are the columns scanned into a storage.Flow.
 const flowColumns = `key, priority, concurrency, rate, per_ns, updated_at`

@@ -40,11 +40,12 @@ func createFlows(t *testing.T, s storage.Storage, name, flow string, n int) {
 	}
 }
 
-// TestStatementsClaimFlow: a claim is one round trip on both paths. Without a limited flow
-// among its names it is one statement, also with flows of priority only; with one, it is the
-// limited path's two statements pipelined in one batch. A claim that guessed the fast path
-// wrong (the limit was set by another process) takes two round trips once, then the limited
-// path; once the limit is gone, the limited path finds so and the next claim is fast again.
+// TestStatementsClaimFlow: a claim is one round trip on every path. Names without a flow key
+// are claimed with the plain statement and names of flows without limits with the fast one,
+// one statement each; with a limited flow among them it is the limited path's two statements
+// pipelined in one batch. A claim that guessed a lower path (the first claim of its names, or
+// a limit set by another process) takes two round trips once, then the path it needs; once
+// the limit is gone, the limited path finds so and the next claim is one statement again.
 // PutFlow is one batch, DeleteFlow and ListFlows one statement each.
 func TestStatementsClaimFlow(t *testing.T) {
 	t.Parallel()
@@ -56,6 +57,14 @@ func TestStatementsClaimFlow(t *testing.T) {
 		require.NoError(t, err)
 		return got
 	}
+	// twoTrips requires that fn sent a statement that claimed nothing, then the one it needs.
+	twoTrips := func(what string, want int, fn func(ctx context.Context)) {
+		t.Helper()
+		sql := s.count(fn)
+		require.Len(t, sql, want, "%s: a lower path's statement, then the needed one:\n%s", what, strings.Join(sql, "\n"))
+		require.False(t, strings.HasPrefix(sql[0], "batch: "), "%s: %s", what, sql[0])
+		t.Logf("%s: %d statements in two round trips", what, want)
+	}
 
 	s.requireBatch("PutFlow", 2, func(ctx context.Context) {
 		_, wrote, err := s.PutFlow(ctx, storage.Flow{Key: "prio", Priority: 5}, false, base(0))
@@ -64,28 +73,33 @@ func TestStatementsClaimFlow(t *testing.T) {
 	})
 	createFlows(t, s, "st.prio", "prio", 10)
 	createFlows(t, s, "st.lim", "lim", 10)
-	createFlows(t, s, "st.free", "", 10)
-	s.requireOne("Claim of a flow with priority only and of no flow", func(ctx context.Context) {
-		got := claim(ctx, 4, "st.prio", "st.free")
-		require.Len(t, got, 4)
+	createFlows(t, s, "st.free", "", 20)
+	s.requireOne("Claim of names without a flow key (the plain path)", func(ctx context.Context) {
+		require.Len(t, claim(ctx, 2, "st.free"), 2)
+	})
+	twoTrips("First Claim of a flow with priority only and of no flow", 2, func(ctx context.Context) {
+		got := claim(ctx, 1, "st.prio", "st.free")
 		require.Equal(t, "prio", got[0].Flow, "the higher priority first")
 	})
+	s.requireOne("Claim of a flow with priority only and of no flow", func(ctx context.Context) {
+		got := claim(ctx, 4, "st.prio", "st.free")
+		require.Equal(t, map[string]int{"st.prio": 4}, countNames(got), "the higher priority first")
+	})
+	twoTrips("First Claim of a key without a stored flow", 2, func(ctx context.Context) {
+		require.Len(t, claim(ctx, 2, "st.lim"), 2)
+	})
 	s.requireOne("Claim of a key without a stored flow", func(ctx context.Context) {
-		require.Len(t, claim(ctx, 4, "st.lim"), 4)
+		require.Len(t, claim(ctx, 2, "st.lim"), 2)
 	})
 
-	// Another process limits the key: this store's next claim guesses the fast path.
+	// Another process limits the key: this store's first claim of these names guesses a lower path.
 	_, _, err := other.PutFlow(ctx, storage.Flow{Key: "lim", Concurrency: 6}, false, base(0))
 	require.NoError(t, err)
-	sql := s.count(func(ctx context.Context) {
+	twoTrips("First Claim of a limited flow and of no flow", 3, func(ctx context.Context) {
 		got := claim(ctx, 4, "st.lim", "st.free")
-		require.Len(t, got, 4)
 		require.Equal(t, map[string]int{"st.lim": 2, "st.free": 2}, countNames(got), "4 running of 6, then the free ones")
 	})
-	require.Len(t, sql, 3, "a wrong guess: the fast statement, then the limited batch:\n%s", strings.Join(sql, "\n"))
-	require.False(t, strings.HasPrefix(sql[0], "batch: "), sql[0])
-	require.True(t, strings.HasPrefix(sql[1], "batch: ") && strings.HasPrefix(sql[2], "batch: "), "%v", sql[1:])
-	s.requireBatch("Claim of a limited flow at its limit and of others", 2, func(ctx context.Context) {
+	s.requireBatch("Claim of a limited flow at its limit and of no flow", 2, func(ctx context.Context) {
 		got := claim(ctx, 4, "st.lim", "st.free")
 		require.Equal(t, map[string]int{"st.free": 4}, countNames(got))
 	})
@@ -97,6 +111,12 @@ func TestStatementsClaimFlow(t *testing.T) {
 		require.Equal(t, map[string]int{"st.lim": 2}, countNames(claim(ctx, 2, "st.lim", "st.free")))
 	})
 	s.requireOne("Claim with no limit left", func(ctx context.Context) {
+		require.Len(t, claim(ctx, 2, "st.lim", "st.free"), 2)
+	})
+	// This store limits it: its next claim takes the limited path at once.
+	_, _, err = s.PutFlow(ctx, storage.Flow{Key: "lim", Concurrency: 100}, false, base(0))
+	require.NoError(t, err)
+	s.requireBatch("Claim after this store set a limit", 2, func(ctx context.Context) {
 		require.Len(t, claim(ctx, 2, "st.lim", "st.free"), 2)
 	})
 
@@ -193,8 +213,10 @@ func TestClaimFlowBacklogPlans(t *testing.T) {
 		args   pgx.StrictNamedArgs
 		before []string
 	}{
-		{"fast Claim of other workflows", s.q.claim, args(10, "free", "open"), nil},
-		{"fast Claim of any name, which finds the limited flow's due rows", s.q.claim, args(10), nil},
+		{"plain Claim of names without a flow", s.q.claim, args(10, "free"), nil},
+		{"plain Claim of any name, which finds flows", s.q.claim, args(10), nil},
+		{"fast Claim of other workflows", s.q.claimFast, args(10, "free", "open"), nil},
+		{"fast Claim of any name, which finds the limited flow's due rows", s.q.claimFast, args(10), nil},
 		{"limited Claim: lock", s.q.lockFlows, pgx.StrictNamedArgs{"names": []string{}, "now": ts(now), "limit": 10}, nil},
 		{"limited Claim: claim", s.q.claimLimited, args(10), []string{s.q.lockFlows}},
 		{"limited Claim of the deep flow only", s.q.claimLimited, args(10, "deep"), []string{s.q.lockFlows}},

@@ -21,10 +21,10 @@ import (
 // the UPDATE wait and re-check the fence on the newest row version.
 
 // Claim takes up to r.Limit runnable workflows, highest flow priority first, then in
-// (run_at, id) order, in one round trip: one statement on the fast path, two pipelined in one
-// implicit transaction on the limited path (see the flow control notes in flow.go). When the
-// store guessed the fast path and the statement finds due workflows of a limited flow among
-// r.Names, it claims nothing and the limited path follows: two round trips, once per change. The due
+// (run_at, id) order, in one round trip: one statement on the plain and the fast path, two
+// pipelined in one implicit transaction on the limited path (see the flow control notes in
+// flow.go). When the store guessed a path below what r.Names need, its statement claims
+// nothing and the needed path follows at once: two round trips, once per change. The due
 // rows are locked with FOR UPDATE SKIP LOCKED from the runnable index (rows without a flow)
 // and from the governed index (rows with one, a (flow, name) pair at a time), so concurrent
 // claims never take the same row; the rows of a limited flow are taken only under its flow's
@@ -46,27 +46,39 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		"names": names, "limit": r.Limit,
 	}
 	cacheKey := namesKey(names)
-	limited := s.limited.get(cacheKey)
-	var (
-		out  []claimed
-		flag bool
-	)
+	tier := s.tiers.get(cacheKey)
+	var out []claimed
 	err := retry(ctx, once, func(ctx context.Context) error {
-		var err error
-		if !limited {
-			// A fast claim that found due workflows of a limited flow claimed nothing:
-			// the limited path follows at once (the one case of two round trips).
-			if out, flag, err = s.claimFast(ctx, args); err != nil || !flag {
+		// A statement of a lower tier than the names need claims nothing and says which
+		// they need; that one follows at once. Each tier's statement claims all the names'
+		// due workflows in order, so which one ran never shows in the result.
+		for {
+			var (
+				need claimTier
+				err  error
+			)
+			switch tier {
+			case tierPlain:
+				out, need, err = s.claimWith(ctx, s.q.claim, args)
+			case tierFast:
+				out, need, err = s.claimWith(ctx, s.q.claimFast, args)
+			default:
+				out, need, err = s.claimLimited(ctx, args)
+			}
+			if err != nil {
 				return err
 			}
+			if need <= tier || tier == tierLimited {
+				tier = need
+				return nil
+			}
+			tier = need
 		}
-		out, flag, err = s.claimLimited(ctx, args)
-		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim for %q: %w", r.Owner, err)
 	}
-	s.limited.set(cacheKey, flag)
+	s.tiers.set(cacheKey, tier)
 	slices.SortFunc(out, func(a, b claimed) int { return cmp.Compare(a.pos, b.pos) })
 	s.maint.rowsClaimed(len(out)) // may vacuum, in the background
 	ws := make([]storage.Workflow, len(out))
@@ -82,76 +94,85 @@ type claimed struct {
 	w   storage.Workflow
 }
 
-// claimFast runs the fast path's one statement. It reports whether a limited flow of the
-// claimed names had due workflows, which the statement left alone.
-func (s *Store) claimFast(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, bool, error) {
-	rows, err := s.pool.Query(ctx, s.q.claim, args)
+// claimWith runs a claim of one statement (the plain or the fast one) and returns what it
+// claimed and the tier it found the names need.
+func (s *Store) claimWith(ctx context.Context, sql string, args pgx.StrictNamedArgs) ([]claimed, claimTier, error) {
+	rows, err := s.pool.Query(ctx, sql, args)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	return scanClaimed(rows)
 }
 
 // claimLimited runs the limited path: lockFlows and claimLimited pipelined in one batch,
-// which the server runs as one implicit transaction (one round trip, one commit). It reports
-// whether a limited flow of the claimed names had due workflows.
-func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, bool, error) {
+// which the server runs as one implicit transaction (one round trip, one commit). The tier
+// it returns is the limited one while a limited flow of the names has due workflows, else
+// the fast one while the names have a (flow, name) pair, else the plain one.
+func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, claimTier, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(s.q.lockFlows, pgx.StrictNamedArgs{"names": args["names"], "now": args["now"], "limit": args["limit"]})
 	batch.Queue(s.q.claimLimited, args)
 	br := s.pool.SendBatch(ctx, batch)
 	var (
 		due     int64
+		pairs   bool
 		setting string
 	)
-	if err := br.QueryRow().Scan(&due, &setting); err != nil {
+	if err := br.QueryRow().Scan(&due, &pairs, &setting); err != nil {
 		_ = br.Close()
-		return nil, false, err
+		return nil, 0, err
 	}
 	rows, err := br.Query()
 	if err != nil {
 		_ = br.Close()
-		return nil, false, err
+		return nil, 0, err
 	}
 	out, _, err := scanClaimed(rows)
 	if err != nil {
 		_ = br.Close()
-		return nil, false, err
+		return nil, 0, err
 	}
-	return out, due > 0, br.Close()
+	tier := tierPlain
+	switch {
+	case due > 0:
+		tier = tierLimited
+	case pairs:
+		tier = tierFast
+	}
+	return out, tier, br.Close()
 }
 
-// scanClaimed reads a claim statement's rows: the flag row (position 0) first, then the
+// scanClaimed reads a claim statement's rows: the tier row (position 0) first, then the
 // claimed workflows.
-func scanClaimed(rows pgx.Rows) ([]claimed, bool, error) {
+func scanClaimed(rows pgx.Rows) ([]claimed, claimTier, error) {
 	defer rows.Close()
 	var (
 		out  []claimed
 		pos  int32
-		flag pgtype.Bool
+		tier pgtype.Int4
 		row  workflowRow
 	)
-	first := append([]any{&pos, &flag}, make([]any, len(workflowColumns))...)
+	first := append([]any{&pos, &tier}, make([]any, len(workflowColumns))...)
 	dest := append([]any{&pos, nil}, row.dest()...)
 	seen := false
 	for rows.Next() {
 		if !seen {
 			seen = true
 			if err := rows.Scan(first...); err != nil {
-				return nil, false, err
+				return nil, 0, err
 			}
 			if pos != 0 {
-				return nil, false, fmt.Errorf("claim: the first row is at position %d, not the flag's", pos)
+				return nil, 0, fmt.Errorf("claim: the first row is at position %d, not the tier's", pos)
 			}
 			continue
 		}
 		row = workflowRow{}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
 		out = append(out, claimed{pos, row.workflow()})
 	}
-	return out, flag.Bool, rows.Err()
+	return out, claimTier(tier.Int32), rows.Err()
 }
 
 // Heartbeat extends a held lease to the database's now() plus ttl, and RunAt to now+ttl, in

@@ -116,7 +116,7 @@ type queries struct {
 	createBatch, sendMessage, consumeMessage string
 	countStates, countStatesName, keyPrefix  string
 	branchCounts, backlog                    string
-	lockFlows, claimLimited                  string
+	claimFast, lockFlows, claimLimited       string
 	putFlow, deleteFlow, listFlows           string
 }
 
@@ -395,7 +395,8 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 		"{{u.wcols}}", columns(workflowColumns, "u."),
 		"{{nulls}}", nulls(len(workflowColumns)),
 	)
-	q.claim = r.Replace(cols.Replace(claimFast))
+	q.claim = r.Replace(cols.Replace(claimPlain))
+	q.claimFast = r.Replace(cols.Replace(claimFast))
 	q.lockFlows = r.Replace(lockFlows)
 	q.claimLimited = r.Replace(cols.Replace(claimLimited))
 	q.putFlow, q.deleteFlow, q.listFlows = r.Replace(putFlow), r.Replace(deleteFlow), r.Replace(listFlows)

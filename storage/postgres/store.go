@@ -99,9 +99,9 @@ type Store struct {
 	lockKey                                      int64  // the advisory lock Migrate holds
 	q                                            queries
 
-	// limited caches, per set of claimed names, whether a flow with limits was found relevant
-	// to the last claim of those names: it picks Claim's statement, never its correctness.
-	limited limitedCache
+	// tiers caches, per set of claimed names, which claim path their last claim found they
+	// need: it picks Claim's statements, never what they claim.
+	tiers tierCache
 
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
