@@ -39,11 +39,11 @@ const flowRunning = `(SELECT count(*) FROM {{flow_names}} rn CROSS JOIN LATERAL 
 
 // flowRoom is how many workflows of the flows row f a claim of @limit may take: the least of
 // @limit, the concurrency left beside the live runs and the rate left beside the claims in the
-// window ending at the database's now(), as storage.FlowCapacity computes it.
+// window ending at {{clock}}, as storage.FlowCapacity computes it.
 var flowRoom = `greatest(0, least(@limit::bigint,
 	CASE WHEN f.concurrency > 0 THEN f.concurrency - ` + strings.NewReplacer("{{key}}", "f.key", "{{cap}}", "f.concurrency").Replace(flowRunning) + `
 	     ELSE @limit::bigint END,
-	CASE WHEN f.rate > 0 THEN f.rate - (SELECT count(*) FROM unnest(f.claims) AS t(at) WHERE t.at > now() - ` + flowPer + `)
+	CASE WHEN f.rate > 0 THEN f.rate - (SELECT count(*) FROM unnest(f.claims) AS t(at) WHERE t.at > {{clock}} - ` + flowPer + `)
 	     ELSE @limit::bigint END))`
 
 // claimSources are the CTEs every claim starts with. "fl" is every stored flow (at most
@@ -181,7 +181,7 @@ WITH cand AS (
 		AND (cardinality(@names::text[]) = 0 OR fn.name = ANY(@names::text[]))
 ), locked AS (
 	SELECT f.key FROM {{flows}} f
-	WHERE f.key IN (SELECT key FROM cand) AND ` + flowRoom + ` > 0
+	WHERE f.key IN (SELECT key FROM cand) AND ` + strings.ReplaceAll(flowRoom, "{{clock}}", "now()") + ` > 0
 	ORDER BY f.key
 	FOR UPDATE OF f
 )
@@ -200,11 +200,16 @@ const flowKeysSetting = "chronoforge.flow_keys"
 // index, the rate window from the flows row), "held" locks each one's first due rows over its
 // pairs up to its room. The claim takes the first @limit of those and of the fast path's
 // sources in priority order, and appends its claims' times to each rate-limited flow's
-// window, dropping the times that left it. A limited flow this transaction did not lock (one
+// window, dropping the times that left it. The rate window is judged and recorded by "ck",
+// the database's clock when this statement began, after the locks were granted: now() is the
+// start of the transaction, before lockFlows waited, and a claim recorded that early would
+// leave the window before its time. A limited flow this transaction did not lock (one
 // limited since lockFlows looked) is left alone.
 var claimLimited = `
-WITH ` + claimSources + `, lk AS (
-	SELECT f.key, f.priority, ` + flowRoom + ` AS room
+WITH ck AS (
+	SELECT clock_timestamp() AS at
+), ` + claimSources + `, lk AS (
+	SELECT f.key, f.priority, ` + strings.ReplaceAll(flowRoom, "{{clock}}", "(SELECT at FROM ck)") + ` AS room
 	FROM {{flows}} f
 	WHERE f.key = ANY(coalesce(nullif(current_setting('` + flowKeysSetting + `', true), ''), '{}')::text[])
 ), held AS (
@@ -234,9 +239,9 @@ WITH ` + claimSources + `, lk AS (
 	LIMIT @limit
 ), rl AS (
 	UPDATE {{flows}} f SET claims = ARRAY(
-		SELECT t.at FROM unnest(f.claims) AS t(at) WHERE t.at > now() - ` + flowPer + ` ORDER BY t.at
-	) || array_fill(now(), ARRAY[n.n::int])
-	FROM (SELECT key, count(*) AS n FROM pick WHERE key IS NOT NULL GROUP BY key) AS n
+		SELECT t.at FROM unnest(f.claims) AS t(at) WHERE t.at > ck.at - ` + flowPer + ` ORDER BY t.at
+	) || array_fill(ck.at, ARRAY[n.n::int])
+	FROM (SELECT key, count(*) AS n FROM pick WHERE key IS NOT NULL GROUP BY key) AS n, ck
 	WHERE f.key = n.key AND f.rate > 0
 ),` + claimUpdate + strings.ReplaceAll(claimResult, "{{tier}}", "NULL::int")
 

@@ -41,6 +41,28 @@
 // (one minute for ANALYZE, ten for VACUUM), and Close stops them and waits. A failure only
 // forgoes that run: it is logged as a warning (see WithLogger), not returned.
 //
+// # Flow control
+//
+// The store implements storage.FlowController. A workflow's flow key is its flow column; the
+// runnable index holds only the rows without one, and the governed rows have an index of
+// their own by (flow, name, run_at, id), so a flow's held-back backlog is never walked by
+// the claims of other workflows, and a claim reads a limited flow's rows only as far as its
+// room. The flows table holds the stored flows, each with the times of its claims in the
+// current rate window, and the flow_names table every (flow, name) pair a workflow was
+// created with (written by the creating statement), from which a claim learns the flow keys
+// of its names. A claim of names without flows is the claim as before flow control; one with
+// flows of priority only is one statement too; one with a limited flow locks its flows and
+// claims in a second statement, both pipelined in one round trip and one implicit
+// transaction, which makes the limits exact across processes (see flow.go). Claims assume
+// the READ COMMITTED isolation level, PostgreSQL's default, under which each statement of a
+// transaction takes a new snapshot.
+//
+// Two limits of the design: a run counts against its flow's concurrency while its run_at
+// (the claimer's now plus the TTL) is after the claiming caller's now, so a run claimed by a
+// worker whose clock ran more than its TTL behind is not counted; and a limit set while a
+// claim of the flow's workflows runs on the fast path (which saw no limit) applies from the
+// claims after it, so those few runs may exceed it.
+//
 // # Operator queries
 //
 // The store implements storage.Inspector with one statement per call, over indexes it
