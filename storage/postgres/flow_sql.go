@@ -46,9 +46,9 @@ var flowRoom = `greatest(0, least(@limit::bigint,
 	CASE WHEN f.rate > 0 THEN f.rate - (SELECT count(*) FROM unnest(f.claims) AS t(at) WHERE t.at > {{clock}} - ` + flowPer + `)
 	     ELSE @limit::bigint END))`
 
-// claimSources are the CTEs every claim starts with. "fl" is every stored flow (at most
-// storage.MaxFlows) and "pairs" the (flow, name) pairs of the claimed names with their
-// priority and whether their flow is limited, both read in the statement's snapshot. "free"
+// claimSources are the CTEs every claim starts with. "pairs" is the (flow, name) pairs of the
+// claimed names with their flow's priority and whether it is limited (a key without a stored
+// flow: priority 0, no limits), read in the statement's snapshot. "free"
 // locks the first due rows without a flow from the runnable index, as a claim did before flow
 // control, and "loose" the first due rows of each pair whose flow has no limits (or is not
 // stored), each up to @limit: the claim takes the first @limit of them all in priority
@@ -56,11 +56,10 @@ var flowRoom = `greatest(0, least(@limit::bigint,
 // a limited flow is never taken from these: only the limited claim takes those, under its
 // flow's lock.
 const claimSources = `
-fl AS (
-	SELECT key, priority, concurrency > 0 OR rate > 0 AS limited FROM {{flows}}
-), pairs AS (
-	SELECT fn.flow, fn.name, coalesce(fl.priority, 0) AS priority, coalesce(fl.limited, false) AS limited
-	FROM {{flow_names}} fn LEFT JOIN fl ON fl.key = fn.flow
+pairs AS (
+	SELECT fn.flow, fn.name, coalesce(fl.priority, 0) AS priority,
+		coalesce(fl.concurrency > 0 OR fl.rate > 0, false) AS limited
+	FROM {{flow_names}} fn LEFT JOIN {{flows}} fl ON fl.key = fn.flow
 	WHERE cardinality(@names::text[]) = 0 OR fn.name = ANY(@names::text[])
 ), free AS (
 	SELECT id, run_at, 0 AS priority FROM {{workflows}}
