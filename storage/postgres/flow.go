@@ -25,7 +25,8 @@ import (
 //   - the fast path, one statement, claims the due workflows without a flow and those of
 //     flows without limits, in priority order, and never a workflow of a flow its own
 //     snapshot finds limited;
-//   - the limited path, two statements pipelined in one implicit transaction, first locks the
+//   - the limited path, two statements pipelined in one implicit transaction (after a third
+//     that makes them use their generic plans: see genericPlans), first locks the
 //     limited flows of the claimed names (FOR UPDATE, in key order), then, in a snapshot taken
 //     after the locks were granted, counts each one's live runs and rate window and claims at
 //     most the room left, besides what the fast path claims. Under READ COMMITTED one

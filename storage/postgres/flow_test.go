@@ -42,8 +42,8 @@ func createFlows(t *testing.T, s storage.Storage, name, flow string, n int) {
 
 // TestStatementsClaimFlow: a claim is one round trip on every path. Names without a flow key
 // are claimed with the plain statement and names of flows without limits with the fast one,
-// one statement each; with a limited flow among them it is the limited path's two statements
-// pipelined in one batch. A claim that guessed a lower path (the first claim of its names, or
+// one statement each; with a limited flow among them it is the limited path's three
+// statements (the plan setting, the lock, the claim) pipelined in one batch. A claim that guessed a lower path (the first claim of its names, or
 // a limit set by another process) takes two round trips once, then the path it needs; once
 // the limit is gone, the limited path finds so and the next claim is one statement again.
 // PutFlow is one batch, DeleteFlow and ListFlows one statement each.
@@ -95,11 +95,11 @@ func TestStatementsClaimFlow(t *testing.T) {
 	// Another process limits the key: this store's first claim of these names guesses a lower path.
 	_, _, err := other.PutFlow(ctx, storage.Flow{Key: "lim", Concurrency: 6}, false, base(0))
 	require.NoError(t, err)
-	twoTrips("First Claim of a limited flow and of no flow", 3, func(ctx context.Context) {
+	twoTrips("First Claim of a limited flow and of no flow", 4, func(ctx context.Context) {
 		got := claim(ctx, 4, "st.lim", "st.free")
 		require.Equal(t, map[string]int{"st.lim": 2, "st.free": 2}, countNames(got), "4 running of 6, then the free ones")
 	})
-	s.requireBatch("Claim of a limited flow at its limit and of no flow", 2, func(ctx context.Context) {
+	s.requireBatch("Claim of a limited flow at its limit and of no flow", 3, func(ctx context.Context) {
 		got := claim(ctx, 4, "st.lim", "st.free")
 		require.Equal(t, map[string]int{"st.free": 4}, countNames(got))
 	})
@@ -107,7 +107,7 @@ func TestStatementsClaimFlow(t *testing.T) {
 	// Another process removes the limit: the limited path finds none, and the next claim is fast.
 	_, err = other.DeleteFlow(ctx, "lim")
 	require.NoError(t, err)
-	s.requireBatch("Claim after the limit went", 2, func(ctx context.Context) {
+	s.requireBatch("Claim after the limit went", 3, func(ctx context.Context) {
 		require.Equal(t, map[string]int{"st.lim": 2}, countNames(claim(ctx, 2, "st.lim", "st.free")))
 	})
 	s.requireOne("Claim with no limit left", func(ctx context.Context) {
@@ -116,7 +116,7 @@ func TestStatementsClaimFlow(t *testing.T) {
 	// This store limits it: its next claim takes the limited path at once.
 	_, _, err = s.PutFlow(ctx, storage.Flow{Key: "lim", Concurrency: 100}, false, base(0))
 	require.NoError(t, err)
-	s.requireBatch("Claim after this store set a limit", 2, func(ctx context.Context) {
+	s.requireBatch("Claim after this store set a limit", 3, func(ctx context.Context) {
 		require.Len(t, claim(ctx, 2, "st.lim", "st.free"), 2)
 	})
 

@@ -104,12 +104,22 @@ func (s *Store) claimWith(ctx context.Context, sql string, args pgx.StrictNamedA
 	return scanClaimed(rows)
 }
 
-// claimLimited runs the limited path: lockFlows and claimLimited pipelined in one batch,
-// which the server runs as one implicit transaction (one round trip, one commit). The tier
+// genericPlans makes the statements after it in the same transaction run with their generic
+// plans: the limited path's statements are large, and planning them for each claim's values
+// took longer than running them (a server keeps a prepared statement's generic plan only when
+// its estimated cost is close to the custom plans'). TestClaimFlowBacklogPlans checks that
+// their generic plans use the indexes. It is set_config rather than SET LOCAL, which warns
+// outside an explicit transaction block although it works in a pipeline's transaction. Over
+// the simple protocol nothing is prepared, and the setting changes nothing.
+const genericPlans = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+// claimLimited runs the limited path: genericPlans, lockFlows and claimLimited pipelined in
+// one batch, which the server runs as one implicit transaction (one round trip, one commit). The tier
 // it returns is the limited one while a limited flow of the names has due workflows, else
 // the fast one while the names have a (flow, name) pair, else the plain one.
 func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, claimTier, error) {
 	batch := &pgx.Batch{}
+	batch.Queue(genericPlans)
 	batch.Queue(s.q.lockFlows, pgx.StrictNamedArgs{"names": args["names"], "now": args["now"], "limit": args["limit"]})
 	batch.Queue(s.q.claimLimited, args)
 	br := s.pool.SendBatch(ctx, batch)
@@ -118,6 +128,10 @@ func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]c
 		pairs   bool
 		setting string
 	)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, 0, err
+	}
 	if err := br.QueryRow().Scan(&due, &pairs, &setting); err != nil {
 		_ = br.Close()
 		return nil, 0, err
