@@ -21,7 +21,7 @@ import (
 // the UPDATE wait and re-check the fence on the newest row version.
 
 // Claim takes up to r.Limit runnable workflows, highest flow priority first, then in
-// (run_at, id) order, in one round trip: one statement on the plain and the fast path, two
+// (run_at, id) order, in one round trip: one statement on the plain and the fast path, three
 // pipelined in one implicit transaction on the limited path (see the flow control notes in
 // flow.go). When the store guessed a path below what r.Names need, its statement claims
 // nothing and the needed path follows at once: two round trips, once per change. The due
@@ -114,9 +114,9 @@ func (s *Store) claimWith(ctx context.Context, sql string, args pgx.StrictNamedA
 const genericPlans = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
 
 // claimLimited runs the limited path: genericPlans, lockFlows and claimLimited pipelined in
-// one batch, which the server runs as one implicit transaction (one round trip, one commit). The tier
-// it returns is the limited one while a limited flow of the names has due workflows, else
-// the fast one while the names have a (flow, name) pair, else the plain one.
+// one batch, which the server runs as one implicit transaction (one round trip, one commit).
+// The tier it returns is the limited one while a limited flow of the names has due
+// workflows, else the fast one while the names have a (flow, name) pair, else the plain one.
 func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, claimTier, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(genericPlans)

@@ -52,8 +52,9 @@
 // created with (written by the creating statement), from which a claim learns the flow keys
 // of its names. A claim of names without flows is the claim as before flow control; one with
 // flows of priority only is one statement too; one with a limited flow locks its flows and
-// claims in a second statement, both pipelined in one round trip and one implicit
-// transaction, which makes the limits exact across processes (see flow.go). Claims assume
+// claims in a second statement, both pipelined (after a setting of their plans) in one round
+// trip and one implicit transaction, which makes the limits exact across processes (see
+// flow.go). Claims assume
 // the READ COMMITTED isolation level, PostgreSQL's default, under which each statement of a
 // transaction takes a new snapshot.
 //
