@@ -43,14 +43,15 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	n := len(r.Children)
 	names, keys := make([]string, n), make([]string, n)
 	inputs, traces := make([][]byte, n), make([][]byte, n)
-	tags := make([]string, n)
+	tags, flows := make([]string, n), make([]string, n)
 	runAt := make([]pgtype.Timestamptz, n)
 	for i, c := range r.Children {
 		names[i], keys[i], inputs[i], traces[i], runAt[i] = c.Name, c.Key, c.Input, c.TraceContext, ts(c.RunAt)
-		tags[i] = encodeTags(c.Tags)
+		tags[i], flows[i] = encodeTags(c.Tags), c.Flow
 	}
 	args["child_names"], args["child_keys"], args["child_inputs"] = names, keys, inputs
 	args["child_traces"], args["child_tags"], args["child_run_at"] = traces, tags, runAt
+	args["child_flows"] = flows
 
 	var out storage.SpawnResult
 	var matched bool

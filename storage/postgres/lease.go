@@ -20,12 +20,18 @@ import (
 // written. Under READ COMMITTED a concurrent change of the row (a takeover, a cancel) makes
 // the UPDATE wait and re-check the fence on the newest row version.
 
-// Claim takes up to r.Limit runnable workflows in one statement: an UPDATE of the rows a
-// subquery picks in run_at order from the runnable index with FOR UPDATE SKIP LOCKED, so
-// concurrent claims never wait for each other nor take the same row. A running row is
-// runnable once its lease has expired by the database's clock. Each claimed row becomes
-// running with a lease until the database's now() plus r.TTL, RunAt of r.Now+r.TTL and the
-// next lease token; a wake due by r.Now is used up. Rows come back in run_at order.
+// Claim takes up to r.Limit runnable workflows, highest flow priority first, then in
+// (run_at, id) order, in one round trip: one statement on the plain and the fast path, three
+// pipelined in one implicit transaction on the limited path (see the flow control notes in
+// flow.go). When the store guessed a path below what r.Names need, its statement claims
+// nothing and the needed path follows at once: two round trips, once per change. The due
+// rows are locked with FOR UPDATE SKIP LOCKED from the runnable index (rows without a flow)
+// and from the governed index (rows with one, a (flow, name) pair at a time), so concurrent
+// claims never take the same row; the rows of a limited flow are taken only under its flow's
+// lock, at most the room its limits leave. A running row is runnable once its lease has
+// expired by the database's clock. Each claimed row becomes running with a lease until the
+// database's now() plus r.TTL, RunAt of r.Now+r.TTL and the next lease token; a wake due by
+// r.Now is used up. Rows come back in claim order.
 func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
 	if err := storage.ValidateClaim(r); err != nil {
 		return nil, err
@@ -39,35 +45,40 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		"owner": text(r.Owner), "ttl": interval(r.TTL), "run_at": ts(r.Now.Add(r.TTL)), "now": ts(r.Now),
 		"names": names, "limit": r.Limit,
 	}
-	type claimed struct {
-		pos int32 // 1-based position in run_at order
-		w   storage.Workflow
-	}
+	cacheKey := namesKey(names)
+	tier := s.tiers.get(cacheKey)
 	var out []claimed
 	err := retry(ctx, once, func(ctx context.Context) error {
-		out = out[:0]
-		rows, err := s.pool.Query(ctx, s.q.claim, args)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var (
-			pos int32
-			row workflowRow
-		)
-		dest := append([]any{&pos}, row.dest()...)
-		for rows.Next() {
-			row = workflowRow{}
-			if err := rows.Scan(dest...); err != nil {
+		// A statement of a lower tier than the names need claims nothing and says which
+		// they need; that one follows at once. Each tier's statement claims all the names'
+		// due workflows in order, so which one ran never shows in the result.
+		for {
+			var (
+				need claimTier
+				err  error
+			)
+			switch tier {
+			case tierPlain:
+				out, need, err = s.claimWith(ctx, s.q.claim, args)
+			case tierFast:
+				out, need, err = s.claimWith(ctx, s.q.claimFast, args)
+			default:
+				out, need, err = s.claimLimited(ctx, args)
+			}
+			if err != nil {
 				return err
 			}
-			out = append(out, claimed{pos, row.workflow()})
+			if need <= tier || tier == tierLimited {
+				tier = need
+				return nil
+			}
+			tier = need
 		}
-		return rows.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim for %q: %w", r.Owner, err)
 	}
+	s.tiers.set(cacheKey, tier)
 	slices.SortFunc(out, func(a, b claimed) int { return cmp.Compare(a.pos, b.pos) })
 	s.maint.rowsClaimed(len(out)) // may vacuum, in the background
 	ws := make([]storage.Workflow, len(out))
@@ -75,6 +86,107 @@ func (s *Store) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Wo
 		ws[i] = c.w
 	}
 	return ws, nil
+}
+
+// claimed is a workflow a claim took, with its 1-based position in claim order.
+type claimed struct {
+	pos int32
+	w   storage.Workflow
+}
+
+// claimWith runs a claim of one statement (the plain or the fast one) and returns what it
+// claimed and the tier it found the names need.
+func (s *Store) claimWith(ctx context.Context, sql string, args pgx.StrictNamedArgs) ([]claimed, claimTier, error) {
+	rows, err := s.pool.Query(ctx, sql, args)
+	if err != nil {
+		return nil, 0, err
+	}
+	return scanClaimed(rows)
+}
+
+// genericPlans makes the statements after it in the same transaction run with their generic
+// plans: the limited path's statements are large, and planning them for each claim's values
+// took longer than running them (a server keeps a prepared statement's generic plan only when
+// its estimated cost is close to the custom plans'). TestClaimFlowBacklogPlans checks that
+// their generic plans use the indexes. It is set_config rather than SET LOCAL, which warns
+// outside an explicit transaction block although it works in a pipeline's transaction. Over
+// the simple protocol nothing is prepared, and the setting changes nothing.
+const genericPlans = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+// claimLimited runs the limited path: genericPlans, lockFlows and claimLimited pipelined in
+// one batch, which the server runs as one implicit transaction (one round trip, one commit).
+// The tier it returns is the limited one while a limited flow of the names has due
+// workflows, else the fast one while the names have a (flow, name) pair, else the plain one.
+func (s *Store) claimLimited(ctx context.Context, args pgx.StrictNamedArgs) ([]claimed, claimTier, error) {
+	batch := &pgx.Batch{}
+	batch.Queue(genericPlans)
+	batch.Queue(s.q.lockFlows, pgx.StrictNamedArgs{"names": args["names"], "now": args["now"], "limit": args["limit"]})
+	batch.Queue(s.q.claimLimited, args)
+	br := s.pool.SendBatch(ctx, batch)
+	var (
+		due     int64
+		pairs   bool
+		setting string
+	)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, 0, err
+	}
+	if err := br.QueryRow().Scan(&due, &pairs, &setting); err != nil {
+		_ = br.Close()
+		return nil, 0, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, 0, err
+	}
+	out, _, err := scanClaimed(rows)
+	if err != nil {
+		_ = br.Close()
+		return nil, 0, err
+	}
+	tier := tierPlain
+	switch {
+	case due > 0:
+		tier = tierLimited
+	case pairs:
+		tier = tierFast
+	}
+	return out, tier, br.Close()
+}
+
+// scanClaimed reads a claim statement's rows: the tier row (position 0) first, then the
+// claimed workflows.
+func scanClaimed(rows pgx.Rows) ([]claimed, claimTier, error) {
+	defer rows.Close()
+	var (
+		out  []claimed
+		pos  int32
+		tier pgtype.Int4
+		row  workflowRow
+	)
+	first := append([]any{&pos, &tier}, make([]any, len(workflowColumns))...)
+	dest := append([]any{&pos, nil}, row.dest()...)
+	seen := false
+	for rows.Next() {
+		if !seen {
+			seen = true
+			if err := rows.Scan(first...); err != nil {
+				return nil, 0, err
+			}
+			if pos != 0 {
+				return nil, 0, fmt.Errorf("claim: the first row is at position %d, not the tier's", pos)
+			}
+			continue
+		}
+		row = workflowRow{}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, 0, err
+		}
+		out = append(out, claimed{pos, row.workflow()})
+	}
+	return out, claimTier(tier.Int32), rows.Err()
 }
 
 // Heartbeat extends a held lease to the database's now() plus ttl, and RunAt to now+ttl, in

@@ -20,19 +20,19 @@ var messageColumns = []string{
 const createBatch = `
 WITH u AS (
 	SELECT * FROM unnest(@names::text[], @keys::text[], @inputs::bytea[], @traces::bytea[], @tags::text[],
-		@parents::bigint[], @run_at::timestamptz[], @nows::timestamptz[])
-		WITH ORDINALITY AS u(name, key, input, trace, tags, parent, run_at, now, ord)
+		@parents::bigint[], @run_at::timestamptz[], @nows::timestamptz[], @flows::text[])
+		WITH ORDINALITY AS u(name, key, input, trace, tags, parent, run_at, now, flow, ord)
 ), ins AS (
-	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, created_at, updated_at)
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, flow, created_at, updated_at)
 	SELECT u.name, u.key, u.input, 'idle', coalesce(u.run_at, u.now), u.trace, nullif(u.tags, '')::jsonb,
-		nullif(u.parent, 0), u.now, u.now
+		nullif(u.parent, 0), nullif(u.flow, ''), u.now, u.now
 	FROM u
 	ORDER BY u.ord
 	ON CONFLICT (name, key) DO NOTHING
 	RETURNING {{wcols}}
 ), n AS (
 	SELECT pg_notify({{channel}}, '') WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_at <= ins.created_at)
-)
+),{{insertFlowNames}}
 SELECT u.ord, true, {{ins.wcols}}
 FROM ins JOIN u ON u.name = ins.name AND u.key = ins.key
 CROSS JOIN (SELECT count(*) FROM n) AS notified

@@ -585,14 +585,15 @@ func TestTagsEverywhere(t *testing.T) {
 }
 
 // TestMigrateFromVersion1: tables made by version 1 (with workflows, steps and error records
-// in them) move to version 2 with Migrate; the old rows have no tags and take messages.
+// in them) move to the current version with Migrate; the old rows have no tags and no flow,
+// take messages and are claimed.
 func TestMigrateFromVersion1(t *testing.T) {
 	t.Parallel()
 	pool := testPool(t)
 	s := storeIn(t, pool, freshSchema(t))
 	ms, err := migrations()
 	require.NoError(t, err)
-	require.Equal(t, 2, len(ms), "this test knows versions 1 and 2")
+	require.Equal(t, 3, len(ms), "this test knows versions 1 to 3")
 	require.NoError(t, pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error { return s.migrate(t.Context(), tx, ms[:1]) }))
 	require.Equal(t, []int{1}, versions(t, s))
 	_, err = s.GetWorkflow(t.Context(), 1)
@@ -607,10 +608,11 @@ func TestMigrateFromVersion1(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, s.Migrate(ctx))
-	require.Equal(t, []int{1, 2}, versions(t, s))
+	require.Equal(t, []int{1, 2, 3}, versions(t, s))
 	w, steps, err := s.Load(ctx, id)
 	require.NoError(t, err)
 	require.Nil(t, w.Tags)
+	require.Empty(t, w.Flow)
 	require.Len(t, steps, 1)
 	_, created, err := s.SendMessage(ctx, storage.NewMessage{WorkflowID: id, Topic: "t", Now: base(time.Second)})
 	require.NoError(t, err)

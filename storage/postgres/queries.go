@@ -15,7 +15,7 @@ var workflowColumns = []string{
 	"id", "name", "key", "input", "output", "state", `"values"`, "run_at",
 	"wait_kind", "wait_step", "wait_data", "lease_owner", "lease_until", "lease_token",
 	"attempt", "parent_step_id", "trace_context", "last_error", "created_at", "updated_at",
-	"finished_at", "tags",
+	"finished_at", "tags", "flow",
 }
 
 // stepColumns are the columns scanned into a storage.Step, in stepRow.dest's order.
@@ -90,6 +90,17 @@ const insertErrors = `
 		ORDER BY u.ord
 	)`
 
+// insertFlowNames records the (flow, name) pairs of the workflows the CTE "ins" inserted, for
+// those with a flow key, skipping pairs already recorded (a data-modifying CTE runs to
+// completion whether or not the statement reads it). A pair a concurrent statement inserts
+// makes this one wait for that statement's outcome, then skip it or insert it.
+const insertFlowNames = `
+fn AS (
+	INSERT INTO {{flow_names}} (flow, name)
+	SELECT DISTINCT ins.flow, ins.name FROM ins WHERE ins.flow IS NOT NULL
+	ON CONFLICT DO NOTHING
+)`
+
 // queries is the SQL of one store, with its table names filled in.
 type queries struct {
 	create, get, find, load                  string
@@ -105,6 +116,8 @@ type queries struct {
 	createBatch, sendMessage, consumeMessage string
 	countStates, countStatesName, keyPrefix  string
 	branchCounts, backlog                    string
+	claimFast, lockFlows, claimLimited       string
+	putFlow, deleteFlow, listFlows           string
 }
 
 func buildQueries(s *Store) queries {
@@ -116,14 +129,14 @@ func buildQueries(s *Store) queries {
 		// after this statement's snapshot is invisible to both: the caller runs it again.
 		create: `
 WITH ins AS (
-	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, created_at, updated_at)
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, flow, created_at, updated_at)
 	VALUES (@name, @key, @input, 'idle', @run_at::timestamptz, @trace, nullif(@tags::text, '')::jsonb, @parent,
-		@now::timestamptz, @now::timestamptz)
+		nullif(@flow::text, ''), @now::timestamptz, @now::timestamptz)
 	ON CONFLICT (name, key) DO NOTHING
 	RETURNING ` + wcols + `
 ), n AS (
 	SELECT pg_notify({{channel}}, '') FROM ins WHERE ins.run_at <= @now::timestamptz
-)
+),` + insertFlowNames + `
 SELECT true, ` + columns(workflowColumns, "ins.") + ` FROM ins, (SELECT count(*) FROM n) AS notified
 UNION ALL
 SELECT false, ` + wcols + ` FROM {{workflows}}
@@ -141,36 +154,6 @@ UNION ALL
 SELECT 1, s.id, ` + nulls(len(workflowColumns)) + `, ` + columns(stepColumns, "s.") + `
 FROM {{steps}} s WHERE s.workflow_id = @id
 ORDER BY 1, 2`,
-
-		// A row is claimable when due by the caller's clock (@now) and idle or leased until no
-		// later than the database's clock (now(); see fence). Claimed rows leave the runnable
-		// range for the caller (run_at moves to @run_at, the caller's now plus the TTL) and
-		// their lease expires the TTL after the database's now(). A live lease that is due
-		// by a caller whose clock runs ahead is filtered out without being locked. A wake
-		// due by now is covered by the run starting now; a later one is kept for FinishRun.
-		// The CTE locks the due rows and collects their ids in run_at order into one array,
-		// so the UPDATE finds them by primary key whatever plan the server caches (a join
-		// with the locked rows can turn into a scan of the table under a generic plan), and
-		// the position in the array gives the caller the run_at order back.
-		claim: `
-WITH c AS (
-	SELECT array_agg(id ORDER BY run_at, id) AS ids FROM (
-		SELECT id, run_at FROM {{workflows}}
-		WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND run_at <= @now::timestamptz
-			AND (state = 'idle' OR lease_until <= now())
-			AND (cardinality(@names::text[]) = 0 OR name = ANY(@names::text[]))
-		ORDER BY run_at, id
-		LIMIT @limit
-		FOR UPDATE SKIP LOCKED
-	) AS due
-)
-UPDATE {{workflows}} AS w SET
-	state = 'running', lease_owner = @owner, lease_token = w.lease_token + 1,
-	lease_until = now() + @ttl::interval, run_at = @run_at::timestamptz, updated_at = @now::timestamptz,
-	wake_at = CASE WHEN w.wake_at <= @now::timestamptz THEN NULL ELSE w.wake_at END
-FROM c
-WHERE w.id = ANY(c.ids)
-RETURNING array_position(c.ids, w.id), ` + columns(workflowColumns, "w."),
 
 		heartbeat: `
 UPDATE {{workflows}} SET lease_until = now() + @ttl::interval, run_at = @run_at::timestamptz
@@ -290,18 +273,22 @@ b AS (
 		(SELECT s.id FROM {{steps}} s WHERE s.workflow_id = f.id AND s.name = @branch::text)) AS id
 	FROM f
 ), ch AS (
-	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, created_at, updated_at)
+	INSERT INTO {{workflows}} (name, key, input, state, run_at, trace_context, tags, parent_step_id, flow, created_at, updated_at)
 	SELECT u.name, u.key, u.input, 'idle', coalesce(u.run_at, @now::timestamptz), u.trace, nullif(u.tags, '')::jsonb, b.id,
-		@now::timestamptz, @now::timestamptz
+		nullif(u.flow, ''), @now::timestamptz, @now::timestamptz
 	FROM b
 	CROSS JOIN unnest(@child_names::text[], @child_keys::text[], @child_inputs::bytea[],
-		@child_traces::bytea[], @child_tags::text[], @child_run_at::timestamptz[])
-		WITH ORDINALITY AS u(name, key, input, trace, tags, run_at, ord)
+		@child_traces::bytea[], @child_tags::text[], @child_run_at::timestamptz[], @child_flows::text[])
+		WITH ORDINALITY AS u(name, key, input, trace, tags, run_at, flow, ord)
 	ORDER BY u.ord
 	ON CONFLICT (name, key) DO NOTHING
-	RETURNING run_at
+	RETURNING run_at, name, flow
 ), n AS (
 	SELECT pg_notify({{channel}}, '') WHERE EXISTS (SELECT 1 FROM ch WHERE ch.run_at <= @now::timestamptz)
+), fn AS (
+	INSERT INTO {{flow_names}} (flow, name)
+	SELECT DISTINCT ch.flow, ch.name FROM ch WHERE ch.flow IS NOT NULL
+	ON CONFLICT DO NOTHING
 ), d AS (
 	SELECT DISTINCT u.name, u.key FROM unnest(@child_names::text[], @child_keys::text[]) AS u(name, key)
 )
@@ -388,7 +375,7 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 		listColumns: `SELECT ` + wcols + ` FROM {{workflows}}`,
 	}
 	for _, p := range []*string{
-		&q.create, &q.get, &q.find, &q.load, &q.claim, &q.heartbeat, &q.saveSteps, &q.finishRun,
+		&q.create, &q.get, &q.find, &q.load, &q.heartbeat, &q.saveSteps, &q.finishRun,
 		&q.release, &q.leaseState, &q.fenceState, &q.wake, &q.retry, &q.cancel, &q.spawn, &q.spawnConflict, &q.countChildren,
 		&q.listErrors, &q.deleteFinished, &q.deleteEmptied, &q.listColumns,
 	} {
@@ -397,6 +384,7 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 	q.wakeMergeWaiters = r.Replace(wakeMergeWaiters)
 	q.cancelChildren, q.branchSteps = r.Replace(cancelChildren), r.Replace(branchSteps)
 	cols := strings.NewReplacer(
+		"{{insertFlowNames}}", insertFlowNames,
 		"{{wcols}}", wcols,
 		"{{ins.wcols}}", columns(workflowColumns, "ins."),
 		"{{w.wcols}}", columns(workflowColumns, "w."),
@@ -404,7 +392,14 @@ AND NOT EXISTS (SELECT 1 FROM {{steps}} s WHERE s.workflow_id = w.id)`,
 		"{{m.mcols}}", columns(messageColumns, "m."),
 		"{{x.mcols}}", columns(messageColumns, "x."),
 		"{{c.mcols}}", columns(messageColumns, "c."),
+		"{{u.wcols}}", columns(workflowColumns, "u."),
+		"{{nulls}}", nulls(len(workflowColumns)),
 	)
+	q.claim = r.Replace(cols.Replace(claimPlain))
+	q.claimFast = r.Replace(cols.Replace(claimFast))
+	q.lockFlows = r.Replace(lockFlows)
+	q.claimLimited = r.Replace(cols.Replace(claimLimited))
+	q.putFlow, q.deleteFlow, q.listFlows = r.Replace(putFlow), r.Replace(deleteFlow), r.Replace(listFlows)
 	q.keyPrefix = r.Replace(keyPrefix)
 	q.countStates = r.Replace(strings.ReplaceAll(countStates, "{{where}}", ""))
 	q.countStatesName = r.Replace(strings.ReplaceAll(countStates, "{{where}}", "WHERE name = @name"))
@@ -478,17 +473,32 @@ SELECT 1, NULL, NULL, r.id, r.finished_at FROM (
 ) AS r`
 
 // backlog is Backlog's statement. "p" walks the runnable index in (run_at, id) order from
-// the oldest row due by the caller's clock (@now), numbering the rows, and stops after
-// @probe_rows (the probe and one more, which tells whether the probe was full). "r" keeps
+// the oldest row due by the caller's clock (@now), and the governed index the same way for
+// each (flow, name) pair, each stopping after @probe_rows (the probe and one more, which
+// tells whether the probe was full); it numbers the first @probe_rows of them all, sorting
+// only the rows those walks read. "r" keeps
 // the rows of the probe proper that are runnable: idle, or running with a lease expired by
 // the database's clock (now(), as Claim judges it). Row kind 0 carries the counts and the
 // earliest RunAt and comes first; the rows of kind 1 are the running ones among them, at
 // most @limit of the oldest, read by primary key (the caller puts them in RunAt order).
-const backlog = `
+var backlog = `
 WITH p AS (
 	SELECT id, run_at, state, lease_until, row_number() OVER (ORDER BY run_at, id) AS rn
-	FROM {{workflows}}
-	WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND run_at <= @now::timestamptz
+	FROM (
+		(SELECT id, run_at, state, lease_until FROM {{workflows}}
+		WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND flow IS NULL AND run_at <= @now::timestamptz
+		ORDER BY run_at, id
+		LIMIT @probe_rows)
+		UNION ALL
+		SELECT g.id, g.run_at, g.state, g.lease_until
+		FROM {{flow_names}} fn
+		CROSS JOIN LATERAL (
+			SELECT w.id, w.run_at, w.state, w.lease_until FROM {{workflows}} w
+			WHERE w.flow = fn.flow AND w.name = fn.name AND ` + govRunnable + ` AND w.run_at <= @now::timestamptz
+			ORDER BY w.run_at, w.id
+			LIMIT @probe_rows
+		) AS g
+	) AS due
 	ORDER BY run_at, id
 	LIMIT @probe_rows
 ), r AS (

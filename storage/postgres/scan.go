@@ -22,6 +22,7 @@ type workflowRow struct {
 	parent                                        pgtype.Int8
 	attempt                                       int32
 	tags                                          []byte // jsonb; nil when none
+	flow                                          pgtype.Text
 }
 
 // dest returns the scan destinations in workflowColumns order.
@@ -30,7 +31,7 @@ func (r *workflowRow) dest() []any {
 		&r.w.ID, &r.w.Name, &r.w.Key, &r.w.Input, &r.w.Output, &r.state, &r.w.Values, &r.runAt,
 		&r.w.Wait.Kind, &r.w.Wait.Step, &r.w.Wait.Data, &r.w.LeaseOwner, &r.leaseUntil,
 		&r.w.LeaseToken, &r.attempt, &r.parent, &r.w.TraceContext, &r.w.LastError, &r.created, &r.updated,
-		&r.finished, &r.tags,
+		&r.finished, &r.tags, &r.flow,
 	}
 }
 
@@ -50,6 +51,7 @@ func (r *workflowRow) workflow() storage.Workflow {
 	w.UpdatedAt = fromTS(r.updated)
 	w.FinishedAt = fromTS(r.finished)
 	w.Tags = decodeTags(r.tags)
+	w.Flow = r.flow.String
 	return w
 }
 

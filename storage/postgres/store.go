@@ -16,6 +16,8 @@
 //	<prefix>steps           step records, unique by (workflow_id, name)
 //	<prefix>errors          error records
 //	<prefix>messages        workflows' mailboxes (SendMessage, ConsumeMessage)
+//	<prefix>flows           stored flows (PutFlow) with their rate windows
+//	<prefix>flow_names      the (flow key, workflow name) pairs workflows were created with
 //	<prefix>schema_version  the migrations applied
 //
 // Times are stored as timestamptz, with PostgreSQL's microsecond precision: a time passed in
@@ -38,6 +40,29 @@
 // (triggers that arrive meanwhile coalesce into one more run), bounded by a statement_timeout
 // (one minute for ANALYZE, ten for VACUUM), and Close stops them and waits. A failure only
 // forgoes that run: it is logged as a warning (see WithLogger), not returned.
+//
+// # Flow control
+//
+// The store implements storage.FlowController. A workflow's flow key is its flow column; the
+// runnable index holds only the rows without one, and the governed rows have an index of
+// their own by (flow, name, run_at, id), so a flow's held-back backlog is never walked by
+// the claims of other workflows, and a claim reads a limited flow's rows only as far as its
+// room. The flows table holds the stored flows, each with the times of its claims in the
+// current rate window, and the flow_names table every (flow, name) pair a workflow was
+// created with (written by the creating statement), from which a claim learns the flow keys
+// of its names. A claim of names without flows is the claim as before flow control; one with
+// flows of priority only is one statement too; one with a limited flow locks its flows and
+// claims in a second statement, both pipelined (after a setting of their plans) in one round
+// trip and one implicit transaction, which makes the limits exact across processes (see
+// flow.go). Claims assume
+// the READ COMMITTED isolation level, PostgreSQL's default, under which each statement of a
+// transaction takes a new snapshot.
+//
+// Two limits of the design: a run counts against its flow's concurrency while its run_at
+// (the claimer's now plus the TTL) is after the claiming caller's now, so a run claimed by a
+// worker whose clock ran more than its TTL behind is not counted; and a limit set while a
+// claim of the flow's workflows runs on the fast path (which saw no limit) applies from the
+// claims after it, so those few runs may exceed it.
 //
 // # Operator queries
 //
@@ -69,10 +94,11 @@ import (
 )
 
 var (
-	_ storage.Storage       = (*Store)(nil)
-	_ storage.Notifier      = (*Store)(nil)
-	_ storage.GroupFinisher = (*Store)(nil)
-	_ storage.Inspector     = (*Store)(nil)
+	_ storage.Storage        = (*Store)(nil)
+	_ storage.Notifier       = (*Store)(nil)
+	_ storage.GroupFinisher  = (*Store)(nil)
+	_ storage.Inspector      = (*Store)(nil)
+	_ storage.FlowController = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.
@@ -91,9 +117,14 @@ type Store struct {
 	prefix string
 
 	workflows, steps, errors, messages, versions string // quoted, schema-qualified table names
+	flows, flowNames                             string
 	channel                                      string // the NOTIFY channel of these tables
 	lockKey                                      int64  // the advisory lock Migrate holds
 	q                                            queries
+
+	// tiers caches, per set of claimed names, which claim path their last claim found they
+	// need: it picks Claim's statements, never what they claim.
+	tiers tierCache
 
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
@@ -191,6 +222,8 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s.errors = s.table("errors")
 	s.messages = s.table("messages")
 	s.versions = s.table("schema_version")
+	s.flows = s.table("flows")
+	s.flowNames = s.table("flow_names")
 	s.channel = channelName(cfg.schema, cfg.prefix)
 	s.lockKey = lockKey(cfg.schema, cfg.prefix)
 	s.q = buildQueries(s)
@@ -255,12 +288,19 @@ func (s *Store) Close() error {
 
 // replacer fills the table-name placeholders of the SQL text in this package.
 func (s *Store) replacer() *strings.Replacer {
+	schemaDot := ""
+	if s.schema != "" {
+		schemaDot = `"` + s.schema + `".`
+	}
 	return strings.NewReplacer(
 		"{{workflows}}", s.workflows,
 		"{{steps}}", s.steps,
 		"{{errors}}", s.errors,
 		"{{messages}}", s.messages,
 		"{{schema_version}}", s.versions,
+		"{{flows}}", s.flows,
+		"{{flow_names}}", s.flowNames,
+		"{{schema.}}", schemaDot,
 		"{{prefix}}", s.prefix,
 		"{{channel}}", "'"+s.channel+"'",
 	)

@@ -36,7 +36,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	parent := pgtype.Int8{Int64: w.ParentStepID, Valid: w.ParentStepID != 0}
 	args := pgx.StrictNamedArgs{
 		"name": w.Name, "key": w.Key, "input": w.Input, "trace": w.TraceContext,
-		"tags": encodeTags(w.Tags), "parent": parent, "run_at": ts(runAt), "now": ts(w.Now),
+		"tags": encodeTags(w.Tags), "parent": parent, "run_at": ts(runAt), "now": ts(w.Now), "flow": w.Flow,
 	}
 	var (
 		out     storage.Workflow
@@ -151,20 +151,20 @@ func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) (
 // positions pick, in that order.
 func createBatchArgs(ws []storage.NewWorkflow, pick []int) pgx.StrictNamedArgs {
 	n := len(pick)
-	names, keys, tags := make([]string, n), make([]string, n), make([]string, n)
+	names, keys, tags, flows := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	inputs, traces := make([][]byte, n), make([][]byte, n)
 	parents := make([]int64, n)
 	runAt, nows := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
 	for j, i := range pick {
 		w := ws[i]
-		names[j], keys[j], tags[j] = w.Name, w.Key, encodeTags(w.Tags)
+		names[j], keys[j], tags[j], flows[j] = w.Name, w.Key, encodeTags(w.Tags), w.Flow
 		inputs[j], traces[j] = w.Input, w.TraceContext
 		parents[j] = w.ParentStepID
 		runAt[j], nows[j] = ts(w.RunAt), ts(w.Now)
 	}
 	return pgx.StrictNamedArgs{
 		"names": names, "keys": keys, "inputs": inputs, "traces": traces, "tags": tags,
-		"parents": parents, "run_at": runAt, "nows": nows,
+		"parents": parents, "run_at": runAt, "nows": nows, "flows": flows,
 	}
 }
 
