@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func explain(t *testing.T, db *sql.DB, query string, args ...any) []planRow {
 
 // TestIndexesUsed checks with EXPLAIN that the capped child count reads the
 // (parent_step_id, state) index, that a spawn's read of who holds skipped keys uses the
-// (name, key) index, and that a claim picks its rows from the run_at index, on a table large
+// (name, key) index, and that a claim picks its rows from the free (free_at) or claim (name, free_at) index, on a table large
 // enough for the optimizer to care.
 func TestIndexesUsed(t *testing.T) {
 	t.Parallel()
@@ -135,11 +136,11 @@ func TestIndexesUsed(t *testing.T) {
 		names []string
 		index string
 	}{
-		{nil, "runnable"},
+		{nil, "free"},
 		{[]string{"child"}, "claim"},
 		{[]string{"child", "parent", "other"}, "claim"},
 	} {
-		claim, claimArgs := s.claimQuery(storage.ClaimRequest{Owner: "w", Limit: 10, Names: tc.names, TTL: time.Minute}, at(10*time.Second), at(time.Minute), 1)
+		claim, claimArgs := s.claimQuery(storage.ClaimRequest{Owner: "w", Limit: 10, Names: tc.names, TTL: time.Minute}, slices.Sorted(slices.Values(tc.names)), nil, at(10*time.Second), at(time.Minute), 1)
 		plan = explain(t, db, claim, claimArgs...)
 		t.Logf("Claim plan for names %v: %+v", tc.names, plan)
 		require.True(t, usesIndex(plan, tc.index), "names %v: the claim must pick rows from the %s index: %+v", tc.names, tc.index, plan)
