@@ -224,15 +224,17 @@ func (s *Store) claimQuery(r storage.ClaimRequest, names []string, pairs []flowP
 }
 
 // notLimited is the condition that the row w has no flow, or one of the keys locked (already
-// locked by the claim, their limits applied), or one the flows table does not limit. Inside
-// an UPDATE, InnoDB reads the flows row with a shared lock until the statement's transaction
-// ends: a PutFlow that would limit the key waits for the claim, or the claim sees its limit.
+// locked by the claim, their limits applied), or one the flows table does not limit. The
+// flows row is read with a shared lock, held until the claim's transaction ends, at every
+// isolation level: a PutFlow that would limit the key waits for the claim, or the claim
+// sees its limit, so a claim of the key made under the limit counts every run made before.
 func (s *Store) notLimited(locked []string) string {
 	cond := "(w.flow IS NULL"
 	if len(locked) > 0 {
 		cond += " OR w.flow IN (" + quoteKeys(locked) + ")"
 	}
-	return cond + " OR NOT EXISTS (SELECT 1 FROM " + s.flows + " AS g WHERE g.`key` = w.flow AND (g.concurrency > 0 OR g.rate > 0)))"
+	return cond + " OR NOT EXISTS (SELECT 1 FROM " + s.flows + " AS g WHERE g.`key` = w.flow AND (g.concurrency > 0 OR g.rate > 0)" +
+		" LOCK IN SHARE MODE))"
 }
 
 // quoteKeys writes flow keys as SQL hex literals (X'...'): validated names, but bytes all the
