@@ -174,7 +174,7 @@ func (s *Store) reloadFlows(ctx context.Context) error {
 	c := &s.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.pairs = nil
+	// Pairs are never deleted, so the ones this store inserted meanwhile stay.
 	c.addPairsLocked(pairs)
 	c.flows = flows
 	c.loaded = time.Now()
