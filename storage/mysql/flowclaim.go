@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -78,7 +79,11 @@ func (s *Store) claimLimited(ctx context.Context, r storage.ClaimRequest, names 
 			return nil
 		}
 		nonce := rand.Int64N(math.MaxInt64-1) + 1
-		if err := s.leaseTaken(ctx, tx, r, taken, limited, now, runAt, nonce); err != nil {
+		// Only the rows of keys whose flows row this transaction holds pass without the check
+		// of notLimited: a key found missing holds no lock here (at READ COMMITTED not even a
+		// gap's), and a PutFlow may have stored it since.
+		held := slices.Sorted(maps.Keys(locked))
+		if err := s.leaseTaken(ctx, tx, r, taken, held, now, runAt, nonce); err != nil {
 			return err
 		}
 		if err := s.logClaims(ctx, tx, limited, locked, clock); err != nil {
@@ -270,8 +275,9 @@ func pickCandidates(cands []candidate, limit int, locked map[string]*lockedFlow)
 
 // leaseTaken leases the taken rows to r.Owner, tagged with nonce (step 4 of claimLimited).
 // Every row is locked by the candidates' read, so the checks only refuse a row whose key,
-// not locked here, the flows table now limits.
-func (s *Store) leaseTaken(ctx context.Context, tx *sql.Tx, r storage.ClaimRequest, taken []candidate, limited []string, now, runAt time.Time, nonce int64) error {
+// not held here (held: the keys whose flows rows the transaction locked), the flows table
+// now limits.
+func (s *Store) leaseTaken(ctx context.Context, tx *sql.Tx, r storage.ClaimRequest, taken []candidate, held []string, now, runAt time.Time, nonce int64) error {
 	args := []any{nonce, bstr(r.Owner), micros(r.TTL), dbTime(runAt), dbTime(now), dbTime(now)}
 	for _, c := range taken {
 		args = append(args, c.id)
@@ -282,7 +288,7 @@ func (s *Store) leaseTaken(ctx context.Context, tx *sql.Tx, r storage.ClaimReque
 		" w.lease_until = "+storeNow+" + INTERVAL ? MICROSECOND, w.run_at = "+ts+", w.updated_at = "+ts+","+
 		" w.wake_at = IF(w.wake_at > "+ts+", w.wake_at, NULL)"+
 		" WHERE w.id IN ("+placeholders(len(taken))+") AND w.state IN ('idle', 'running') AND w.run_at <= "+ts+" AND "+expired("w.")+
-		" AND "+s.notLimited(limited), args...)
+		" AND "+s.notLimited(held), args...)
 	return err
 }
 
