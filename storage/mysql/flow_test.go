@@ -172,3 +172,30 @@ func TestFlowGeneratedColumns(t *testing.T) {
 	f, g, r = read(gov.ID)
 	require.Equal(t, []any{false, true, true}, []any{f, g, r}, "a running row with a flow: flow_at and running_until")
 }
+
+// TestFlowMaxFlows: a new key beyond storage.MaxFlows stored flows is refused with
+// ErrTooLarge and nothing written; a stored key may still be replaced.
+func TestFlowMaxFlows(t *testing.T) {
+	t.Parallel()
+	db := sharedDB(t)
+	s := newStore(t, db)
+	ctx := context.Background()
+	// Filled directly, one statement: the bound is what PutFlow checks.
+	_, err := db.ExecContext(ctx, "INSERT INTO "+s.flows+" (`key`, updated_at)"+
+		" SELECT CONCAT('max.', seq), UTC_TIMESTAMP(6) FROM seq_1_to_"+fmt.Sprint(storage.MaxFlows))
+	if err != nil {
+		// Without MariaDB's sequence engine, one row at a time.
+		for i := 1; i <= storage.MaxFlows; i++ {
+			putFlow(t, s, storage.Flow{Key: fmt.Sprint("max.", i)})
+		}
+	}
+	_, _, err = s.PutFlow(ctx, storage.Flow{Key: "max.new", Concurrency: 1}, false, at(0))
+	require.ErrorIs(t, err, storage.ErrTooLarge)
+	list, err := s.ListFlows(ctx, at(0))
+	require.NoError(t, err)
+	require.Len(t, list, storage.MaxFlows, "nothing written")
+	got, wrote, err := s.PutFlow(ctx, storage.Flow{Key: "max.7", Concurrency: 1}, false, at(0))
+	require.NoError(t, err)
+	require.True(t, wrote)
+	require.Equal(t, 1, got.Concurrency, "a stored key is replaced at the bound")
+}
