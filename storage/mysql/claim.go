@@ -223,18 +223,20 @@ func (s *Store) claimQuery(r storage.ClaimRequest, names []string, pairs []flowP
 	return p.b.String(), p.args
 }
 
-// notLimited is the condition that the row w has no flow, or one of the keys locked (already
-// locked by the claim, their limits applied), or one the flows table does not limit. The
-// flows row is read with a shared lock, held until the claim's transaction ends, at every
-// isolation level: a PutFlow that would limit the key waits for the claim, or the claim
-// sees its limit, so a claim of the key made under the limit counts every run made before.
-func (s *Store) notLimited(locked []string) string {
+// notLimited is the condition that the row w has no flow, or one of the keys held (whose
+// flows rows the claim locked, their limits applied), or one the flows table does not limit.
+// The flows row is read with a shared lock, held until the claim's transaction ends, at
+// every isolation level: a PutFlow that would limit the key waits for the claim, or the
+// claim sees its limit, so a claim of the key made under the limit counts every run made
+// before. It is a scalar subquery, one primary key lookup per key: MariaDB turns a NOT
+// EXISTS into a materialised scan of the whole flows table, which would lock every row.
+func (s *Store) notLimited(held []string) string {
 	cond := "(w.flow IS NULL"
-	if len(locked) > 0 {
-		cond += " OR w.flow IN (" + quoteKeys(locked) + ")"
+	if len(held) > 0 {
+		cond += " OR w.flow IN (" + quoteKeys(held) + ")"
 	}
-	return cond + " OR NOT EXISTS (SELECT 1 FROM " + s.flows + " AS g WHERE g.`key` = w.flow AND (g.concurrency > 0 OR g.rate > 0)" +
-		" LOCK IN SHARE MODE))"
+	return cond + " OR NOT COALESCE((SELECT g.concurrency > 0 OR g.rate > 0 FROM " + s.flows + " AS g" +
+		" WHERE g.`key` = w.flow LOCK IN SHARE MODE), FALSE))"
 }
 
 // quoteKeys writes flow keys as SQL hex literals (X'...'): validated names, but bytes all the

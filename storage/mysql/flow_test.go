@@ -199,3 +199,35 @@ func TestFlowMaxFlows(t *testing.T) {
 	require.True(t, wrote)
 	require.Equal(t, 1, got.Concurrency, "a stored key is replaced at the bound")
 }
+
+// TestFlowClaimsLockOnlyTheirFlows: a claim reads in share mode only the flows rows of the
+// keys of the rows it takes, so a claim of one flow never waits for a transaction that holds
+// another flow's row (a limited claim, a PutFlow). The pool's lock wait timeout is one
+// second: a claim that waited would fail (after its retries) instead of passing.
+func TestFlowClaimsLockOnlyTheirFlows(t *testing.T) {
+	t.Parallel()
+	cfg := serverConfig(t)
+	cfg.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
+	db := openDB(t, cfg, 4)
+	s := newStore(t, db)
+	ctx := context.Background()
+	putFlow(t, s, storage.Flow{Key: "lk.held", Concurrency: 5})
+	putFlow(t, s, storage.Flow{Key: "lk.open", Priority: 2})
+	putFlow(t, s, storage.Flow{Key: "lk.lim", Concurrency: 5})
+	createFlows(t, s, "lk.held", "lk.held", 3, at(0))
+	createFlows(t, s, "lk.open", "lk.open", 3, at(0))
+	createFlows(t, s, "lk.lim", "lk.lim", 3, at(0))
+	createFlows(t, s, "lk.free", "", 3, at(0))
+
+	tx, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	var key []byte
+	require.NoError(t, tx.QueryRowContext(ctx, "SELECT `key` FROM "+s.flows+" WHERE `key` = 'lk.held' FOR UPDATE").Scan(&key))
+
+	now := at(time.Second)
+	require.Len(t, claimAll(t, s, now, 10, "lk.open", "lk.free"), 6, "the fast path with a flow key")
+	require.Len(t, claimAll(t, s, now, 10, "lk.lim"), 3, "a limited claim of another key")
+	require.NoError(t, tx.Rollback())
+	require.Len(t, claimAll(t, s, now, 10, "lk.held"), 3)
+}
