@@ -218,6 +218,8 @@ func (s *Store) PutFlow(ctx context.Context, f storage.Flow, ifMissing bool, now
 		return storage.Flow{}, false, err
 	}
 	f.UpdatedAt = micro(now)
+	// Kept in whole microseconds, like every time of the backend (MinPer is a whole number).
+	f.Per = f.Per.Truncate(time.Microsecond)
 	var (
 		out   storage.Flow
 		wrote bool
@@ -231,7 +233,7 @@ func (s *Store) PutFlow(ctx context.Context, f storage.Flow, ifMissing bool, now
 		case err == nil:
 			_, err = tx.ExecContext(ctx, "UPDATE "+s.flows+" SET priority = ?, concurrency = ?, rate = ?, per_us = ?,"+
 				" claim_log = IF(? = 0, NULL, claim_log), updated_at = "+ts+" WHERE `key` = ?",
-				f.Priority, f.Concurrency, f.Rate, micros(f.Per), f.Rate, dbTime(f.UpdatedAt), bstr(f.Key))
+				f.Priority, f.Concurrency, f.Rate, f.Per.Microseconds(), f.Rate, dbTime(f.UpdatedAt), bstr(f.Key))
 		case errors.Is(err, sql.ErrNoRows):
 			var n int
 			if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+s.flows+" LOCK IN SHARE MODE").Scan(&n); err != nil {
@@ -241,7 +243,7 @@ func (s *Store) PutFlow(ctx context.Context, f storage.Flow, ifMissing bool, now
 				return fmt.Errorf("%w: the store holds %d flows already", storage.ErrTooLarge, storage.MaxFlows)
 			}
 			_, err = tx.ExecContext(ctx, "INSERT INTO "+s.flows+" (`key`, priority, concurrency, rate, per_us, updated_at) VALUES (?, ?, ?, ?, ?, "+ts+")",
-				bstr(f.Key), f.Priority, f.Concurrency, f.Rate, micros(f.Per), dbTime(f.UpdatedAt))
+				bstr(f.Key), f.Priority, f.Concurrency, f.Rate, f.Per.Microseconds(), dbTime(f.UpdatedAt))
 		}
 		if err != nil {
 			return err
