@@ -155,7 +155,7 @@ func TestClaimLocksOnlyItsNames(t *testing.T) {
 	// pick runs the row-picking part of a claim in a transaction of its own, which keeps its
 	// locks until it ends, and returns how many rows it picked.
 	pick := func(limit int, names ...string) (int, func()) {
-		claim, args := s.claimQuery(storage.ClaimRequest{Owner: "o", Limit: limit, Names: names, TTL: time.Minute}, now, now.Add(time.Minute), 1)
+		claim, args := s.claimQuery(storage.ClaimRequest{Owner: "o", Limit: limit, Names: names, TTL: time.Minute}, names, nil, now, now.Add(time.Minute), 1)
 		query := claim[len("UPDATE ("):strings.Index(claim, ") AS c STRAIGHT_JOIN")]
 		tx, err := db.BeginTx(ctx, nil)
 		require.NoError(t, err)

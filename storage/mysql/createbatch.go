@@ -18,7 +18,7 @@ import (
 // committed rows and keeps them from cleanup until the commit. The nonce tells the rows
 // this call created (created[i] == true) from those that existed. Any error before the
 // commit leaves the store unchanged.
-func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) ([]storage.Workflow, []bool, error) {
+func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) (_ []storage.Workflow, _ []bool, err error) {
 	if err := storage.ValidateCreateBatch(ws); err != nil {
 		return nil, nil, err
 	}
@@ -29,7 +29,16 @@ func (s *Store) CreateWorkflows(ctx context.Context, ws []storage.NewWorkflow) (
 	inserts := s.createInserts(ws, nonce)
 	query, args := s.nameKeyQuery(ws)
 	out, created := make([]storage.Workflow, len(ws)), make([]bool, len(ws))
-	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// New (name, flow key) pairs are stored in the same transaction, before the workflows.
+	if pairs := s.cache.unknown(ws); len(pairs) > 0 {
+		inserts = append([]statement{s.pairsInsert(pairs)}, inserts...)
+		defer func() {
+			if err == nil {
+				s.cache.addPairs(pairs)
+			}
+		}()
+	}
+	err = s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, ins := range inserts {
 			if _, err := tx.ExecContext(ctx, ins.query, ins.args...); err != nil {
 				return err
@@ -86,11 +95,11 @@ type statement struct {
 // large for the server's limits (see chunks). Every value was validated, so IGNORE can only
 // skip duplicates.
 func (s *Store) createInserts(ws []storage.NewWorkflow, nonce int64) []statement {
-	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", ?, " + ts + ", " + ts
-	const cols = 10
+	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", ?, ?, " + ts + ", " + ts
+	const cols = 11
 	size := func(i int) int {
 		w := &ws[i]
-		return len(w.Name) + len(w.Key) + len(w.Input) + len(w.TraceContext) + tagsSize(w.Tags)
+		return len(w.Name) + len(w.Key) + len(w.Flow) + len(w.Input) + len(w.TraceContext) + tagsSize(w.Tags)
 	}
 	var out []statement
 	for _, c := range chunks(len(ws), cols, size) {
@@ -104,11 +113,11 @@ func (s *Store) createInserts(ws []storage.NewWorkflow, nonce int64) []statement
 				runAt = now
 			}
 			args = append(args, bstr(w.Name), bstr(w.Key), w.Input, dbTime(runAt), w.TraceContext, nullID(w.ParentStepID),
-				encodeTags(w.Tags), nonce, dbTime(now), dbTime(now))
+				encodeTags(w.Tags), nullStr(w.Flow), nonce, dbTime(now), dbTime(now))
 		}
 		out = append(out, statement{
 			query: "INSERT IGNORE INTO " + s.workflows +
-				" (name, `key`, input, state, run_at, trace_context, parent_step_id, tags, create_nonce, created_at, updated_at) VALUES " +
+				" (name, `key`, input, state, run_at, trace_context, parent_step_id, tags, flow, create_nonce, created_at, updated_at) VALUES " +
 				rowsSQL(n, row),
 			args: args,
 		})

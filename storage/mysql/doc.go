@@ -10,15 +10,27 @@
 // database of their own) from versioned migrations embedded in the binary:
 //
 //	<prefix>workflows       the queue entry and the workflow's state, one row per workflow;
-//	                        unique (name, key), indexes on (name, run_at) and run_at
-//	                        (claiming, due listings), on (parent_step_id, state) (branch
+//	                        unique (name, key), indexes on (name, free_at) and free_at
+//	                        (claiming), run_at (due listings, a claim's read-back), the flow
+//	                        indexes (below), on (parent_step_id, state) (branch
 //	                        children) and on finished_at (cleanup); tags as a JSON object
 //	<prefix>steps           step records, unique by (workflow_id, name), clustered by workflow
 //	<prefix>errors          error records, clustered by workflow
 //	<prefix>messages        mailboxes, clustered by workflow; unique (workflow_id, msg_key)
 //	                        for keyed messages, index (workflow_id, topic, consumed, id) for
 //	                        the next message of a topic
+//	<prefix>flows           the stored flows (storage.Flow) by key, with each one's rate
+//	                        window (a JSON array of claim times, kept while in the window)
+//	<prefix>flow_names      every (workflow name, flow key) pair a workflow was created with
 //	<prefix>schema_version  the migrations applied
+//
+// A workflow's flow key is the flow column of its row. MySQL has no partial indexes, so the
+// due rows are split between indexes by stored generated columns, NULL where a row does not
+// belong: free_at (run_at of rows without a flow; the indexes (name, free_at) and free_at
+// that claims walk), flow_at (run_at of rows with a flow; the index (flow, name, flow_at),
+// walked per pair) and running_until (lease_until of running rows with a flow; the index
+// (flow, running_until) that counts a flow's live leases). A store that uses no flows keeps
+// NULL in the last two, so its rows never move in their indexes.
 //
 // Tags are a JSON column (LONGTEXT with a JSON_VALID check on MariaDB, native JSON on MySQL);
 // a ListWorkflows filter on tags is one JSON_CONTAINS and may scan.
@@ -58,10 +70,22 @@
 //
 //	Load                   1 query: the workflow row and its step rows in one UNION ALL
 //	GetWorkflow, Find...   1 query
-//	CreateWorkflow         1 INSERT (+1 SELECT when the name and key exist)
+//	CreateWorkflow         1 INSERT (+1 SELECT when the name and key exist; +1 INSERT
+//	                       IGNORE of its (name, flow key) pair the first time the store
+//	                       meets the pair, also in CreateWorkflows and SpawnBatch)
 //	CreateWorkflows        1 transaction: one multi-row INSERT IGNORE tagging its rows with
 //	                       the call's nonce, one SELECT ... LOCK IN SHARE MODE of the batch
-//	Claim                  1 UPDATE (+1 SELECT when it claimed something), no transaction
+//	Claim                  1 UPDATE (+1 SELECT when it claimed something), no transaction;
+//	                       when a flow with a limit governs workflows of its names, 1
+//	                       transaction: SELECT ... FOR UPDATE of those flows, one query of
+//	                       the clock and their live leases, one SELECT of the candidates,
+//	                       one UPDATE leasing them, one UPDATE of the rate windows, one
+//	                       SELECT of the leased rows (the last three when it took any)
+//	PutFlow                1 transaction: SELECT ... FOR UPDATE of the key, one UPDATE or
+//	                       INSERT (+1 COUNT of the flows for a new key)
+//	DeleteFlow             1 DELETE
+//	ListFlows              1 transaction: the flows with their names, one query of capped
+//	                       counts (per flow its live leases, per name its due rows)
 //	SaveSteps, FinishRun   1 transaction: SELECT ... FOR UPDATE (the fence), one multi-row
 //	                       upsert of the steps, one UPDATE of the workflow row, one
 //	                       multi-row INSERT of the error records (each only when needed)
@@ -102,9 +126,26 @@
 // rows with that nonce through the run_at index: two statements and two round trips for any
 // batch size, and one when nothing is due. The nonce also lets a claim whose connection broke
 // mid-UPDATE read back what it claimed instead of claiming twice. The rows are picked from
-// each claimed name's range of the (name, run_at) index and merged by run_at: InnoDB keeps
+// each claimed name's range of the (name, free_at) index and merged by run_at: InnoDB keeps
 // the lock of every row a locking read passes, even one its WHERE rejects, so a claim that
 // walked past other names' due rows would hide them from their own workers until it ends.
+//
+// # Flow control
+//
+// A claim must know which flows are relevant before it picks rows: the (name, flow key) pairs
+// of its names, to walk each pair's range of (flow, name, flow_at), and whether any of their
+// flows has a limit. The store keeps both in a small cache, loaded by Migrate and reloaded by
+// Claim at most once a second, one query. The cache only chooses the way a claim runs; the
+// statements read the flows table itself. Without a limited flow in play the claim is the
+// UPDATE above, its pairs' picks merged by their flow's priority (read from the flows table
+// in the statement), and it refuses any row whose key the flows table limits at that moment,
+// reading the flows row in share mode. With one, the claim is a transaction that locks the
+// limited flows' rows in key order (SELECT ... FOR UPDATE), so the claims of a flow, in every
+// process, follow one another: it counts the flow's live leases with a read whose snapshot
+// is taken after the locks, takes at most the room storage.FlowCapacity leaves, and writes
+// the rate window back before it commits (see Store.Claim). A cache a second old can delay
+// the first claims of a pair another process created, or keep claims of a flow another
+// process limited off the fast path until the reload; it never lets a claim exceed a limit.
 //
 // Every write made under a lease (Heartbeat, SaveSteps, FinishRun, Release, SpawnBatch)
 // first locks the workflow row with SELECT ... FOR UPDATE, which also reads the server's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func explain(t *testing.T, db *sql.DB, query string, args ...any) []planRow {
 
 // TestIndexesUsed checks with EXPLAIN that the capped child count reads the
 // (parent_step_id, state) index, that a spawn's read of who holds skipped keys uses the
-// (name, key) index, and that a claim picks its rows from the run_at index, on a table large
+// (name, key) index, and that a claim picks its rows from the free (free_at) or claim (name, free_at) index, on a table large
 // enough for the optimizer to care.
 func TestIndexesUsed(t *testing.T) {
 	t.Parallel()
@@ -129,17 +130,24 @@ func TestIndexesUsed(t *testing.T) {
 		}
 	}
 
-	// The claiming UPDATE picks rows from the (name, run_at) index for its names, from the
-	// run_at index for any name, and then reaches each row by primary key.
+	for i := range 20 {
+		putFlow(t, s, storage.Flow{Key: fmt.Sprint("k", i), Priority: i})
+	}
+	// The claiming UPDATE picks rows from the (name, free_at) index for its names, from the
+	// free_at index for any name, from the (flow, name, flow_at) index for a (name, flow)
+	// pair, and then reaches each row by primary key.
 	for _, tc := range []struct {
 		names []string
+		pairs []flowPair
 		index string
 	}{
-		{nil, "runnable"},
-		{[]string{"child"}, "claim"},
-		{[]string{"child", "parent", "other"}, "claim"},
+		{nil, nil, "free"},
+		{[]string{"child"}, nil, "claim"},
+		{[]string{"child", "parent", "other"}, nil, "claim"},
+		{[]string{"child"}, []flowPair{{"child", "k"}}, "flow_claim"},
+		{nil, []flowPair{{"child", "k"}, {"other", "k"}}, "flow_claim"},
 	} {
-		claim, claimArgs := s.claimQuery(storage.ClaimRequest{Owner: "w", Limit: 10, Names: tc.names, TTL: time.Minute}, at(10*time.Second), at(time.Minute), 1)
+		claim, claimArgs := s.claimQuery(storage.ClaimRequest{Owner: "w", Limit: 10, Names: tc.names, TTL: time.Minute}, slices.Sorted(slices.Values(tc.names)), tc.pairs, at(10*time.Second), at(time.Minute), 1)
 		plan = explain(t, db, claim, claimArgs...)
 		t.Logf("Claim plan for names %v: %+v", tc.names, plan)
 		require.True(t, usesIndex(plan, tc.index), "names %v: the claim must pick rows from the %s index: %+v", tc.names, tc.index, plan)

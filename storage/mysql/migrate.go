@@ -158,6 +158,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	s.migrated.Store(true)
+	// The store starts with the flows as they are, so its first claim need not load them.
+	if err := s.reloadFlows(ctx); err != nil {
+		return fmt.Errorf("mysql: migrate: %w", err)
+	}
 	return nil
 }
 

@@ -99,7 +99,7 @@ func TestMigrateTwiceAndConcurrently(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	var tables int
 	require.NoError(t, db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ?", schema).Scan(&tables))
-	require.Equal(t, 10, tables, "two prefixes of five tables each")
+	require.Equal(t, 14, tables, "two prefixes of seven tables each")
 }
 
 func TestSchemaTooNewOrMissing(t *testing.T) {

@@ -36,13 +36,15 @@ type queries struct {
 	countStates, countStatesOf                 string
 	branchCounts                               string
 	backlog                                    string
+	loadFlows                                  string
+	claimedByPriority                          string
 }
 
 func newQueries(r *strings.Replacer) queries {
 	return queries{
 		insertWorkflow: r.Replace(`INSERT INTO {{workflows}}
-    (name, ` + "`key`" + `, input, state, run_at, trace_context, parent_step_id, tags, created_at, updated_at)
-    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ` + tagsSQL + `, ` + ts + `, ` + ts + `)`),
+    (name, ` + "`key`" + `, input, state, run_at, trace_context, parent_step_id, tags, flow, created_at, updated_at)
+    VALUES (?, ?, ?, 'idle', ` + ts + `, ?, ?, ` + tagsSQL + `, ?, ` + ts + `, ` + ts + `)`),
 
 		getWorkflow:  r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE id = ?`),
 		findWorkflow: r.Replace(`SELECT ` + workflowColumns + ` FROM {{workflows}} WHERE name = ? AND ` + "`key`" + ` = ?`),
@@ -154,6 +156,14 @@ UNION ALL
     FROM p STRAIGHT_JOIN {{workflows}} AS w ON w.id = p.id
     WHERE p.rn <= ? AND ` + expiredIn("p.") + `
     ORDER BY p.run_at, p.id LIMIT ?)`),
+
+		// The flow cache: every (name, flow key) pair (kind 0), then every stored flow (kind 1).
+		loadFlows: r.Replace("SELECT 0, name, flow, 0, 0, 0, 0 FROM {{flow_names}}" +
+			" UNION ALL SELECT 1, `key`, NULL, priority, concurrency, rate, per_us FROM {{flows}}"),
+		// claimed, for a claim that took workflows with a flow: in flow priority order first.
+		claimedByPriority: r.Replace(`SELECT ` + qualified("w", workflowColumns) + ` FROM {{workflows}} AS w
+    LEFT JOIN {{flows}} AS f ON f.` + "`key`" + ` = w.flow
+    WHERE w.run_at = ` + ts + ` AND w.claim_nonce = ? ORDER BY COALESCE(f.priority, 0) DESC, w.claim_run_at, w.id`),
 
 		// Steps, error records and messages go with their workflow (ON DELETE CASCADE).
 		// A cleanup's batch: locked for the transaction, skipping rows another cleanup holds.

@@ -87,6 +87,14 @@ func bstr(s string) []byte {
 	return []byte(s)
 }
 
+// nullStr is NULL for "", the bytes of s otherwise: a flow key, whose NULL means none.
+func nullStr(s string) any {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
 // nullID is NULL for 0, the id otherwise.
 func nullID(id int64) any {
 	if id == 0 {
@@ -100,8 +108,8 @@ func nullID(id int64) any {
 const (
 	workflowColumns = "id, name, `key`, input, output, state, `values`, run_at, wait_kind, wait_step, wait_data, " +
 		"lease_owner, lease_until, lease_token, attempt, parent_step_id, trace_context, last_error, " +
-		"created_at, updated_at, finished_at, tags"
-	workflowColumnCount = 22
+		"created_at, updated_at, finished_at, tags, flow"
+	workflowColumnCount = 23
 	stepColumns         = "workflow_id, id, name, state, attempts, result, meta, last_error, created_at, updated_at, completed_at"
 	stepColumnCount     = 11
 )
@@ -112,7 +120,7 @@ type workflowRow struct {
 	w                                   storage.Workflow
 	id, leaseToken, attempt, parent     sql.NullInt64
 	name, key, state, kind, step, owner []byte
-	lastError                           []byte
+	lastError, flow                     []byte
 }
 
 func (r *workflowRow) targets() []any {
@@ -120,7 +128,7 @@ func (r *workflowRow) targets() []any {
 	return []any{&r.id, &r.name, &r.key, &w.Input, &w.Output, &r.state, &w.Values, nt(&w.RunAt),
 		&r.kind, &r.step, &w.Wait.Data, &r.owner, nt(&w.LeaseUntil), &r.leaseToken,
 		&r.attempt, &r.parent, &w.TraceContext, &r.lastError, nt(&w.CreatedAt), nt(&w.UpdatedAt),
-		nt(&w.FinishedAt), tagsScanner{&w.Tags}}
+		nt(&w.FinishedAt), tagsScanner{&w.Tags}, &r.flow}
 }
 
 func (r *workflowRow) workflow() storage.Workflow {
@@ -136,6 +144,7 @@ func (r *workflowRow) workflow() storage.Workflow {
 	w.Attempt = int(r.attempt.Int64)
 	w.ParentStepID = r.parent.Int64
 	w.LastError = string(r.lastError)
+	w.Flow = string(r.flow)
 	return w
 }
 

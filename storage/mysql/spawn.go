@@ -39,6 +39,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	}
 	now := micro(r.Now)
 	var out storage.SpawnResult
+	pairs := s.cache.unknown(r.Children)
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		fc, err := s.fence(ctx, tx, l, r.Branch)
 		if err != nil {
@@ -55,6 +56,13 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 				return fmt.Errorf("%w: branch step %q is neither in the batch nor recorded on workflow %d", storage.ErrInvalid, r.Branch, l.WorkflowID)
 			}
 			if err != nil {
+				return err
+			}
+		}
+		if len(pairs) > 0 {
+			// New (name, flow key) pairs, stored with the children that bring them.
+			ins := s.pairsInsert(pairs)
+			if _, err := tx.ExecContext(ctx, ins.query, ins.args...); err != nil {
 				return err
 			}
 		}
@@ -76,6 +84,7 @@ func (s *Store) SpawnBatch(ctx context.Context, l storage.Lease, r storage.Spawn
 	if err != nil {
 		return storage.SpawnResult{}, fmt.Errorf("mysql: spawn batch of branch %q: %w", r.Branch, err)
 	}
+	s.cache.addPairs(pairs)
 	return out, nil
 }
 
@@ -86,11 +95,11 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 	if len(children) == 0 {
 		return 0, nil
 	}
-	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", " + ts + ", " + ts
-	const cols = 9
+	const row = "?, ?, ?, 'idle', " + ts + ", ?, ?, " + tagsSQL + ", ?, " + ts + ", " + ts
+	const cols = 10
 	size := func(i int) int {
 		c := &children[i]
-		return len(c.Name) + len(c.Key) + len(c.Input) + len(c.TraceContext) + tagsSize(c.Tags)
+		return len(c.Name) + len(c.Key) + len(c.Flow) + len(c.Input) + len(c.TraceContext) + tagsSize(c.Tags)
 	}
 	inserted := 0
 	for _, c := range chunks(len(children), cols, size) {
@@ -103,10 +112,10 @@ func (s *Store) insertChildren(ctx context.Context, tx *sql.Tx, branchID int64, 
 				runAt = now
 			}
 			args = append(args, bstr(child.Name), bstr(child.Key), child.Input, dbTime(runAt), child.TraceContext, branchID,
-				encodeTags(child.Tags), dbTime(now), dbTime(now))
+				encodeTags(child.Tags), nullStr(child.Flow), dbTime(now), dbTime(now))
 		}
 		query := "INSERT IGNORE INTO " + s.workflows +
-			" (name, `key`, input, state, run_at, trace_context, parent_step_id, tags, created_at, updated_at) VALUES " + rowsSQL(n, row)
+			" (name, `key`, input, state, run_at, trace_context, parent_step_id, tags, flow, created_at, updated_at) VALUES " + rowsSQL(n, row)
 		res, err := tx.ExecContext(ctx, query, args...)
 		if err != nil {
 			return 0, err

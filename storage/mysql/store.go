@@ -6,11 +6,15 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-var _ storage.Storage = (*Store)(nil)
+var (
+	_ storage.Storage        = (*Store)(nil)
+	_ storage.FlowController = (*Store)(nil)
+)
 
 // DefaultTablePrefix is the prefix of the table names unless WithTablePrefix sets another.
 const DefaultTablePrefix = "chrono_"
@@ -31,7 +35,14 @@ type Store struct {
 	prefix string
 
 	workflows, steps, errors, messages, versions string // quoted, qualified table names
+	flows, flowNames                             string
 	q                                            queries
+
+	// cache is what the store knows of the stored flows and of the (name, flow key) pairs,
+	// which decides how Claim runs (see flowCache); reloadEvery is how often Claim reloads it
+	// from the tables, at most (0: only once, for tests that count statements).
+	cache       flowCache
+	reloadEvery time.Duration
 
 	// migrated is set once the schema version was found current (by Migrate or the first
 	// call); until then every call checks it first.
@@ -102,6 +113,9 @@ func New(db *sql.DB, opts ...Option) (*Store, error) {
 	s.errors = s.table("errors")
 	s.messages = s.table("messages")
 	s.versions = s.table("schema_version")
+	s.flows = s.table("flows")
+	s.flowNames = s.table("flow_names")
+	s.reloadEvery = flowReload
 	s.q = newQueries(s.replacer())
 	return s, nil
 }
@@ -124,6 +138,8 @@ func (s *Store) replacer() *strings.Replacer {
 		"{{errors}}", s.errors,
 		"{{messages}}", s.messages,
 		"{{versions}}", s.versions,
+		"{{flows}}", s.flows,
+		"{{flow_names}}", s.flowNames,
 		"{{prefix}}", s.prefix,
 	)
 }

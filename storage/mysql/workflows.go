@@ -35,9 +35,18 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	)
 	// Idempotent: if a lost connection hides whether the INSERT committed, the next attempt
 	// finds the row (created == false, the stored input is ours anyway).
+	// A new (name, flow key) pair is stored before the workflow, so a claim that finds the
+	// workflow can know its pair; repeated, the INSERT IGNORE changes nothing.
+	pairs := s.cache.unknown([]storage.NewWorkflow{w})
 	err := s.retry(ctx, idempotent, func(ctx context.Context) error {
+		if len(pairs) > 0 {
+			ins := s.pairsInsert(pairs)
+			if _, err := s.db.ExecContext(ctx, ins.query, ins.args...); err != nil {
+				return err
+			}
+		}
 		res, err := s.db.ExecContext(ctx, s.q.insertWorkflow, bstr(w.Name), bstr(w.Key), w.Input, dbTime(runAt),
-			w.TraceContext, nullID(w.ParentStepID), encodeTags(w.Tags), dbTime(now), dbTime(now))
+			w.TraceContext, nullID(w.ParentStepID), encodeTags(w.Tags), nullStr(w.Flow), dbTime(now), dbTime(now))
 		if err == nil {
 			id, err := res.LastInsertId()
 			if err != nil {
@@ -53,6 +62,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 				ParentStepID: w.ParentStepID,
 				TraceContext: slices.Clone(w.TraceContext),
 				Tags:         cloneTags(w.Tags),
+				Flow:         w.Flow,
 				CreatedAt:    now,
 				UpdatedAt:    now,
 			}
@@ -73,6 +83,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, w storage.NewWorkflow) (stor
 	if err != nil {
 		return storage.Workflow{}, false, fmt.Errorf("mysql: create workflow %q key %q: %w", w.Name, w.Key, err)
 	}
+	s.cache.addPairs(pairs)
 	return out, created, nil
 }
 
