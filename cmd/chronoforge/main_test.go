@@ -643,15 +643,21 @@ func exercise(t *testing.T, b backendCase) {
 			require.NoError(t, err)
 			require.Len(t, ws, 2, "concurrency 2")
 		})
+		// bbolt is one process's file: opening it makes the runs a closed process left behind
+		// runnable at once (recoverLeases), so through the tool they count as due.
+		running, due := 2, 1
+		if mig.Backend == "bolt" {
+			running, due = 0, 3
+		}
 		ok(t, &l, args("flows")...)
 		require.Len(t, l.Flows, 1)
-		require.Equal(t, 2, l.Flows[0].Running)
-		require.Equal(t, 1, l.Flows[0].Due)
+		require.Equal(t, running, l.Flows[0].Running)
+		require.Equal(t, due, l.Flows[0].Due)
 		require.False(t, l.Flows[0].Capped)
 		r = cf(t, args("flows")...)
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Regexp(t, `KEY +PRIORITY +CONCURRENCY +RATE +RUNNING +DUE +UPDATED\n`, r.stdout)
-		require.Regexp(t, `mail +6 +2 +20/1s +2 +1 +20`, r.stdout)
+		require.Regexp(t, fmt.Sprintf(`mail +6 +2 +20/1s +%d +%d +20`, running, due), r.stdout)
 		var sh showResult
 		ok(t, &sh, args("show", fmt.Sprint(mail[0]))...)
 		require.Equal(t, "mail", sh.Flow)
