@@ -96,6 +96,7 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 func TestBrowser(t *testing.T) {
 	ctx := browser(t)
 	s := seed(t)
+	flowSeed(t, s) // a flow at its concurrency limit: the overview shows what it holds back
 	dir := artifacts(t)
 	h, err := New(s.store, BasicAuth("ops", "s3cret"), Logger(slog.New(slog.DiscardHandler)), withClock(s.env.Clock()), TraceURL("https://traces.example/{trace_id}"))
 	if err != nil {
@@ -158,6 +159,9 @@ func TestBrowser(t *testing.T) {
 	if got := text(t, ctx, "#stalled"); got != "4" {
 		t.Fatalf("overview shows %q stalled, want 4", got)
 	}
+	if got := text(t, ctx, "#held"); got != "3" {
+		t.Fatalf("overview shows %q held back by flows, want 3", got)
+	}
 	shoot(t, ctx, dir, "overview")
 
 	// Filter the list: payments, stalled.
@@ -203,6 +207,47 @@ func TestBrowser(t *testing.T) {
 	if st := s.state(t, s.stalled); st != storage.StateIdle {
 		t.Fatalf("retried workflow is %s in the store, want idle", st)
 	}
+
+	// The flows page: raise mail's concurrency in its row, then add a flow.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/flows"]`))); err != nil {
+		t.Fatal(err)
+	}
+	if got := text(t, ctx, "#row-1 td.held"); !strings.Contains(got, "2 concurrency 2 reached") {
+		t.Fatalf("flows page: mail holds back %q", got)
+	}
+	shoot(t, ctx, dir, "flows")
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS(`input[form="flow-1"][name="concurrency"]`), "5")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("save-1"))); err != nil || resp.Status != 200 {
+		t.Fatalf("save flow: %v %v", resp, err)
+	}
+	if got := text(t, ctx, "#notice"); got != "Flow mail saved." {
+		t.Fatalf("save flow notice %q", got)
+	}
+	if got := storedFlow(t, s, "mail"); got != (storage.Flow{Key: "mail", Priority: 5, Concurrency: 5}) {
+		t.Fatalf("after the save the store holds %+v", got)
+	}
+	if got := text(t, ctx, "#row-1 td.held"); got != "·" {
+		t.Fatalf("mail still holds back %q below its new limit", got)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`#add-flow input[name="key"]`), "exports"),
+		chromedp.SendKeys(chromedp.CSS(`#add-flow input[name="rate"]`), "10"),
+		chromedp.SendKeys(chromedp.CSS(`#add-flow input[name="per"]`), "1s"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("add"))); err != nil || resp.Status != 200 {
+		t.Fatalf("add flow: %v %v", resp, err)
+	}
+	if got := text(t, ctx, "#notice"); got != "Flow exports added." {
+		t.Fatalf("add flow notice %q", got)
+	}
+	if got := storedFlow(t, s, "exports"); got != (storage.Flow{Key: "exports", Rate: 10, Per: time.Second}) {
+		t.Fatalf("the added flow is stored as %+v", got)
+	}
+	shoot(t, ctx, dir, "flows-saved")
 
 	// The other pages render.
 	for name, path := range map[string]string{

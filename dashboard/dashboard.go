@@ -1,8 +1,9 @@
 // Package dashboard is chronoforge's embedded web dashboard for operators: an http.Handler,
 // server-rendered from embedded templates and one CSS file, that shows the workflows of a
 // store (overview, filtered listings, a workflow's detail, a branch's progress, waiting and
-// failing workflows) and acts on them (Retry, Resume, Cancel, Cancel with children) through
-// an sdk.Engine.
+// failing workflows, flow control) and acts on them (Retry, Resume, Cancel, Cancel with
+// children) through an sdk.Engine; on a store that implements storage.FlowController it
+// also changes the flows' priorities and limits.
 //
 // Every page reads the store through bounded queries (storage.Inspector and keyset pages of
 // ListWorkflows), so a page costs the same with a hundred or a million workflows. The handler
@@ -149,6 +150,7 @@ type dash struct {
 	cfg   config
 	store storage.Storage
 	insp  storage.Inspector
+	flows storage.FlowController // nil: the store has no flow control
 	eng   *sdk.Engine
 	pages map[string]*template.Template
 	mux   *http.ServeMux
@@ -193,6 +195,7 @@ func New(store storage.Storage, opts ...Option) (http.Handler, error) {
 		return nil, fmt.Errorf("dashboard: engine: %w", err)
 	}
 	d := &dash{cfg: cfg, store: store, insp: insp, eng: eng}
+	d.flows, _ = store.(storage.FlowController)
 	if err := d.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -235,7 +238,9 @@ func (d *dash) routes() {
 	m.HandleFunc("GET /workflows/{id}/branches/{step}", d.branch)
 	m.HandleFunc("GET /waiting", d.waiting)
 	m.HandleFunc("GET /failures", d.failures)
+	m.HandleFunc("GET /flows", d.flowsPage)
 	m.Handle("POST /actions", http.NewCrossOriginProtection().Handler(http.HandlerFunc(d.action)))
+	m.Handle("POST /flows", http.NewCrossOriginProtection().Handler(http.HandlerFunc(d.flowAction)))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, http.StatusNotFound, fmt.Sprintf("no page at %s", r.URL.Path))
 	})

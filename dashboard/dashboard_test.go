@@ -223,7 +223,7 @@ func TestReadOnly(t *testing.T) {
 	t.Parallel()
 	s := seed(t)
 	c := newClient(t, s, InsecureNoAuth(), ReadOnly())
-	pages := []string{"/", "/workflows", fmt.Sprintf("/workflows/%d", s.stalled), fmt.Sprintf("/workflows/%d/branches/%d", s.parent, s.branch), "/waiting", "/failures"}
+	pages := []string{"/", "/workflows", fmt.Sprintf("/workflows/%d", s.stalled), fmt.Sprintf("/workflows/%d/branches/%d", s.parent, s.branch), "/waiting", "/failures", "/flows"}
 	for _, p := range pages {
 		code, body := c.get(p)
 		must(t, code, body, 200, "read-only")
@@ -698,6 +698,10 @@ func (brokenStore) CountStates(context.Context, storage.CountStatesQuery) (stora
 	return storage.StateCounts{}, errBroken
 }
 
+func (brokenStore) ListFlows(context.Context, time.Time) ([]storage.FlowState, error) {
+	return nil, errBroken
+}
+
 func (brokenStore) Load(context.Context, int64) (storage.Workflow, []storage.Step, error) {
 	return storage.Workflow{}, nil, errBroken
 }
@@ -719,6 +723,7 @@ func TestStoreFailures(t *testing.T) {
 		"/workflows/1/branches/2": "workflow 1: the store failed",
 		"/waiting":                "list idle workflows: the store failed",
 		"/failures":               "list failed workflows: the store failed",
+		"/flows":                  "list flows: the store failed: disk on fire",
 	} {
 		code, body := c.get(path)
 		must(t, code, body, 500, want)

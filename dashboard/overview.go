@@ -20,6 +20,11 @@ type overviewData struct {
 	Sample   int
 	Expired  []storage.Workflow
 	Complete bool
+	// Held lists the flows whose limits hold back due workflows, HeldTotal counts those
+	// (HeldCapped: a count stopped at storage.FlowProbe).
+	Held       []flowRow
+	HeldTotal  int
+	HeldCapped bool
 }
 
 type overviewRow struct {
@@ -56,6 +61,20 @@ func (d *dash) overview(w http.ResponseWriter, r *http.Request) {
 			od.Stalled += c.Count
 		case storage.StateFailed:
 			od.Failed += c.Count
+		}
+	}
+	if d.flows != nil {
+		states, err := d.flows.ListFlows(ctx, now)
+		if err != nil {
+			d.storeFail(w, r, "list flows", err)
+			return
+		}
+		for _, fr := range flowRows(states) {
+			if fr.Held > 0 {
+				od.Held = append(od.Held, fr)
+				od.HeldTotal += fr.Held
+				od.HeldCapped = od.HeldCapped || fr.Capped
+			}
 		}
 	}
 	d.render(w, http.StatusOK, "overview", d.newPage(r, "Overview", "overview", od))

@@ -46,14 +46,16 @@ type page struct {
 	Payloads bool
 	// PayloadsAllowed: ShowPayloads was given, so the page offers the toggle.
 	PayloadsAllowed bool
-	Now             time.Time
-	Data            any
+	// Flows: the store has flow control, so the page links to the flows page.
+	Flows bool
+	Now   time.Time
+	Data  any
 }
 
 func (d *dash) newPage(r *http.Request, title, nav string, data any) page {
 	return page{
 		Title: title, Base: d.cfg.prefix, Nav: nav, CanWrite: userOf(r).canWrite,
-		Payloads: d.payloads(r), PayloadsAllowed: d.cfg.showPayloads, Now: d.cfg.now(), Data: data,
+		Payloads: d.payloads(r), PayloadsAllowed: d.cfg.showPayloads, Flows: d.flows != nil, Now: d.cfg.now(), Data: data,
 	}
 }
 

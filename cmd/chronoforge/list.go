@@ -14,6 +14,7 @@ type workflowRow struct {
 	ID           int64             `json:"id"`
 	Name         string            `json:"name"`
 	Key          string            `json:"key"`
+	Flow         string            `json:"flow,omitempty"`
 	State        storage.State     `json:"state"`
 	Attempt      int               `json:"attempt"`
 	RunAt        *time.Time        `json:"run_at,omitempty"`
@@ -38,7 +39,7 @@ func optTime(t time.Time) *time.Time {
 // row converts a stored workflow.
 func row(w storage.Workflow) workflowRow {
 	return workflowRow{
-		ID: w.ID, Name: w.Name, Key: w.Key, State: w.State, Attempt: w.Attempt, RunAt: optTime(w.RunAt),
+		ID: w.ID, Name: w.Name, Key: w.Key, Flow: w.Flow, State: w.State, Attempt: w.Attempt, RunAt: optTime(w.RunAt),
 		Wait: string(w.Wait.Kind), WaitStep: w.Wait.Step, ParentStepID: w.ParentStepID, Tags: w.Tags,
 		LastError: w.LastError, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, FinishedAt: optTime(w.FinishedAt),
 	}

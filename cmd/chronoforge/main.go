@@ -1,7 +1,8 @@
 // Command chronoforge is the operator's tool for a chronoforge store: it migrates the schema,
 // lists and shows workflows, follows a fan-out's children, retries, resumes and cancels
-// workflows one by one or by filter, deletes old finished workflows and prints the store's
-// counts, and serves the web dashboard. See the README's "Operator tools" section.
+// workflows one by one or by filter, deletes old finished workflows, prints the store's
+// counts, lists and changes flow control (priorities, concurrency and rate limits by flow
+// key), and serves the web dashboard. See the README's "Operator tools" section.
 package main
 
 import (
@@ -49,12 +50,13 @@ var commands = map[string]command{
 	"cancel":    {"cancel [--children] <id>... | [filters] --yes: cancel workflows", runCancel},
 	"cleanup":   {"cleanup --before DURATION|RFC3339 [--state S] [--dry-run] [--limit N]: delete old finished workflows", runCleanup},
 	"stats":     {"stats [--name N] [--sample N]: counts by name and state, and the backlog", runStats},
+	"flows":     {"flows [set KEY [--priority N] [--concurrency N] [--rate N --per DURATION] [--dry-run] | delete KEY]: flow control: priorities and limits by flow key", runFlows},
 	"dashboard": {"dashboard [--listen ADDR] (--user U | --insecure-no-auth) [--read-only]: serve the web dashboard", runDashboard},
 	"version":   {"version: the module version and Go version", runVersion},
 }
 
 // commandOrder is the order usage lists the commands in.
-var commandOrder = []string{"migrate", "list", "show", "children", "retry", "resume", "cancel", "cleanup", "stats", "dashboard", "version"}
+var commandOrder = []string{"migrate", "list", "show", "children", "retry", "resume", "cancel", "cleanup", "stats", "flows", "dashboard", "version"}
 
 // usage prints the tool's help.
 func usage(w io.Writer) {

@@ -144,6 +144,7 @@ func runShow(ctx context.Context, c *cli, args []string) error {
 	field("id", strconv.FormatInt(w.ID, 10))
 	field("name", w.Name)
 	field("key", w.Key)
+	field("flow", w.Flow)
 	field("state", string(w.State))
 	field("attempt", strconv.Itoa(w.Attempt))
 	field("run at", fmtTime(w.RunAt))
