@@ -34,10 +34,20 @@ func Without(caps ...Capability) Option {
 	return func(o *options) { o.without = append(o.without, caps...) }
 }
 
+// FlowFanOutSize sets how many children the e2e case FlowFanOut spawns (default 10,000): a
+// backend that runs the suite a second time over another configuration (a protocol, an
+// isolation level) can prove the fan-out at full size once and save the time the second
+// time.
+func FlowFanOutSize(n int) Option {
+	return func(o *options) { o.flowFanOut = n }
+}
+
 // options is what the Options given to Run add up to.
 type options struct {
 	// without are the capabilities the backend declared missing.
 	without []Capability
+	// flowFanOut is the size of the FlowFanOut case (0: flowFanOut).
+	flowFanOut int
 }
 
 // newOptions applies opts and checks them.
@@ -45,6 +55,12 @@ func newOptions(opts []Option) (options, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.flowFanOut < 0 {
+		return o, fmt.Errorf("storagetest: FlowFanOutSize(%d): negative", o.flowFanOut)
+	}
+	if o.flowFanOut == 0 {
+		o.flowFanOut = flowFanOut
 	}
 	for _, c := range o.without {
 		if !slices.Contains(knownCapabilities(), c) {

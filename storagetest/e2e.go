@@ -18,7 +18,7 @@ import (
 // runEndToEnd runs real workflows through sdk and dispatch on stores made by factory: the
 // promises users rely on (steps run once, crashes lose nothing, one runner per workflow),
 // proven on the backend itself.
-func runEndToEnd(t *testing.T, factory Factory) {
+func runEndToEnd(t *testing.T, factory Factory, o options) {
 	t.Run("e2e", func(t *testing.T) {
 		cases := []storageCase{
 			{"CompletesWorkflows", testE2ECompletes},
@@ -31,7 +31,7 @@ func runEndToEnd(t *testing.T, factory Factory) {
 			{"UnknownNameUntouched", testE2EUnknownName},
 			{"CleanupWhileRunning", testE2ECleanupWhileRunning},
 			{"Repeat", testE2ERepeat},
-			{"FlowFanOut", testE2EFlowFanOut},
+			{"FlowFanOut", func(t *testing.T, factory Factory) { testE2EFlowFanOut(t, factory, o.flowFanOut) }},
 		}
 		cases = append(cases, branchCases()...)
 		cases = append(cases, messageCases()...)

@@ -13,14 +13,14 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// flowFanOut is the size of the FlowFanOut case's fan-out.
+// flowFanOut is the default size of the FlowFanOut case's fan-out (FlowFanOutSize).
 const flowFanOut = 10_000
 
-// testE2EFlowFanOut: a SpawnEach of 10,000 children whose workflow has a concurrency limit of
+// testE2EFlowFanOut: a SpawnEach of n (10,000) children whose workflow has a concurrency limit of
 // 5 and a rate limit drains at those limits across two workers of 8 slots each, while
 // workflows without a flow started meanwhile finish long before it; the most children seen
 // running at once is logged and must be exactly the limit.
-func testE2EFlowFanOut(t *testing.T, factory Factory) {
+func testE2EFlowFanOut(t *testing.T, factory Factory, n int) {
 	store := factory(t)
 	if _, ok := store.(storage.FlowController); !ok {
 		t.Skipf("capability %s: the store does not implement storage.FlowController", FlowControl)
@@ -36,7 +36,7 @@ func testE2EFlowFanOut(t *testing.T, factory Factory) {
 		time.Sleep(time.Millisecond) // long enough that runs overlap
 		return i, nil
 	}, sdk.WithLimits(sdk.Limits{Concurrency: limit, Rate: rate, Per: per}))
-	items := make([]int, flowFanOut)
+	items := make([]int, n)
 	for i := range items {
 		items[i] = i
 	}
@@ -85,13 +85,13 @@ func testE2EFlowFanOut(t *testing.T, factory Factory) {
 	sum, err := h.Result(ctx)
 	require.NoError(t, err)
 	took := time.Since(began)
-	require.Equal(t, flowFanOut*(flowFanOut-1)/2, sum)
-	require.EqualValues(t, flowFanOut, runs.Load(), "every child ran once")
+	require.Equal(t, n*(n-1)/2, sum)
+	require.EqualValues(t, n, runs.Load(), "every child ran once")
 	t.Logf("%d children at concurrency %d and %d per %v: at most %d running at once, %v; 20 free workflows done after %d children",
-		flowFanOut, limit, rate, per, most.Load(), took.Round(time.Millisecond), freeDone)
+		n, limit, rate, per, most.Load(), took.Round(time.Millisecond), freeDone)
 	require.EqualValues(t, limit, most.Load(), "the concurrency limit held across both workers, and was reached")
-	require.Less(t, freeDone, int64(flowFanOut/2), "workflows without a flow were not held behind the fan-out")
+	require.Less(t, freeDone, int64(n/2), "workflows without a flow were not held behind the fan-out")
 	// The rate is a floor on the time: N claims at most rate per window take at least
 	// (N/rate - 1) windows.
-	require.GreaterOrEqual(t, took, time.Duration(flowFanOut/rate-1)*per, "the rate limit held")
+	require.GreaterOrEqual(t, took, time.Duration(n/rate-1)*per, "the rate limit held")
 }

@@ -566,7 +566,37 @@ func mailMutants() []mutant {
 		m("create-batch-one-by-one", faultBatchLoop, "a refused batch stored", "CreateBatchAllOrNothing"),
 		m("list-ignores-tags", faultTagsFilterIgnored, "ListWorkflows", "ListTags"),
 		m("no-tags-as-empty-map", faultTagsEmptyNotNil, "tags", "TagsRoundTrip", "CreateBatch"),
+		flowMutant("flow-limits-ignored", func(f *storage.Flow) { f.Concurrency, f.Rate, f.Per = 0, 0, 0 }, "a concurrency of 3 lets 3 run", "FlowConcurrency"),
+		flowMutant("flow-priority-ignored", func(f *storage.Flow) { f.Priority = 0 }, "the high priority first", "FlowPriority"),
 	}
+}
+
+// flowStore is a store that enforces flows, as the flow mutants wrap it.
+type flowStore interface {
+	storage.Storage
+	storage.FlowController
+}
+
+// flowBreaker is a store that stores every flow changed by breakFlow, while it returns the
+// flow it was given: limits or priorities that are reported but not enforced.
+type flowBreaker struct {
+	flowStore
+	breakFlow func(*storage.Flow)
+}
+
+func (m *flowBreaker) PutFlow(ctx context.Context, f storage.Flow, ifMissing bool, now time.Time) (storage.Flow, bool, error) {
+	broken := f
+	m.breakFlow(&broken)
+	_, wrote, err := m.flowStore.PutFlow(ctx, broken, ifMissing, now)
+	f.UpdatedAt = now
+	return f, wrote, err
+}
+
+// flowMutant is a mutant whose flows are stored changed by breakFlow.
+func flowMutant(name string, breakFlow func(*storage.Flow), says string, caughtBy ...string) mutant {
+	return mutant{name: name, says: says, caughtBy: caughtBy, wrap: func(s storage.Storage) storage.Storage {
+		return &flowBreaker{flowStore: s.(flowStore), breakFlow: breakFlow}
+	}}
 }
 
 // mailCases are the cases the mailbox mutants are checked against.

@@ -29,7 +29,7 @@ func Run(t *testing.T, factory Factory, opts ...Option) {
 		}
 		runCapabilityCases(t, factory, o)
 	})
-	runEndToEnd(t, factory)
+	runEndToEnd(t, factory, o)
 }
 
 // storageCase is one promise of the contract, checked on stores made by the factory.

@@ -39,7 +39,7 @@ func TestConformanceReadCommitted(t *testing.T) {
 	require.Equal(t, "READ-COMMITTED", level)
 	storagetest.Run(t, func(t *testing.T) storage.Storage {
 		return newStore(t, db)
-	})
+	}, storagetest.FlowFanOutSize(1000)) // the full fan-out ran in TestConformance
 }
 
 // FuzzCreate: see storagetest.FuzzCreate; names and keys go through VARBINARY columns.

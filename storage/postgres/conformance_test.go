@@ -30,7 +30,7 @@ func TestConformanceSimpleProtocol(t *testing.T) {
 	})
 	storagetest.Run(t, func(t *testing.T) storage.Storage {
 		return newStore(t, pool)
-	})
+	}, storagetest.FlowFanOutSize(1000)) // the full fan-out ran in TestConformance
 }
 
 // FuzzCreate: see storagetest.FuzzCreate; text goes through the database's UTF8 columns.
