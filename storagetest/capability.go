@@ -98,6 +98,7 @@ func capabilityCases() []capabilityCase {
 		{storageCase{"FlowConcurrency", testFlowConcurrency}, FlowControl},
 		{storageCase{"FlowLeaseExpiry", testFlowLeaseExpiry}, FlowControl},
 		{storageCase{"FlowRate", testFlowRate}, FlowControl},
+		{storageCase{"FlowSkewedClocks", testFlowSkewedClocks}, FlowControl},
 		{storageCase{"FlowPriority", testFlowPriority}, FlowControl},
 		{storageCase{"FlowNoHeadOfLine", testFlowNoHeadOfLine}, FlowControl},
 		{storageCase{"FlowList", testFlowList}, FlowControl},

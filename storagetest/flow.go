@@ -221,6 +221,18 @@ func testFlowLeaseExpiry(t *testing.T, factory Factory) {
 	require.ElementsMatch(t, ids(dead), ids(last), "the dead worker's workflows, taken over")
 }
 
+// testFlowSkewedClocks: a run counts against its flow's concurrency by its lease, which the
+// store's clock keeps, whatever the clocks of the claimers say: a claimer an hour ahead of the
+// one holding the run does not see room, nor does one an hour behind.
+func testFlowSkewedClocks(t *testing.T, factory Factory) {
+	f := newFixture(t, factory)
+	f.putFlow(storage.Flow{Key: "flow.skew", Concurrency: 1})
+	f.createFlow("flow.s", "flow.skew", "s", 3, at(0))
+	require.Len(t, f.claim("slow", at(time.Second), 3, "flow.s"), 1)
+	require.Empty(t, f.claim("ahead", at(time.Hour), 3, "flow.s"), "a claimer an hour ahead")
+	require.Empty(t, f.claim("behind", at(time.Millisecond), 3, "flow.s"), "a claimer behind")
+}
+
 // testFlowRate: at most Rate workflows of a flow are claimed in any window of Per by the
 // store's clock.
 func testFlowRate(t *testing.T, factory Factory) {

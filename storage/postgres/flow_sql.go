@@ -26,16 +26,13 @@ const (
 const flowPer = `(((f.per_ns + 999) / 1000) * interval '1 microsecond')`
 
 // flowRunning counts the running workflows of the flow key {{key}} whose lease is live by the
-// database's clock, at most {{cap}} per name of the key: the range of each (flow, name) pair
-// of the governed index after @now, where a running row sits with its run_at (the claimer's
-// now plus the TTL), apart from the pair's due backlog. A run claimed by a worker whose clock
-// ran more than its TTL behind the caller's is not counted (its run_at is before @now).
-const flowRunning = `(SELECT count(*) FROM {{flow_names}} rn CROSS JOIN LATERAL (
+// database's clock, at most {{cap}}: the range of the flow-running index after now(), so
+// expired leases are not read and the count holds whatever the claimers' clocks say.
+const flowRunning = `(SELECT count(*) FROM (
 	SELECT 1 FROM {{workflows}} w
-	WHERE w.flow = rn.flow AND w.name = rn.name AND ` + govRunnable + `
-		AND w.run_at > @now::timestamptz AND w.state = 'running' AND w.lease_until > now()
+	WHERE w.flow = {{key}} AND w.state = 'running' AND w.lease_until > now()
 	LIMIT {{cap}}
-) AS x WHERE rn.flow = {{key}})`
+) AS x)`
 
 // flowRoom is how many workflows of the flows row f a claim of @limit may take: the least of
 // @limit, the concurrency left beside the live runs and the rate left beside the claims in the

@@ -14,13 +14,16 @@ ALTER TABLE {{workflows}} ADD COLUMN flow text;
 -- flow holds back; the governed rows get an index of their own, by flow key and name, whose
 -- ranges a claim reads one (flow, name) pair at a time, only as far as the flow's limits
 -- leave room. A running row stays in it with its future run_at (the lease's end by the
--- claimer's clock), so the running rows of a pair are the range after now, apart from its
--- due backlog. Every index costs each claim and finish a new entry, so there is no other.
+-- claimer's clock). Every index costs each claim and finish a new entry, so there is one
+-- more only: the running governed rows by lease expiry, which a limited claim counts by the
+-- database's clock (a run's run_at is by its claimer's clock, which may run behind or ahead).
 DROP INDEX {{schema.}}"{{prefix}}workflows_runnable";
 CREATE INDEX "{{prefix}}workflows_runnable" ON {{workflows}} (run_at, id)
     WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND flow IS NULL;
 CREATE INDEX "{{prefix}}workflows_flow_runnable" ON {{workflows}} (flow, name, run_at, id)
     WHERE state IN ('idle', 'running') AND run_at IS NOT NULL AND flow IS NOT NULL;
+CREATE INDEX "{{prefix}}workflows_flow_running" ON {{workflows}} (flow, lease_until)
+    WHERE state = 'running' AND flow IS NOT NULL;
 
 -- One row per stored flow (storage.Flow). per_ns is the rate's window in nanoseconds (0
 -- without a rate). claims holds the database-clock times of the key's claims in the current
