@@ -1,10 +1,15 @@
 package storagetest
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -512,4 +517,58 @@ func MaxOverlap(starts, ends []time.Time) int {
 		best = max(best, n)
 	}
 	return best
+}
+
+// FlowRun is one run a claimer process of a multi-process flow test reports: the workflow,
+// its name and flow key, and the run's interval (from the return of its claim to the call of
+// its FinishRun).
+type FlowRun struct {
+	ID         int64
+	Name, Flow string
+	Start, End time.Time
+}
+
+// flowRunMark starts each line FlowRunWriter writes.
+const flowRunMark = "FLOWRUN"
+
+// FlowRunWriter returns a FlowClaimersConfig.OnRun that writes each run as one line to w,
+// safe for concurrent use, and the flush to call once the claimers stopped (names and flow
+// keys must not hold white space, which separates the fields). The process that
+// started the claimer process reads the lines back with ParseFlowRuns.
+func FlowRunWriter(w io.Writer) (onRun func(w storage.Workflow, start, end time.Time), flush func() error) {
+	var mu sync.Mutex
+	out := bufio.NewWriter(w)
+	onRun = func(wf storage.Workflow, start, end time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		// "=" before the name and the key keeps an empty one a field.
+		fmt.Fprintf(out, "%s %d =%s =%s %d %d\n", flowRunMark, wf.ID, wf.Name, wf.Flow, start.UnixNano(), end.UnixNano())
+	}
+	flush = func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.Flush()
+	}
+	return onRun, flush
+}
+
+// ParseFlowRuns returns the runs FlowRunWriter wrote into a process's output, skipping every
+// other line, or an error naming a run line it cannot read.
+func ParseFlowRuns(output []byte) ([]FlowRun, error) {
+	var runs []FlowRun
+	for line := range strings.Lines(string(output)) {
+		f := strings.Fields(line)
+		if len(f) != 6 || f[0] != flowRunMark {
+			continue
+		}
+		id, err1 := strconv.ParseInt(f[1], 10, 64)
+		start, err2 := strconv.ParseInt(f[4], 10, 64)
+		end, err3 := strconv.ParseInt(f[5], 10, 64)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return nil, fmt.Errorf("run line %q: %w", strings.TrimSpace(line), err)
+		}
+		runs = append(runs, FlowRun{ID: id, Name: strings.TrimPrefix(f[2], "="), Flow: strings.TrimPrefix(f[3], "="),
+			Start: time.Unix(0, start), End: time.Unix(0, end)})
+	}
+	return runs, nil
 }

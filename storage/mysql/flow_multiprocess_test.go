@@ -1,14 +1,11 @@
 package mysql
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,8 +25,6 @@ const (
 	// flowWorkerSchemaEnv names the database a flow claimer process works on; set only in
 	// those processes.
 	flowWorkerSchemaEnv = "CHRONOFORGE_MYSQL_TEST_FLOW_SCHEMA"
-	// flowRunLine starts each line a flow claimer process writes for a run.
-	flowRunLine = "FLOWRUN"
 
 	mpFlowProcesses = 3
 	mpFlowClaimers  = 16
@@ -79,14 +74,9 @@ func TestFlowMultiProcess(t *testing.T) {
 		createFlows(t, s, f.name, f.key, f.n, at(0))
 	}
 
-	type run struct {
-		id         int64
-		key        string
-		start, end time.Time
-	}
 	var (
 		mu   sync.Mutex
-		runs []run
+		runs []storagetest.FlowRun
 		wg   sync.WaitGroup
 	)
 	for p := range mpFlowProcesses {
@@ -101,22 +91,10 @@ func TestFlowMultiProcess(t *testing.T) {
 				t.Errorf("claimer process %s: %v\n%s%s", name, err, stdout.String(), stderr.String())
 				return
 			}
-			sc := bufio.NewScanner(&stdout)
-			var got []run
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				if len(f) != 5 || f[0] != flowRunLine {
-					continue
-				}
-				id, err1 := strconv.ParseInt(f[1], 10, 64)
-				start, err2 := strconv.ParseInt(f[3], 10, 64)
-				end, err3 := strconv.ParseInt(f[4], 10, 64)
-				if err1 != nil || err2 != nil || err3 != nil {
-					t.Errorf("claimer process %s: bad line %q", name, sc.Text())
-					return
-				}
-				key := strings.TrimPrefix(f[2], "=")
-				got = append(got, run{id, key, time.Unix(0, start), time.Unix(0, end)})
+			got, err := storagetest.ParseFlowRuns(stdout.Bytes())
+			if err != nil {
+				t.Errorf("claimer process %s: %v", name, err)
+				return
 			}
 			mu.Lock()
 			runs = append(runs, got...)
@@ -131,9 +109,9 @@ func TestFlowMultiProcess(t *testing.T) {
 	perWorkflow := map[int64]int{}
 	byKey := map[string][2][]time.Time{}
 	for _, r := range runs {
-		perWorkflow[r.id]++
-		iv := byKey[r.key]
-		byKey[r.key] = [2][]time.Time{append(iv[0], r.start), append(iv[1], r.end)}
+		perWorkflow[r.ID]++
+		iv := byKey[r.Flow]
+		byKey[r.Flow] = [2][]time.Time{append(iv[0], r.Start), append(iv[1], r.End)}
 	}
 	for id, n := range perWorkflow {
 		require.Equal(t, 1, n, "workflow %d ran %d times", id, n)
@@ -159,8 +137,8 @@ func TestFlowMultiProcess(t *testing.T) {
 }
 
 // TestFlowClaimerProcess is a claimer process of TestFlowMultiProcess; run directly it skips.
-// It runs storagetest.RunFlowClaimers until it completed mpFlowRuns runs, writing one line
-// per run: its workflow, flow key ("=" before it, so an empty key is a field) and interval.
+// It runs storagetest.RunFlowClaimers until it completed mpFlowRuns runs, writing each run
+// with storagetest.FlowRunWriter.
 func TestFlowClaimerProcess(t *testing.T) {
 	schema := os.Getenv(flowWorkerSchemaEnv)
 	if schema == "" {
@@ -174,22 +152,15 @@ func TestFlowClaimerProcess(t *testing.T) {
 	for i, f := range mpFlows {
 		names[i] = f.name
 	}
-	var mu sync.Mutex
-	out := bufio.NewWriter(os.Stdout)
+	onRun, flush := storagetest.FlowRunWriter(os.Stdout)
 	stats := storagetest.RunFlowClaimers(context.Background(), t, s, storagetest.FlowClaimersConfig{
 		Claimers: mpFlowClaimers,
 		Names:    names,
 		Until:    mpFlowRuns,
 		Owner:    os.Getenv(workerNameEnv),
 		Hold:     10 * time.Millisecond,
-		OnRun: func(w storage.Workflow, start, end time.Time) {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(out, "%s %d =%s %d %d\n", flowRunLine, w.ID, w.Flow, start.UnixNano(), end.UnixNano())
-		},
+		OnRun:    onRun,
 	})
-	mu.Lock()
-	require.NoError(t, out.Flush())
-	mu.Unlock()
+	require.NoError(t, flush())
 	t.Logf("claimer %s: runs %v, at most at once in this process %v", os.Getenv(workerNameEnv), stats.Runs, stats.MaxRunning)
 }

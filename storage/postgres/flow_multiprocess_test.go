@@ -1,14 +1,12 @@
 package postgres
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,8 +26,6 @@ const (
 	// how many runs it completes before it stops.
 	flowSchemaEnv = "CHRONOFORGE_PG_TEST_FLOW_SCHEMA"
 	flowUntilEnv  = "CHRONOFORGE_PG_TEST_FLOW_UNTIL"
-	// flowRunMark starts the output line of one run: id, name, start and end (Unix nanoseconds).
-	flowRunMark = "flowrun"
 )
 
 // The flow of the test: one key governing two names, with a concurrency limit.
@@ -50,19 +46,12 @@ func TestFlowMultiProcessWorker(t *testing.T) {
 	until, err := strconv.Atoi(os.Getenv(flowUntilEnv))
 	require.NoError(t, err)
 	s := storeIn(t, ownPool(t, 16, nil), schema)
-	var mu sync.Mutex
-	out := bufio.NewWriter(os.Stdout)
+	onRun, flush := storagetest.FlowRunWriter(os.Stdout)
 	stats := storagetest.RunFlowClaimers(t.Context(), t, s, storagetest.FlowClaimersConfig{
 		Claimers: 16, Names: flowMPNames, Until: until, Owner: fmt.Sprintf("pid%d", os.Getpid()), Hold: 5 * time.Millisecond,
-		OnRun: func(w storage.Workflow, start, end time.Time) {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(out, "%s %d %s %d %d\n", flowRunMark, w.ID, w.Name, start.UnixNano(), end.UnixNano())
-		},
+		OnRun: onRun,
 	})
-	mu.Lock()
-	require.NoError(t, out.Flush())
-	mu.Unlock()
+	require.NoError(t, flush())
 	fmt.Printf("claimer process %d: runs %v, at most %v at once in this process\n", os.Getpid(), stats.Runs, stats.MaxRunning)
 }
 
@@ -137,29 +126,21 @@ func TestFlowMultiProcess(t *testing.T) {
 	all := &span{}
 	runs := map[int64]int{}
 	for i, p := range procs {
-		n := 0
-		sc := bufio.NewScanner(bytes.NewReader(p.out.Bytes()))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) != 5 || f[0] != flowRunMark {
-				continue
-			}
-			id, err1 := strconv.ParseInt(f[1], 10, 64)
-			start, err2 := strconv.ParseInt(f[3], 10, 64)
-			end, err3 := strconv.ParseInt(f[4], 10, 64)
-			require.NoError(t, errorsJoin(err1, err2, err3), "line %q", sc.Text())
-			runs[id]++
-			sp := byName[f[2]]
+		got, err := storagetest.ParseFlowRuns(p.out.Bytes())
+		require.NoError(t, err, "claimer process %d", i)
+		for _, r := range got {
+			runs[r.ID]++
+			sp := byName[r.Name]
 			if sp == nil {
 				sp = &span{}
-				byName[f[2]] = sp
+				byName[r.Name] = sp
 			}
 			for _, s := range []*span{sp, all} {
-				s.starts = append(s.starts, time.Unix(0, start))
-				s.ends = append(s.ends, time.Unix(0, end))
+				s.starts = append(s.starts, r.Start)
+				s.ends = append(s.ends, r.End)
 			}
-			n++
 		}
+		n := len(got)
 		require.GreaterOrEqual(t, n, share, "claimer process %d ran its share:\n%s", i, lastLines(p.out.String(), 20))
 		t.Logf("claimer process %d: %d runs; %s", i, n, strings.TrimSpace(lastMatching(p.out.String(), "claimer process")))
 	}
@@ -196,16 +177,6 @@ func TestFlowMultiProcess(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, left, "no workflow of %s left unfinished", name)
 	}
-}
-
-// errorsJoin returns the first non-nil error.
-func errorsJoin(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // lastMatching returns the last line of s that contains sub.
