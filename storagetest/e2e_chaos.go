@@ -16,26 +16,46 @@ import (
 	"github.com/chronoforge/chronoforge/storage"
 )
 
-// errInjected is the failure the chaos store injects.
-var errInjected = errors.New("storagetest: injected failure")
+// ErrInjected is the failure a FailingStore injects.
+var ErrInjected = errors.New("storagetest: injected failure")
 
-// chaosStore fails a share of the writes a run makes: half of the failures happen before the
-// write reaches the store, half after it committed (a lost reply). Workers must recover from
-// both without losing or duplicating anything.
-type chaosStore struct {
+// FailingStore fails a share of the calls a run makes (Claim, Load, SaveSteps, FinishRun,
+// FinishRuns, SpawnBatch, CountChildren): half of the failures happen before the call reaches
+// the store, half after it committed (a lost reply). Workers must recover from both without
+// losing or duplicating anything. Other methods pass through; optional interfaces of the
+// inner store (a Notifier, say) are hidden.
+type FailingStore struct {
 	storage.Storage
-	mu   sync.Mutex
-	rng  *rand.Rand
-	rate float64
+	mu       sync.Mutex
+	rng      *rand.Rand
+	rate     float64
+	injected int
 }
 
-func (c *chaosStore) roll() (fail, after bool) {
+// NewFailingStore wraps s, failing each call with probability rate (0..1), drawn from a
+// generator seeded with seed.
+func NewFailingStore(s storage.Storage, rate float64, seed uint64) *FailingStore {
+	return &FailingStore{Storage: s, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), rate: rate}
+}
+
+// Injected returns how many failures the store has injected so far.
+func (c *FailingStore) Injected() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.rng.Float64() < c.rate, c.rng.IntN(2) == 0
+	return c.injected
 }
 
-func chaos[T any](c *chaosStore, call func() (T, error)) (T, error) {
+func (c *FailingStore) roll() (fail, after bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fail = c.rng.Float64() < c.rate
+	if fail {
+		c.injected++
+	}
+	return fail, c.rng.IntN(2) == 0
+}
+
+func chaos[T any](c *FailingStore, call func() (T, error)) (T, error) {
 	fail, after := c.roll()
 	if !fail {
 		return call()
@@ -47,14 +67,14 @@ func chaos[T any](c *chaosStore, call func() (T, error)) (T, error) {
 		}
 	}
 	var zero T
-	return zero, errInjected
+	return zero, ErrInjected
 }
 
-func (c *chaosStore) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
+func (c *FailingStore) Claim(ctx context.Context, r storage.ClaimRequest) ([]storage.Workflow, error) {
 	return chaos(c, func() ([]storage.Workflow, error) { return c.Storage.Claim(ctx, r) })
 }
 
-func (c *chaosStore) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
+func (c *FailingStore) Load(ctx context.Context, id int64) (storage.Workflow, []storage.Step, error) {
 	type loaded struct {
 		w storage.Workflow
 		s []storage.Step
@@ -63,27 +83,27 @@ func (c *chaosStore) Load(ctx context.Context, id int64) (storage.Workflow, []st
 	return v.w, v.s, err
 }
 
-func (c *chaosStore) SaveSteps(ctx context.Context, l storage.Lease, cm storage.Commit) error {
+func (c *FailingStore) SaveSteps(ctx context.Context, l storage.Lease, cm storage.Commit) error {
 	_, err := chaos(c, func() (struct{}, error) { return struct{}{}, c.Storage.SaveSteps(ctx, l, cm) })
 	return err
 }
 
-func (c *chaosStore) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
+func (c *FailingStore) FinishRun(ctx context.Context, l storage.Lease, f storage.Finish) error {
 	_, err := chaos(c, func() (struct{}, error) { return struct{}{}, c.Storage.FinishRun(ctx, l, f) })
 	return err
 }
 
-// FinishRuns makes the chaos store a group finisher, so the engine groups final writes over
+// FinishRuns makes the failing store a group finisher, so the engine groups final writes over
 // it (the inner store's FinishRuns, or its FinishRun per run), and fails whole groups.
-func (c *chaosStore) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error, error) {
+func (c *FailingStore) FinishRuns(ctx context.Context, ends []storage.RunEnd) ([]error, error) {
 	return chaos(c, func() ([]error, error) { return storage.FinishAll(ctx, c.Storage, ends) })
 }
 
-func (c *chaosStore) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
+func (c *FailingStore) SpawnBatch(ctx context.Context, l storage.Lease, r storage.SpawnRequest) (storage.SpawnResult, error) {
 	return chaos(c, func() (storage.SpawnResult, error) { return c.Storage.SpawnBatch(ctx, l, r) })
 }
 
-func (c *chaosStore) CountChildren(ctx context.Context, q storage.ChildQuery) (int, error) {
+func (c *FailingStore) CountChildren(ctx context.Context, q storage.ChildQuery) (int, error) {
 	return chaos(c, func() (int, error) { return c.Storage.CountChildren(ctx, q) })
 }
 
@@ -133,7 +153,7 @@ func testE2EChaos(t *testing.T, factory Factory) {
 		return total, nil
 	})
 	inner := factory(t)
-	store := &chaosStore{Storage: inner, rng: rand.New(rand.NewPCG(1, 2)), rate: 0.1}
+	store := NewFailingStore(inner, 0.1, 1)
 	retry := sdk.Policy{Name: "chaos", MaxAttempts: 1000, Base: time.Millisecond, Cap: 5 * time.Millisecond}
 	eng, err := sdk.NewEngine(store, sdk.WithWorkflows(three, fan), sdk.WithStepRetry(retry), sdk.WithWorkflowRetry(retry))
 	require.NoError(t, err)
@@ -144,7 +164,7 @@ func testE2EChaos(t *testing.T, factory Factory) {
 	start := func(fn func() error) {
 		for {
 			err := fn()
-			if err == nil || !errors.Is(err, errInjected) {
+			if err == nil || !errors.Is(err, ErrInjected) {
 				require.NoError(t, err)
 				return
 			}
