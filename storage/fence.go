@@ -18,6 +18,9 @@ import (
 // lease was superseded (naming the current holder and token), released, or expired (with
 // both times, by the store's clock).
 func Fence(l Lease, cur Workflow, storeNow time.Time) error {
+	if !fencing && cur.State != StateCancelled {
+		return nil
+	}
 	mine := fmt.Sprintf("%q (token %d)", l.Owner, l.Token)
 	switch {
 	case cur.State == StateCancelled:

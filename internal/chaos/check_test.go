@@ -79,17 +79,56 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 	}
 	want := map[string][]string{} // key -> steps it must have run
 
-	// A completed workflow with the expected output; else it is lost.
-	result := func(wf storage.Workflow, expect int) {
-		var got int
+	// Executions, from every worker's log.
+	execs, ids, err := readExecs(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// completed reports whether wf completed; else it is lost.
+	completed := func(wf storage.Workflow) bool {
 		if wf.State != storage.StateCompleted {
 			c.lost++
 			fail("lost", "workflow %s is %s (last error %q), not completed", wf.Key, wf.State, wf.LastError)
+			return false
+		}
+		return true
+	}
+	// runResult checks a sequential workflow or a child: the right sum, computed from the
+	// executions its committed steps hold, each of them logged.
+	runResult := func(wf storage.Workflow, steps []string, sum int) {
+		if !completed(wf) {
 			return
 		}
-		if err := json.Unmarshal(wf.Output, &got); err != nil || got != expect {
+		var out runOut
+		if err := json.Unmarshal(wf.Output, &out); err != nil || out.Sum != sum || len(out.Execs) != len(steps) {
 			c.lost++
-			fail("lost", "workflow %s completed with %q, want %d", wf.Key, wf.Output, expect)
+			fail("lost", "workflow %s completed with %s, want the sum %d of %d steps", wf.Key, wf.Output, sum, len(steps))
+			return
+		}
+		_, stored, err := s.Load(ctx, wf.ID)
+		if err != nil {
+			t.Fatalf("load %s: %v", wf.Key, err)
+		}
+		held := map[string]string{}
+		for _, st := range stored {
+			var so stepOut
+			if st.State == storage.StepCompleted && json.Unmarshal(st.Result, &so) == nil {
+				held[st.Name] = so.Exec
+			}
+		}
+		for k, step := range steps {
+			switch {
+			case held[step] == "":
+				c.lost++
+				fail("lost", "workflow %s completed without a committed step %s", wf.Key, step)
+			case held[step] != out.Execs[k]:
+				c.duplicated++
+				fail("duplicated", "workflow %s: its result holds execution %s of step %s, its committed step execution %s: two executions took effect", wf.Key, out.Execs[k], step, held[step])
+			case !ids[wf.Key+" "+step+" "+held[step]]:
+				c.lost++
+				fail("lost", "workflow %s: step %s holds execution %s, which no worker logged", wf.Key, step, held[step])
+			}
 		}
 	}
 
@@ -112,7 +151,7 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 				fail("duplicated", "workflow %s was never started", wf.Key)
 				continue
 			}
-			result(wf, seqResult(i))
+			runResult(wf, seqSteps, seqResult(i))
 			want[wf.Key] = seqSteps
 		}
 		for i := range w.seq {
@@ -131,8 +170,12 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 		if len(parents) != 1 || parents[0].Key != fanKey {
 			c.lost++
 			fail("lost", "want the one fan-out %s, found %d fan-outs", fanKey, len(parents))
-		} else {
-			result(parents[0], fanResult(w.fan))
+		} else if wf := parents[0]; completed(wf) {
+			var sum int
+			if err := json.Unmarshal(wf.Output, &sum); err != nil || sum != fanResult(w.fan) {
+				c.lost++
+				fail("lost", "fan-out %s merged %s, want %d", wf.Key, wf.Output, fanResult(w.fan))
+			}
 		}
 		kids, err := listAll(ctx, s, itemName)
 		if err != nil {
@@ -152,7 +195,7 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 				fail("duplicated", "item %d has %d children", i, per[i])
 				continue
 			}
-			result(wf, itemResult(i))
+			runResult(wf, itemSteps, itemResult(i))
 			want[wf.Key] = itemSteps
 		}
 		for i, n := range per {
@@ -163,11 +206,6 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 		}
 	}
 
-	// Executions, from every worker's log.
-	execs, err := readExecs(logDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for key, steps := range want {
 		for _, step := range steps {
 			n := execs[key+" "+step]
@@ -178,6 +216,9 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 				continue
 			}
 			c.excess += n - 1
+			if n > 1 && os.Getenv("CHRONOFORGE_CHAOS_VERBOSE") != "" {
+				t.Logf("step %s of %s ran %d times", step, key, n)
+			}
 		}
 	}
 	for ks, n := range execs {
@@ -202,26 +243,34 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 	return c
 }
 
-// readExecs counts the lines "key step" of every execution log in dir.
-func readExecs(dir string) (map[string]int, error) {
+// readExecs reads the lines "key step exec" of every execution log in dir: how often each
+// "key step" ran, and the set of lines.
+func readExecs(dir string) (execs map[string]int, ids map[string]bool, err error) {
 	files, err := filepath.Glob(filepath.Join(dir, "execs-*.log"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	execs := map[string]int{}
+	execs, ids = map[string]int{}, map[string]bool{}
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
-			execs[sc.Text()]++
+			line := sc.Text()
+			i := strings.LastIndexByte(line, ' ')
+			if i < 0 {
+				f.Close()
+				return nil, nil, fmt.Errorf("%s: malformed line %q", name, line)
+			}
+			execs[line[:i]]++
+			ids[line] = true
 		}
 		f.Close()
 		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	return execs, nil
+	return execs, ids, nil
 }

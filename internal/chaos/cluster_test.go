@@ -52,6 +52,7 @@ type cluster struct {
 	procs   []*proc
 	cfgs    []workerConfig
 	outputs []string // the outputs of processes that were replaced
+	started int      // processes started so far
 }
 
 // startCluster starts one worker process per configuration.
@@ -64,7 +65,7 @@ func startCluster(t *testing.T, cfgs []workerConfig) *cluster {
 		for i := range c.procs {
 			c.kill(i)
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("CHRONOFORGE_CHAOS_VERBOSE") != "" {
 			for _, out := range c.allOutputs() {
 				t.Logf("worker output:\n%s", lastLines(out, 15))
 			}
@@ -76,7 +77,12 @@ func startCluster(t *testing.T, cfgs []workerConfig) *cluster {
 // start starts worker i, replacing an ended one.
 func (c *cluster) start(i int) {
 	c.t.Helper()
-	raw, err := json.Marshal(c.cfgs[i])
+	c.mu.Lock()
+	c.started++
+	c.cfgs[i].Owner = fmt.Sprintf("chaos-w%d-%d", i, c.started)
+	cfg := c.cfgs[i]
+	c.mu.Unlock()
+	raw, err := json.Marshal(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -117,6 +123,13 @@ func (c *cluster) signal(i int, sig syscall.Signal) bool {
 		return false
 	}
 	return p.cmd.Process.Signal(sig) == nil
+}
+
+// owner returns the lease owner of worker i's current process.
+func (c *cluster) owner(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfgs[i].Owner
 }
 
 func (c *cluster) proc(i int) *proc {

@@ -2,12 +2,14 @@ package chaos
 
 import (
 	"context"
+	"os"
 	"math/rand/v2"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chronoforge/chronoforge/sdk"
+	"github.com/chronoforge/chronoforge/storage"
 )
 
 // A scenario is a workload, a fault and where it applies. The same scenario runs on every
@@ -40,6 +42,9 @@ type run struct {
 	conc    int
 	ttl     time.Duration
 	extra   any // what a scenario's setup keeps (proxies, a server)
+	// store is the parent's own connection to the store while the workers run (nil for
+	// bbolt, whose file the workers hold).
+	store storage.Storage
 }
 
 // Sizes and settings of every scenario.
@@ -74,15 +79,48 @@ func kill(r *run) int {
 
 // pause freezes a random worker (SIGSTOP) for longer than its lease, then thaws it: its
 // leases expire, others take its workflows over, and whatever it writes when it wakes must be
-// refused.
+// refused. Where the parent can watch the store, the worker stays frozen until no workflow is
+// running under its leases any more (others took them over, or finished them), so that it
+// wakes up to find itself superseded.
 func pause(r *run) int {
 	i := r.rng.IntN(len(r.c.procs))
+	owner := r.c.owner(i)
 	if !r.c.signal(i, syscall.SIGSTOP) {
 		return 0
 	}
+	defer r.c.signal(i, syscall.SIGCONT)
 	time.Sleep(r.ttl*2 + r.ttl/2)
-	r.c.signal(i, syscall.SIGCONT)
+	for deadline := time.Now().Add(2 * time.Minute); r.store != nil && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		n, err := runningUnder(r.t.Context(), r.store, owner)
+		if err == nil && n == 0 {
+			break
+		}
+		if os.Getenv("CHRONOFORGE_CHAOS_VERBOSE") != "" {
+			r.t.Logf("pause: %d running under %s (%v)", n, owner, err)
+		}
+	}
 	return r.conc
+}
+
+// runningUnder counts the running workflows whose lease owner is owner.
+func runningUnder(ctx context.Context, s storage.Storage, owner string) (int, error) {
+	n := 0
+	after := int64(0)
+	for {
+		page, err := s.ListWorkflows(ctx, storage.ListFilter{States: []storage.State{storage.StateRunning}, AfterID: after, Limit: storage.MaxListLimit})
+		if err != nil {
+			return 0, err
+		}
+		for _, wf := range page {
+			if wf.LeaseOwner == owner {
+				n++
+			}
+		}
+		if len(page) < storage.MaxListLimit {
+			return n, nil
+		}
+		after = page[len(page)-1].ID
+	}
 }
 
 // scenarios are the faults that need no server or proxy of their own; the others are added
@@ -90,7 +128,7 @@ func pause(r *run) int {
 var scenarios = []scenario{
 	{name: "kill-seq", backends: all, every: [2]time.Duration{150 * time.Millisecond, 600 * time.Millisecond}, max: [2]int{5, 40}, hit: kill},
 	{name: "kill-fanout", backends: all, fan: true, every: [2]time.Duration{150 * time.Millisecond, 600 * time.Millisecond}, max: [2]int{5, 40}, hit: kill},
-	{name: "pause", backends: all, every: [2]time.Duration{200 * time.Millisecond, 500 * time.Millisecond}, max: [2]int{1, 3}, hit: pause},
+	{name: "pause", backends: all, every: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond}, max: [2]int{1, 3}, hit: pause},
 	{
 		name: "clock-skew", backends: all,
 		setup: func(r *run, i int, cfg *workerConfig) {
@@ -164,7 +202,7 @@ func runScenario(t *testing.T, sc scenario, backend string) {
 // runOn runs sc with r's backend at r.dsn.
 func runOn(t *testing.T, sc scenario, r *run) {
 	tg := newTarget(t, r.backend, r.dsn)
-	w := workload{seq: size(300, 2000)}
+	w := workload{seq: size(1500, 5000)}
 	if sc.fan {
 		w = workload{fan: size(1000, 20000)}
 	}
@@ -178,6 +216,9 @@ func runOn(t *testing.T, sc scenario, r *run) {
 			sc.setup(r, i, &cfg)
 		}
 		cfgs[i] = cfg
+	}
+	if r.backend != "bolt" {
+		r.store = tg.open(t)
 	}
 	began := time.Now()
 	r.c = startCluster(t, cfgs)
@@ -201,8 +242,10 @@ func runOn(t *testing.T, sc scenario, r *run) {
 		faults, bound = sc.faults(r)
 	}
 
-	s := tg.open(t)
-	got := check(t, s, tg.cfg.LogDir, w)
+	if r.store == nil {
+		r.store = tg.open(t)
+	}
+	got := check(t, r.store, tg.cfg.LogDir, w)
 	report(t, Result{
 		Scenario: sc.name, Backend: r.backend, Faults: faults, Workflows: w.total(),
 		Executions: got.executions, Excess: got.excess, Bound: bound,

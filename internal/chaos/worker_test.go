@@ -42,6 +42,8 @@ type workerConfig struct {
 	// FailRate wraps the store in a storagetest.FailingStore failing that share of calls.
 	FailRate float64 `json:"fail_rate,omitempty"`
 	Seed     uint64  `json:"seed,omitempty"`
+	// Owner names the worker's leases (dispatch.Owner); the cluster sets it per process.
+	Owner string `json:"owner,omitempty"`
 	// ExitWhenIdle makes the worker shut down once none of the store's workflows is left to
 	// run (for bbolt, whose file the parent cannot open while a worker holds it).
 	ExitWhenIdle bool `json:"exit_when_idle,omitempty"`
@@ -70,6 +72,16 @@ func openStore(ctx context.Context, cfg workerConfig) (s storage.Storage, close 
 		mcfg, err := driver.ParseDSN(cfg.DSN)
 		if err != nil {
 			return nil, nil, err
+		}
+		// A worker frozen inside a transaction (the pause scenario) keeps its rows locked for
+		// as long as its connection lives, and claims skip locked rows: without this MariaDB
+		// setting no other worker could take its workflows over when their leases expire.
+		// The README asks the same of every MariaDB deployment.
+		if _, ok := mcfg.Params["idle_transaction_timeout"]; !ok && cfg.LeaseTTL > 0 {
+			if mcfg.Params == nil {
+				mcfg.Params = map[string]string{}
+			}
+			mcfg.Params["idle_transaction_timeout"] = fmt.Sprint(int(max(cfg.LeaseTTL.Seconds(), 1)))
 		}
 		conn, err := driver.NewConnector(mcfg)
 		if err != nil {
@@ -105,7 +117,7 @@ var retry = sdk.Policy{Name: "chaos", MaxAttempts: 100000, Base: 20 * time.Milli
 
 // engineFor builds the engine of a worker (or of the parent, which starts workflows only),
 // and returns it with the definitions of the two workloads.
-func engineFor(store storage.Storage, log *execLog, skew time.Duration) (eng *sdk.Engine, seq, fan *sdk.Workflow[int, int], err error) {
+func engineFor(store storage.Storage, log *execLog, skew time.Duration) (eng *sdk.Engine, seq *sdk.Workflow[int, runOut], fan *sdk.Workflow[int, int], err error) {
 	seq, item, fan := workflows(log)
 	opts := []sdk.Option{sdk.WithWorkflows(seq, item, fan), sdk.WithStepRetry(retry), sdk.WithWorkflowRetry(retry)}
 	if skew != 0 {
@@ -148,7 +160,7 @@ func TestChaosWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := dispatch.New(eng, dispatch.Concurrency(cfg.Concurrency), dispatch.LeaseTTL(cfg.LeaseTTL),
+	w, err := dispatch.New(eng, dispatch.Owner(cfg.Owner), dispatch.Concurrency(cfg.Concurrency), dispatch.LeaseTTL(cfg.LeaseTTL),
 		dispatch.HeartbeatEvery(cfg.LeaseTTL/4), dispatch.PollInterval(5*time.Millisecond, 200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,19 @@ var (
 	itemSteps = []string{"s0", "s1"}
 )
 
+// stepOut is a step's result: its value and the ID of the execution that computed it.
+type stepOut struct {
+	V    int    `json:"v"`
+	Exec string `json:"e"`
+}
+
+// runOut is the result of a sequential workflow or a child: the sum of its steps' values and
+// the executions they came from, in step order.
+type runOut struct {
+	Sum   int      `json:"sum"`
+	Execs []string `json:"execs"`
+}
+
 // seqResult is what seqWorkflow returns for input i: step k returns i+k.
 func seqResult(i int) int { return 3*i + 3 }
 
@@ -41,12 +54,13 @@ func fanResult(n int) int { return n*(n-1) + n }
 // itemKey is the keyset key of item i: fixed width, so byte order is numeric order.
 func itemKey(i int) string { return fmt.Sprintf("%07d", i) }
 
-// execLog appends one line "key step" per step execution to a file of its own process.
+// execLog appends one line "key step exec" per step execution to a file of its own process.
 // A line is one write(2) on an O_APPEND file: it reaches the kernel before the step returns,
 // so a kill -9 of the process after that cannot lose it, and no database fault can fail it.
 type execLog struct {
 	mu sync.Mutex
 	f  *os.File
+	n  int
 }
 
 // openExecLog opens the execution log of this process in dir.
@@ -58,42 +72,47 @@ func openExecLog(dir string) (*execLog, error) {
 	return &execLog{f: f}, nil
 }
 
-// record logs one execution of step of the workflow with key.
-func (l *execLog) record(key, step string) error {
+// record logs one execution of step of the workflow with key and returns its ID, unique
+// across processes: "pid.n".
+func (l *execLog) record(key, step string) (string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, err := l.f.WriteString(key + " " + step + "\n")
-	return err
+	l.n++
+	id := fmt.Sprintf("%d.%d", os.Getpid(), l.n)
+	_, err := l.f.WriteString(key + " " + step + " " + id + "\n")
+	return id, err
 }
 
 // stepDelay widens the window in which a fault finds a step in flight.
-const stepDelay = 2 * time.Millisecond
+const stepDelay = 20 * time.Millisecond
 
 // workflows returns the three workflow definitions, recording executions in log.
-func workflows(log *execLog) (seq, item *sdk.Workflow[int, int], fan *sdk.Workflow[int, int]) {
-	steps := func(c *sdk.Context, in int, names []string) (int, error) {
-		total := 0
+func workflows(log *execLog) (seq, item *sdk.Workflow[int, runOut], fan *sdk.Workflow[int, int]) {
+	steps := func(c *sdk.Context, in int, names []string) (runOut, error) {
+		var out runOut
 		for k, name := range names {
-			v, err := sdk.Step(c, name, func(ctx context.Context) (int, error) {
-				if err := log.record(c.Key(), name); err != nil {
-					return 0, err
+			v, err := sdk.Step(c, name, func(ctx context.Context) (stepOut, error) {
+				id, err := log.record(c.Key(), name)
+				if err != nil {
+					return stepOut{}, err
 				}
 				select {
 				case <-time.After(stepDelay):
 				case <-ctx.Done():
-					return 0, ctx.Err()
+					return stepOut{}, ctx.Err()
 				}
-				return in + k, nil
+				return stepOut{V: in + k, Exec: id}, nil
 			})
 			if err != nil {
-				return 0, err
+				return runOut{}, err
 			}
-			total += v
+			out.Sum += v.V
+			out.Execs = append(out.Execs, v.Exec)
 		}
-		return total, nil
+		return out, nil
 	}
-	seq = sdk.New(seqName, func(c *sdk.Context, in int) (int, error) { return steps(c, in, seqSteps) })
-	item = sdk.New(itemName, func(c *sdk.Context, in int) (int, error) { return steps(c, in, itemSteps) })
+	seq = sdk.New(seqName, func(c *sdk.Context, in int) (runOut, error) { return steps(c, in, seqSteps) })
+	item = sdk.New(itemName, func(c *sdk.Context, in int) (runOut, error) { return steps(c, in, itemSteps) })
 	fan = sdk.New(fanName, func(c *sdk.Context, n int) (int, error) {
 		source := sdk.KeysetSource(func(_ context.Context, after string, limit int) ([]int, error) {
 			next := 0
@@ -119,11 +138,11 @@ func workflows(log *execLog) (seq, item *sdk.Workflow[int, int], fan *sdk.Workfl
 			return 0, err
 		}
 		total := 0
-		for res, err := range sdk.BranchResults[int](c, "b", 1000) {
+		for res, err := range sdk.BranchResults[runOut](c, "b", 1000) {
 			if err != nil {
 				return 0, err
 			}
-			total += res.Output
+			total += res.Output.Sum
 		}
 		return total, nil
 	})
