@@ -98,6 +98,13 @@ func (s *Server) DSNAt(addr string) string {
 // are missing and CHRONOFORGE_REQUIRE_DB is unset; any other failure fails t.
 func StartPostgres(t testing.TB) *Server {
 	t.Helper()
+	return startPostgres(t, freePort)
+}
+
+// startPostgres is StartPostgres choosing ports with ports.
+func startPostgres(t testing.TB, ports func() (int, error)) *Server {
+	t.Helper()
+	begun := time.Now()
 	bin, err := postgresBinaries()
 	if err != nil {
 		missing(t, "PostgreSQL", err)
@@ -112,8 +119,9 @@ func StartPostgres(t testing.TB) *Server {
 	}
 	s.begin(t, "chaos-pg-")
 	s.tool(t, s.bin["initdb"], "-D", s.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	s.firstStart(t)
+	s.firstStart(t, ports)
 	s.createTestDatabase(t, "CREATE DATABASE test")
+	t.Logf("private %s server on %s started in %s", s.kind, s.Addr(), time.Since(begun).Round(time.Millisecond))
 	return s
 }
 
@@ -123,6 +131,13 @@ func StartPostgres(t testing.TB) *Server {
 // CHRONOFORGE_REQUIRE_DB is unset; any other failure fails t.
 func StartMariaDB(t testing.TB) *Server {
 	t.Helper()
+	return startMariaDB(t, freePort)
+}
+
+// startMariaDB is StartMariaDB choosing ports with ports.
+func startMariaDB(t testing.TB, ports func() (int, error)) *Server {
+	t.Helper()
+	begun := time.Now()
 	bin, err := mariadbBinaries()
 	if err != nil {
 		missing(t, "MariaDB", err)
@@ -134,8 +149,9 @@ func StartMariaDB(t testing.TB) *Server {
 		args = append(args, "--user=root")
 	}
 	s.tool(t, s.bin["mariadb-install-db"], args...)
-	s.firstStart(t)
+	s.firstStart(t, ports)
 	s.createTestDatabase(t, "CREATE DATABASE IF NOT EXISTS test")
+	t.Logf("private %s server on %s started in %s", s.kind, s.Addr(), time.Since(begun).Round(time.Millisecond))
 	return s
 }
 
@@ -241,6 +257,7 @@ func (s *Server) begin(t testing.TB, prefix string) {
 		t.Fatalf("private %s server: temporary directory: %v", s.kind, err)
 	}
 	s.dir, s.data, s.log = dir, filepath.Join(dir, "data"), filepath.Join(dir, "server.log")
+	// The one place the log is printed: a t.Fatalf of the server's also fails t.
 	t.Cleanup(func() {
 		if t.Failed() {
 			s.printLog(t)
@@ -262,7 +279,6 @@ func (s *Server) begin(t testing.TB, prefix string) {
 func (s *Server) tool(t testing.TB, path string, args ...string) {
 	t.Helper()
 	if err := s.runTool(path, args...); err != nil {
-		s.printLog(t)
 		t.Fatalf("private %s server: %v", s.kind, err)
 	}
 }
@@ -311,26 +327,24 @@ func (s *Server) printLog(t testing.TB) {
 	t.Logf("private %s server on %s, last lines of %s:\n%s", s.kind, s.Addr(), s.log, strings.Join(lines, "\n"))
 }
 
-// firstStart starts the server on a free port, trying another one when the port was taken
-// between its choice and the server's bind.
-func (s *Server) firstStart(t testing.TB) {
+// firstStart starts the server on a port of ports (freePort but in tests), trying another
+// one when the server could not bind it: the port was taken between its choice and the bind.
+func (s *Server) firstStart(t testing.TB, ports func() (int, error)) {
 	t.Helper()
-	begun := time.Now()
 	var err error
 	for attempt := 0; attempt < startAttempts; attempt++ {
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = ports(); err != nil {
 			t.Fatalf("private %s server: %v", s.kind, err)
 		}
 		var clash bool
 		if clash, err = s.start(); err == nil {
-			t.Logf("private %s server on %s started in %s (initialisation included)", s.kind, s.Addr(), time.Since(begun).Round(time.Millisecond))
 			return
 		}
 		if !clash {
 			break
 		}
+		t.Logf("private %s server: port %d is taken; trying another", s.kind, s.port)
 	}
-	s.printLog(t)
 	t.Fatalf("private %s server: %v", s.kind, err)
 }
 
@@ -535,7 +549,6 @@ func (s *Server) createTestDatabase(t testing.TB, stmt string) {
 		}
 	}
 	if err != nil {
-		s.printLog(t)
 		t.Fatalf("private %s server on %s: %s: %v", s.kind, s.Addr(), stmt, err)
 	}
 }
@@ -560,7 +573,6 @@ func (s *Server) Restart(t testing.TB, mode RestartMode, down time.Duration) {
 		t.Fatalf("private %s server: Restart: unknown mode %q (Fast or Immediate)", s.kind, mode)
 	}
 	if err != nil {
-		s.printLog(t)
 		t.Fatalf("private %s server on %s: %s stop: %v", s.kind, s.Addr(), mode, err)
 	}
 	stopped := time.Now()
@@ -568,7 +580,6 @@ func (s *Server) Restart(t testing.TB, mode RestartMode, down time.Duration) {
 	s.appendLog(fmt.Sprintf("--- chaos: %s restart, down %s", mode, down))
 	started := time.Now()
 	if _, err := s.start(); err != nil {
-		s.printLog(t)
 		t.Fatalf("private %s server on %s: start after a %s stop: %v", s.kind, s.Addr(), mode, err)
 	}
 	t.Logf("private %s server on %s: %s restart: stop %s, down %s, start %s", s.kind, s.Addr(), mode,

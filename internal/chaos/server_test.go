@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,12 +17,15 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver of database/sql
 )
 
-// TestServerPostgres restarts a private PostgreSQL server both ways and checks that it keeps
-// every committed row and no uncommitted one.
+// TestServerPostgres starts a private PostgreSQL server on a port taken first (it must try
+// another), restarts it both ways and checks that it keeps every committed row and no
+// uncommitted one.
 func TestServerPostgres(t *testing.T) {
+	taken, ports := takenFirst(t)
 	begun := time.Now()
-	s := StartPostgres(t)
+	s := startPostgres(t, ports)
 	t.Logf("StartPostgres took %s", time.Since(begun).Round(time.Millisecond))
+	checkMovedOn(t, s, taken)
 	if s.Kind() != "postgres" {
 		t.Errorf("Kind() = %q, want postgres", s.Kind())
 	}
@@ -30,12 +35,15 @@ func TestServerPostgres(t *testing.T) {
 	exerciseServer(t, s, "pgx")
 }
 
-// TestServerMariaDB restarts a private MariaDB server both ways and checks that it keeps
-// every committed row and no uncommitted one.
+// TestServerMariaDB starts a private MariaDB server on a port taken first (it must try
+// another), restarts it both ways and checks that it keeps every committed row and no
+// uncommitted one.
 func TestServerMariaDB(t *testing.T) {
+	taken, ports := takenFirst(t)
 	begun := time.Now()
-	s := StartMariaDB(t)
+	s := startMariaDB(t, ports)
 	t.Logf("StartMariaDB took %s", time.Since(begun).Round(time.Millisecond))
+	checkMovedOn(t, s, taken)
 	if s.Kind() != "mysql" {
 		t.Errorf("Kind() = %q, want mysql", s.Kind())
 	}
@@ -43,6 +51,42 @@ func TestServerMariaDB(t *testing.T) {
 		t.Errorf("DSN() = %q, want %q", s.DSN(), want)
 	}
 	exerciseServer(t, s, "mysql")
+}
+
+// takenFirst returns a port this test listens on, and a port chooser that returns it first
+// and free ports after, as if another process had taken the first port chosen.
+func takenFirst(t *testing.T) (taken int, ports func() (int, error)) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("take a port: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	taken = l.Addr().(*net.TCPAddr).Port
+	first := true
+	return taken, func() (int, error) {
+		if first {
+			first = false
+			return taken, nil
+		}
+		return freePort()
+	}
+}
+
+// checkMovedOn checks that s, started on the port taken first, moved on to another port and
+// its log says why.
+func checkMovedOn(t *testing.T, s *Server, taken int) {
+	t.Helper()
+	if s.Addr() == net.JoinHostPort("127.0.0.1", strconv.Itoa(taken)) {
+		t.Fatalf("the server runs on %s, the port this test holds", s.Addr())
+	}
+	b, err := os.ReadFile(s.log)
+	if err != nil {
+		t.Fatalf("read the log: %v", err)
+	}
+	if !strings.Contains(string(b), "already in use") {
+		t.Errorf("the log of the server does not say port %d was in use", taken)
+	}
 }
 
 // exerciseServer runs the checks common to both kinds on s, through the database/sql driver
