@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -348,14 +349,42 @@ func (s *Server) firstStart(t testing.TB, ports func() (int, error)) {
 	t.Fatalf("private %s server: %v", s.kind, err)
 }
 
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port of 127.0.0.1 that was free a moment ago. It prefers a port
+// below the kernel's ephemeral range, which the outgoing connections of the tests cannot
+// take while the server is down for a restart.
 func freePort() (int, error) {
+	if lo := ephemeralLow(); lo > lowestPort {
+		for range 20 {
+			port := lowestPort + rand.IntN(lo-lowestPort)
+			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				l.Close()
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lowestPort is the lowest port freePort picks below the ephemeral range.
+const lowestPort = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, 0 when unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(fields[0])
+	return lo
 }
 
 // start starts the server's process on s.port and waits until it accepts connections. When
@@ -579,8 +608,17 @@ func (s *Server) Restart(t testing.TB, mode RestartMode, down time.Duration) {
 	time.Sleep(down)
 	s.appendLog(fmt.Sprintf("--- chaos: %s restart, down %s", mode, down))
 	started := time.Now()
-	if _, err := s.start(); err != nil {
-		t.Fatalf("private %s server on %s: start after a %s stop: %v", s.kind, s.Addr(), mode, err)
+	for {
+		clash, err := s.start()
+		if err == nil {
+			break
+		}
+		// Its port, taken while it was down, may be given back: retry for a while.
+		if !clash || time.Since(started) > readyTimeout {
+			t.Fatalf("private %s server on %s: start after a %s stop: %v", s.kind, s.Addr(), mode, err)
+		}
+		s.appendLog("--- chaos: the port is taken; retrying")
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("private %s server on %s: %s restart: stop %s, down %s, start %s", s.kind, s.Addr(), mode,
 		stopped.Sub(begun).Round(time.Millisecond), down, time.Since(started).Round(time.Millisecond))
