@@ -3,10 +3,14 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -119,7 +123,9 @@ func startPostgres(t testing.TB, ports func() (int, error)) *Server {
 		s.cred = cred
 	}
 	s.begin(t, "chaos-pg-")
-	s.tool(t, s.bin["initdb"], "-D", s.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	s.initData(t, "initdb", func(data string) []string {
+		return []string{"-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"}
+	})
 	s.firstStart(t, ports)
 	s.createTestDatabase(t, "CREATE DATABASE test")
 	t.Logf("private %s server on %s started in %s", s.kind, s.Addr(), time.Since(begun).Round(time.Millisecond))
@@ -145,11 +151,13 @@ func startMariaDB(t testing.TB, ports func() (int, error)) *Server {
 	}
 	s := &Server{kind: "mysql", bin: bin}
 	s.begin(t, "chaos-my-")
-	args := []string{"--no-defaults", "--datadir=" + s.data, "--auth-root-authentication-method=normal", "--skip-test-db"}
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	s.tool(t, s.bin["mariadb-install-db"], args...)
+	s.initData(t, "mariadb-install-db", func(data string) []string {
+		args := []string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}
+		if os.Geteuid() == 0 {
+			args = append(args, "--user=root")
+		}
+		return args
+	})
 	s.firstStart(t, ports)
 	s.createTestDatabase(t, "CREATE DATABASE IF NOT EXISTS test")
 	t.Logf("private %s server on %s started in %s", s.kind, s.Addr(), time.Since(begun).Round(time.Millisecond))
@@ -273,6 +281,148 @@ func (s *Server) begin(t testing.TB, prefix string) {
 			t.Fatalf("private %s server: give %s to uid %d: %v", s.kind, dir, s.cred.Uid, err)
 		}
 	}
+}
+
+// initData fills the data directory: with a copy of a template, which the tool (initdb or
+// mariadb-install-db, given the data directory to fill by args) made once for all the runs
+// of the tests with these binaries, or, when there is no usable template, with the tool
+// itself. A copy takes a fraction of a second; the tool takes seconds on a loaded machine.
+func (s *Server) initData(t testing.TB, tool string, args func(data string) []string) {
+	t.Helper()
+	tmpl, err := s.template(tool, args)
+	if err == nil {
+		if err = copyTree(tmpl, s.data, s.cred); err == nil {
+			s.appendLog("--- chaos: data directory copied from the template " + tmpl)
+			return
+		}
+		os.RemoveAll(s.data)
+	}
+	s.appendLog(fmt.Sprintf("--- chaos: no template (%v); running %s", err, tool))
+	s.tool(t, s.bin[tool], args(s.data)...)
+}
+
+// templateRoot is the directory of the templates of data directories, under os.TempDir.
+const templateRoot = "chronoforge-chaos-templates"
+
+// template returns the template of the data directory that the tool, run with args, makes,
+// making it when it does not exist. A template is named by a hash of the binaries (their
+// paths, sizes and times), the arguments and the user, so that an upgrade makes a new one;
+// it is made aside and renamed into place whole, so that a test running at the same time
+// sees it whole or not at all. It is never changed once in place.
+func (s *Server) template(tool string, args func(data string) []string) (string, error) {
+	root := filepath.Join(os.TempDir(), templateRoot)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	// Another user's directory could hold anything: use only our own.
+	fi, err := os.Stat(root)
+	if err != nil {
+		return "", err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return "", fmt.Errorf("%s is not the directory of this user alone", root)
+	}
+	key, err := s.templateKey(args("DATA"))
+	if err != nil {
+		return "", err
+	}
+	final := filepath.Join(root, s.kind+"-"+key)
+	if fi, err := os.Stat(final); err == nil && fi.IsDir() {
+		return final, nil
+	}
+	build, err := os.MkdirTemp(root, "build-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(build)
+	if s.cred != nil {
+		if err := os.Chown(build, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return "", err
+		}
+	}
+	data := filepath.Join(build, "data")
+	if err := s.runTool(s.bin[tool], args(data)...); err != nil {
+		return "", err
+	}
+	if err := os.Rename(data, final); err != nil {
+		if fi, err2 := os.Stat(final); err2 == nil && fi.IsDir() {
+			return final, nil // another test made it first
+		}
+		return "", err
+	}
+	return final, nil
+}
+
+// templateKey hashes what a template depends on: the binaries, the arguments of the tool
+// that makes it and the user.
+func (s *Server) templateKey(args []string) (string, error) {
+	names := make([]string, 0, len(s.bin))
+	for name := range s.bin {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, name := range names {
+		fi, err := os.Stat(s.bin[name])
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %d %d\n", s.bin[name], fi.Size(), fi.ModTime().UnixNano())
+	}
+	fmt.Fprintf(h, "%q %d\n", args, os.Geteuid())
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// copyTree copies the directory src, which holds only directories and regular files, to dst
+// (which must not exist), with the same permissions, owned by cred when it is not nil.
+func copyTree(src, dst string, cred *syscall.Credential) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			err = os.Mkdir(target, 0o700)
+		case d.Type().IsRegular():
+			err = copyFile(path, target)
+		default:
+			err = fmt.Errorf("%s is neither a file nor a directory", path)
+		}
+		if err == nil {
+			err = os.Chmod(target, info.Mode().Perm())
+		}
+		if err == nil && cred != nil {
+			err = os.Lchown(target, int(cred.Uid), int(cred.Gid))
+		}
+		return err
+	})
+}
+
+// copyFile copies the regular file src to the new file dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // tool runs a helper command to its end as the server's user, appending its command line
