@@ -3,10 +3,12 @@ package chaos
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +53,52 @@ func TestServerMariaDB(t *testing.T) {
 		t.Errorf("DSN() = %q, want %q", s.DSN(), want)
 	}
 	exerciseServer(t, s, "mysql")
+}
+
+// TestServerMissingBinaries checks that missing binaries skip a test, unless
+// CHRONOFORGE_REQUIRE_DB is set, when they fail it.
+func TestServerMissingBinaries(t *testing.T) {
+	notFound := errors.New("mariadbd is not installed")
+	t.Setenv("CHRONOFORGE_REQUIRE_DB", "")
+	if r := callMissing(t, notFound); r.skipped == "" || r.failed != "" || !strings.Contains(r.skipped, "mariadbd is not installed") {
+		t.Errorf("binaries missing, CHRONOFORGE_REQUIRE_DB unset: skipped %q, failed %q; want a skip naming mariadbd", r.skipped, r.failed)
+	}
+	t.Setenv("CHRONOFORGE_REQUIRE_DB", "1")
+	if r := callMissing(t, notFound); r.failed == "" || r.skipped != "" || !strings.Contains(r.failed, "CHRONOFORGE_REQUIRE_DB") {
+		t.Errorf("binaries missing, CHRONOFORGE_REQUIRE_DB=1: skipped %q, failed %q; want a failure", r.skipped, r.failed)
+	}
+}
+
+// tbRecorder is a testing.TB that records Skipf and Fatalf and ends its goroutine at them,
+// as the real ones do.
+type tbRecorder struct {
+	testing.TB
+	skipped, failed string
+}
+
+// Skipf records the skip and ends the goroutine.
+func (r *tbRecorder) Skipf(format string, args ...any) {
+	r.skipped = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// Fatalf records the failure and ends the goroutine.
+func (r *tbRecorder) Fatalf(format string, args ...any) {
+	r.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// callMissing calls missing with err on a recorder, in a goroutine of its own, and returns
+// what it recorded.
+func callMissing(t *testing.T, err error) *tbRecorder {
+	r := &tbRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		missing(r, "MariaDB", err)
+	}()
+	<-done
+	return r
 }
 
 // takenFirst returns a port this test listens on, and a port chooser that returns it first
