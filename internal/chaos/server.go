@@ -56,8 +56,10 @@ const (
 
 // Server is a private database server, started by StartPostgres or StartMariaDB from the
 // installed binaries, in a temporary directory of its own and on a free port, so that the
-// chaos suite can restart it without touching the shared servers. The methods but Restart
-// may be called from any goroutine; Restart, like t.Fatal, from the test's goroutine only.
+// chaos suite can restart it without touching the shared servers. Its data directory starts
+// as a copy of a template kept in $TMPDIR/chronoforge-chaos-templates (see initData). The
+// methods but Restart may be called from any goroutine; Restart, like t.Fatal, from the
+// test's goroutine only.
 type Server struct {
 	kind string // "postgres" or "mysql"
 	dir  string // the temporary directory: data, socket, pid file and log
@@ -80,7 +82,7 @@ type process struct {
 	err    error         // what Wait returned
 }
 
-// Kind is "postgres" or "mysql", as the backends are named elsewhere in the suite.
+// Kind is "postgres" or "mysql" (a MariaDB server serves the MySQL backend).
 func (s *Server) Kind() string { return s.kind }
 
 // Addr is the server's TCP address, "127.0.0.1:port".
