@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -265,11 +266,11 @@ func (p *Proxy) forward(l *link, src, dst net.Conn, errs chan<- error) {
 func (p *Proxy) read(l *link, src net.Conn, chunks chan<- chunk, readErr chan<- error) {
 	defer p.wg.Done()
 	defer close(chunks)
+	buf := make([]byte, chunkSize)
 	for {
-		buf := make([]byte, chunkSize)
 		n, err := src.Read(buf)
 		if n > 0 {
-			c := chunk{data: buf[:n], due: time.Now().Add(p.currentLatency())}
+			c := chunk{data: bytes.Clone(buf[:n]), due: time.Now().Add(p.currentLatency())}
 			select {
 			case chunks <- c:
 			case <-l.ctx.Done():
