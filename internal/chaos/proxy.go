@@ -37,7 +37,7 @@ type Proxy struct {
 	latency time.Duration
 	// gate is closed while no partition holds: writers and pending dials wait on it.
 	gate     chan struct{}
-	links    map[*link]struct{}
+	links    map[*proxyLink]struct{}
 	accepted int
 	cut      int
 }
@@ -52,8 +52,8 @@ type ProxyStats struct {
 	Open int
 }
 
-// link is one client connection and, once dialed, its upstream connection.
-type link struct {
+// proxyLink is one client connection and, once dialed, its upstream connection.
+type proxyLink struct {
 	client net.Conn
 	// ctx ends when the link is closed, normally or not.
 	ctx    context.Context
@@ -64,19 +64,19 @@ type link struct {
 	done bool
 }
 
-// chunk is a piece of a stream held by the proxy: the bytes read and when they are due.
-type chunk struct {
+// proxyChunk is a piece of a stream held by the proxy: the bytes read and when they are due.
+type proxyChunk struct {
 	data []byte
 	due  time.Time
 }
 
 const (
-	// chunkSize is the most a reader reads at once.
-	chunkSize = 32 << 10
-	// queued is how many chunks a reader may read ahead of its writer.
-	queued = 16
-	// dialTimeout bounds a dial of the upstream once no partition holds it.
-	dialTimeout = 30 * time.Second
+	// proxyChunkSize is the most a reader reads at once.
+	proxyChunkSize = 32 << 10
+	// proxyQueued is how many chunks a reader may read ahead of its writer.
+	proxyQueued = 16
+	// proxyDialTimeout bounds a dial of the upstream once no partition holds it.
+	proxyDialTimeout = 30 * time.Second
 )
 
 // StartProxy listens on 127.0.0.1:0 and forwards every accepted connection to upstream
@@ -90,7 +90,7 @@ func StartProxy(t testing.TB, upstream string) *Proxy {
 	}
 	healed := make(chan struct{})
 	close(healed)
-	p := &Proxy{t: t, upstream: upstream, ln: ln, gate: healed, links: map[*link]struct{}{}}
+	p := &Proxy{t: t, upstream: upstream, ln: ln, gate: healed, links: map[*proxyLink]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go p.accept()
@@ -115,7 +115,7 @@ func (p *Proxy) SetLatency(d time.Duration) {
 // The proxy keeps accepting. Cut returns how many connections it closed.
 func (p *Proxy) Cut() int {
 	p.mu.Lock()
-	var cut []*link
+	var cut []*proxyLink
 	var ups []net.Conn
 	for l := range p.links {
 		cut = append(cut, l)
@@ -124,7 +124,7 @@ func (p *Proxy) Cut() int {
 	p.cut += len(cut)
 	p.mu.Unlock()
 	for i, l := range cut {
-		reset(l.client, ups[i])
+		resetConns(l.client, ups[i])
 	}
 	return len(cut)
 }
@@ -168,7 +168,7 @@ func (p *Proxy) Stats() ProxyStats {
 func (p *Proxy) close() {
 	p.mu.Lock()
 	p.closed = true
-	var open []*link
+	var open []*proxyLink
 	var ups []net.Conn
 	for l := range p.links {
 		open = append(open, l)
@@ -178,7 +178,7 @@ func (p *Proxy) close() {
 	p.cancel()
 	p.ln.Close()
 	for i, l := range open {
-		reset(l.client, ups[i])
+		resetConns(l.client, ups[i])
 	}
 	p.wg.Wait()
 }
@@ -197,10 +197,10 @@ func (p *Proxy) accept() {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			reset(c, nil)
+			resetConns(c, nil)
 			return
 		}
-		l := &link{client: c}
+		l := &proxyLink{client: c}
 		l.ctx, l.cancel = context.WithCancel(p.ctx)
 		p.links[l] = struct{}{}
 		p.accepted++
@@ -213,12 +213,12 @@ func (p *Proxy) accept() {
 // serve waits until no partition holds, dials the upstream for l and forwards both ways
 // until both directions have ended. A direction that fails closes the link abruptly; when
 // both end cleanly (each side closed its writing half), it is closed normally.
-func (p *Proxy) serve(l *link) {
+func (p *Proxy) serve(l *proxyLink) {
 	defer p.wg.Done()
 	if !p.wait(l.ctx) {
 		return
 	}
-	d := net.Dialer{Timeout: dialTimeout}
+	d := net.Dialer{Timeout: proxyDialTimeout}
 	up, err := d.DialContext(l.ctx, "tcp", p.upstream)
 	if err != nil {
 		if l.ctx.Err() == nil {
@@ -230,7 +230,7 @@ func (p *Proxy) serve(l *link) {
 	p.mu.Lock()
 	if l.done {
 		p.mu.Unlock()
-		reset(up, nil) // cut or closed while dialing
+		resetConns(up, nil) // cut or closed while dialing
 		return
 	}
 	l.up = up
@@ -252,9 +252,9 @@ func (p *Proxy) serve(l *link) {
 // forward copies src to dst for l, through a reader goroutine that stamps each chunk with
 // its due time. It sends nil to errs when src ended and dst was told so (its writing half
 // closed), or the error that ended the copy; an ended link is an error.
-func (p *Proxy) forward(l *link, src, dst net.Conn, errs chan<- error) {
+func (p *Proxy) forward(l *proxyLink, src, dst net.Conn, errs chan<- error) {
 	defer p.wg.Done()
-	chunks := make(chan chunk, queued)
+	chunks := make(chan proxyChunk, proxyQueued)
 	readErr := make(chan error, 1)
 	p.wg.Add(1)
 	go p.read(l, src, chunks, readErr)
@@ -263,14 +263,14 @@ func (p *Proxy) forward(l *link, src, dst net.Conn, errs chan<- error) {
 
 // read reads src into chunks until src fails or ends, then closes chunks and sends to
 // readErr nil for a clean end (EOF) or the error.
-func (p *Proxy) read(l *link, src net.Conn, chunks chan<- chunk, readErr chan<- error) {
+func (p *Proxy) read(l *proxyLink, src net.Conn, chunks chan<- proxyChunk, readErr chan<- error) {
 	defer p.wg.Done()
 	defer close(chunks)
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, proxyChunkSize)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			c := chunk{data: bytes.Clone(buf[:n]), due: time.Now().Add(p.currentLatency())}
+			c := proxyChunk{data: bytes.Clone(buf[:n]), due: time.Now().Add(p.currentLatency())}
 			select {
 			case chunks <- c:
 			case <-l.ctx.Done():
@@ -291,9 +291,9 @@ func (p *Proxy) read(l *link, src net.Conn, chunks chan<- chunk, readErr chan<- 
 // write writes every chunk to dst once it is due and no partition holds, in order. When
 // chunks is closed after a clean end of its source, it closes dst's writing half so that
 // the peer sees the end too.
-func (p *Proxy) write(l *link, dst net.Conn, chunks <-chan chunk, readErr <-chan error) error {
+func (p *Proxy) write(l *proxyLink, dst net.Conn, chunks <-chan proxyChunk, readErr <-chan error) error {
 	for c := range chunks {
-		if err := sleepUntil(l.ctx, c.due); err != nil {
+		if err := proxySleepUntil(l.ctx, c.due); err != nil {
 			return err
 		}
 		if !p.wait(l.ctx) {
@@ -336,7 +336,7 @@ func (p *Proxy) currentLatency() time.Duration {
 }
 
 // abort closes l abruptly on both sides, unless it is closed already.
-func (p *Proxy) abort(l *link) {
+func (p *Proxy) abort(l *proxyLink) {
 	p.mu.Lock()
 	if l.done {
 		p.mu.Unlock()
@@ -344,11 +344,11 @@ func (p *Proxy) abort(l *link) {
 	}
 	up := p.detach(l)
 	p.mu.Unlock()
-	reset(l.client, up)
+	resetConns(l.client, up)
 }
 
 // finish closes l normally after both directions ended cleanly, unless it is closed already.
-func (p *Proxy) finish(l *link) {
+func (p *Proxy) finish(l *proxyLink) {
 	p.mu.Lock()
 	if l.done {
 		p.mu.Unlock()
@@ -363,16 +363,16 @@ func (p *Proxy) finish(l *link) {
 // detach marks l closed, removes it from the open links, ends its context and returns its
 // upstream connection (nil if not dialed yet). The caller holds p.mu and closes the
 // connections after releasing it.
-func (p *Proxy) detach(l *link) net.Conn {
+func (p *Proxy) detach(l *proxyLink) net.Conn {
 	l.done = true
 	delete(p.links, l)
 	l.cancel()
 	return l.up
 }
 
-// reset closes the connections given (up may be nil) abruptly: with SO_LINGER 0 a TCP
+// resetConns closes the connections given (up may be nil) abruptly: with SO_LINGER 0 a TCP
 // connection's close sends a reset, and the bytes not yet sent are discarded.
-func reset(client, up net.Conn) {
+func resetConns(client, up net.Conn) {
 	for _, c := range []net.Conn{client, up} {
 		if c == nil {
 			continue
@@ -384,8 +384,8 @@ func reset(client, up net.Conn) {
 	}
 }
 
-// sleepUntil waits until t, or returns ctx's error if ctx ends first.
-func sleepUntil(ctx context.Context, t time.Time) error {
+// proxySleepUntil waits until t, or returns ctx's error if ctx ends first.
+func proxySleepUntil(ctx context.Context, t time.Time) error {
 	d := time.Until(t)
 	if d <= 0 {
 		return ctx.Err()

@@ -20,9 +20,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-// patience bounds every wait of these tests: generous, so that a loaded machine is never
+// proxyPatience bounds every wait of these tests: generous, so that a loaded machine is never
 // mistaken for a broken proxy, and finite, so that a broken proxy fails with a message.
-const patience = time.Minute
+const proxyPatience = time.Minute
 
 // echoServer is the upstream of most tests: it writes back whatever it reads, and closes its
 // writing half when the client closes its own.
@@ -82,7 +82,7 @@ func (e *echoServer) accept() {
 // serve echoes c until it ends, then reports how it ended on e.ended (never blocking).
 func (e *echoServer) serve(c net.Conn) {
 	defer e.wg.Done()
-	err := echo(c)
+	err := echoConn(c)
 	if err == nil {
 		err = c.(*net.TCPConn).CloseWrite()
 	}
@@ -96,8 +96,8 @@ func (e *echoServer) serve(c net.Conn) {
 	c.Close()
 }
 
-// echo writes back to c what it reads, until c ends; it returns nil for a clean end.
-func echo(c net.Conn) error {
+// echoConn writes back to c what it reads, until c ends; it returns nil for a clean end.
+func echoConn(c net.Conn) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := c.Read(buf)
@@ -126,21 +126,21 @@ func (e *echoServer) close() {
 	e.wg.Wait()
 }
 
-// dial connects to addr with a deadline of patience for every later read and write; t.Cleanup
-// closes the connection.
-func dial(t testing.TB, addr string) *net.TCPConn {
+// dialTCP connects to addr with a deadline of proxyPatience for every later read and write;
+// t.Cleanup closes the connection.
+func dialTCP(t testing.TB, addr string) *net.TCPConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, patience)
+	c, err := net.DialTimeout("tcp", addr, proxyPatience)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	c.SetDeadline(time.Now().Add(patience))
+	c.SetDeadline(time.Now().Add(proxyPatience))
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.TCPConn)
 }
 
-// roundTrip writes msg to c and reads the reply, which must be msg.
-func roundTrip(c net.Conn, msg []byte) error {
+// echoRoundTrip writes msg to c and reads the reply, which must be msg.
+func echoRoundTrip(c net.Conn, msg []byte) error {
 	if _, err := c.Write(msg); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
@@ -154,8 +154,8 @@ func roundTrip(c net.Conn, msg []byte) error {
 	return nil
 }
 
-// payload returns n pseudo-random bytes, different for each seed.
-func payload(seed uint64, n int) []byte {
+// randomBytes returns n pseudo-random bytes, different for each seed.
+func randomBytes(seed uint64, n int) []byte {
 	var key [32]byte
 	copy(key[:], strconv.FormatUint(seed, 10))
 	b := make([]byte, n)
@@ -163,10 +163,10 @@ func payload(seed uint64, n int) []byte {
 	return b
 }
 
-// sendAll writes data to c and closes c's writing half, in the background (the proxy and the
-// echo server hold only so much before the sender must wait for the reader); the returned
-// channel receives the outcome.
-func sendAll(c *net.TCPConn, data []byte) <-chan error {
+// sendAndCloseWrite writes data to c and closes c's writing half, in the background (the
+// proxy and the echo server hold only so much before the sender must wait for the reader);
+// the returned channel receives the outcome.
+func sendAndCloseWrite(c *net.TCPConn, data []byte) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		if _, err := c.Write(data); err != nil {
@@ -178,23 +178,23 @@ func sendAll(c *net.TCPConn, data []byte) <-chan error {
 	return done
 }
 
-// waitFor waits, up to patience, until cond holds; it fails t naming what it waited for.
-func waitFor(t testing.TB, what string, cond func() bool) {
+// proxyWaitFor waits, up to proxyPatience, until cond holds; it fails t naming what it waited for.
+func proxyWaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
+	deadline := time.Now().Add(proxyPatience)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after %v for %s", patience, what)
+			t.Fatalf("still waiting after %v for %s", proxyPatience, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// isReset reports whether err is a connection reset.
-func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+// isConnReset reports whether err is a connection reset.
+func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
-// isTimeout reports whether err is a read or write deadline passing.
-func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+// isDeadlineExceeded reports whether err is a read or write deadline passing.
+func isDeadlineExceeded(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // TestProxyRoundTrip sends a large payload over many connections at once and gets each back
 // unchanged.
@@ -205,12 +205,12 @@ func TestProxyRoundTrip(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
 	for i := range conns {
-		c := dial(t, p.Addr())
+		c := dialTCP(t, p.Addr())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			want := payload(uint64(i), size)
-			sent := sendAll(c, want)
+			want := randomBytes(uint64(i), size)
+			sent := sendAndCloseWrite(c, want)
 			got, err := io.ReadAll(c)
 			if err != nil {
 				errs <- fmt.Errorf("connection %d: read: %w", i, err)
@@ -221,7 +221,7 @@ func TestProxyRoundTrip(t *testing.T) {
 				return
 			}
 			if !bytes.Equal(got, want) {
-				errs <- fmt.Errorf("connection %d: got %d bytes back, not the %d sent (first difference at %d)", i, len(got), len(want), firstDiff(got, want))
+				errs <- fmt.Errorf("connection %d: got %d bytes back, not the %d sent (first difference at %d)", i, len(got), len(want), firstDifference(got, want))
 			}
 		}()
 	}
@@ -230,7 +230,7 @@ func TestProxyRoundTrip(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	waitFor(t, "every proxied connection to close", func() bool { return p.Stats().Open == 0 })
+	proxyWaitFor(t, "every proxied connection to close", func() bool { return p.Stats().Open == 0 })
 	if s := p.Stats(); s.Accepted != conns || s.Cut != 0 {
 		t.Errorf("stats %+v, want %d accepted and none cut", s, conns)
 	}
@@ -239,8 +239,8 @@ func TestProxyRoundTrip(t *testing.T) {
 	}
 }
 
-// firstDiff returns the index of the first byte where a and b differ.
-func firstDiff(a, b []byte) int {
+// firstDifference returns the index of the first byte where a and b differ.
+func firstDifference(a, b []byte) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
 			return i
@@ -254,12 +254,12 @@ func firstDiff(a, b []byte) int {
 func TestProxyLatency(t *testing.T) {
 	e := startEcho(t)
 	p := StartProxy(t, e.addr())
-	c := dial(t, p.Addr())
+	c := dialTCP(t, p.Addr())
 	const latency = 50 * time.Millisecond
 	p.SetLatency(latency)
 	for i := range 3 {
 		start := time.Now()
-		if err := roundTrip(c, []byte("ping")); err != nil {
+		if err := echoRoundTrip(c, []byte("ping")); err != nil {
 			t.Fatalf("round trip %d with latency %v: %v", i, latency, err)
 		}
 		if took := time.Since(start); took < 2*latency {
@@ -272,7 +272,7 @@ func TestProxyLatency(t *testing.T) {
 	for i := range size(2000, 20000) {
 		fmt.Fprintf(&want, "line %d\n", i)
 	}
-	c2 := dial(t, p.Addr())
+	c2 := dialTCP(t, p.Addr())
 	stop := make(chan struct{})
 	varied := make(chan struct{})
 	go func() {
@@ -308,11 +308,11 @@ func TestProxyLatency(t *testing.T) {
 		t.Fatalf("write the lines: %v", err)
 	}
 	if !bytes.Equal(got, want.Bytes()) {
-		t.Fatalf("lines came back changed or reordered: %d bytes, want %d, first difference at %d", len(got), want.Len(), firstDiff(got, want.Bytes()))
+		t.Fatalf("lines came back changed or reordered: %d bytes, want %d, first difference at %d", len(got), want.Len(), firstDifference(got, want.Bytes()))
 	}
 
 	p.SetLatency(0)
-	if err := roundTrip(c, []byte("no latency")); err != nil {
+	if err := echoRoundTrip(c, []byte("no latency")); err != nil {
 		t.Fatalf("round trip after SetLatency(0): %v", err)
 	}
 }
@@ -325,8 +325,8 @@ func TestProxyCut(t *testing.T) {
 	const open = 3
 	var conns []*net.TCPConn
 	for i := range open {
-		c := dial(t, p.Addr())
-		if err := roundTrip(c, []byte("before the cut")); err != nil {
+		c := dialTCP(t, p.Addr())
+		if err := echoRoundTrip(c, []byte("before the cut")); err != nil {
 			t.Fatalf("connection %d before the cut: %v", i, err)
 		}
 		conns = append(conns, c)
@@ -339,23 +339,23 @@ func TestProxyCut(t *testing.T) {
 	}
 	for i, c := range conns {
 		n, err := c.Read(make([]byte, 1))
-		if n != 0 || !isReset(err) {
+		if n != 0 || !isConnReset(err) {
 			t.Errorf("client %d after the cut: read %d bytes, error %v; want a connection reset", i, n, err)
 		}
 	}
 	for i := range open {
 		select {
 		case err := <-e.ended:
-			if !isReset(err) {
+			if !isConnReset(err) {
 				t.Errorf("upstream connection %d after the cut: ended with %v, want a connection reset", i, err)
 			}
-		case <-time.After(patience):
-			t.Fatalf("upstream connection %d still open %v after the cut", i, patience)
+		case <-time.After(proxyPatience):
+			t.Fatalf("upstream connection %d still open %v after the cut", i, proxyPatience)
 		}
 	}
 
-	c := dial(t, p.Addr())
-	if err := roundTrip(c, []byte("after the cut")); err != nil {
+	c := dialTCP(t, p.Addr())
+	if err := echoRoundTrip(c, []byte("after the cut")); err != nil {
 		t.Fatalf("a new connection after the cut: %v", err)
 	}
 	if s := p.Stats(); s != (ProxyStats{Accepted: open + 1, Cut: open, Open: 1}) {
@@ -377,9 +377,9 @@ func TestProxyCutRace(t *testing.T) {
 		go func() {
 			defer dials.Done()
 			for j := range rounds {
-				c, err := net.DialTimeout("tcp", p.Addr(), patience)
+				c, err := net.DialTimeout("tcp", p.Addr(), proxyPatience)
 				if err != nil {
-					if !isReset(err) {
+					if !isConnReset(err) {
 						t.Errorf("client %d round %d: dial: %v", i, j, err)
 						return
 					}
@@ -389,8 +389,8 @@ func TestProxyCutRace(t *testing.T) {
 					mu.Unlock()
 					continue
 				}
-				c.SetDeadline(time.Now().Add(patience))
-				err = roundTrip(c, []byte("racing a cut"))
+				c.SetDeadline(time.Now().Add(proxyPatience))
+				err = echoRoundTrip(c, []byte("racing a cut"))
 				c.Close()
 				mu.Lock()
 				dialed++
@@ -420,7 +420,7 @@ func TestProxyCutRace(t *testing.T) {
 	close(stop)
 	survived.Wait()
 
-	waitFor(t, "the proxy to accept every connection dialed and close them all", func() bool {
+	proxyWaitFor(t, "the proxy to accept every connection dialed and close them all", func() bool {
 		s := p.Stats()
 		return s.Accepted == dialed && s.Open == 0
 	})
@@ -428,7 +428,7 @@ func TestProxyCutRace(t *testing.T) {
 		t.Errorf("Stats().Cut = %d, but the calls of Cut returned %d in all", s.Cut, cutTotal)
 	}
 	t.Logf("%d connections, %d round trips completed, %d connections cut", dialed, ok, cutTotal)
-	if err := roundTrip(dial(t, p.Addr()), []byte("after the race")); err != nil {
+	if err := echoRoundTrip(dialTCP(t, p.Addr()), []byte("after the race")); err != nil {
 		t.Fatalf("a new connection after the race: %v", err)
 	}
 }
@@ -438,8 +438,8 @@ func TestProxyCutRace(t *testing.T) {
 func TestProxyPartition(t *testing.T) {
 	e := startEcho(t)
 	p := StartProxy(t, e.addr())
-	open := dial(t, p.Addr())
-	if err := roundTrip(open, []byte("before")); err != nil {
+	open := dialTCP(t, p.Addr())
+	if err := echoRoundTrip(open, []byte("before")); err != nil {
 		t.Fatalf("round trip before the partition: %v", err)
 	}
 
@@ -450,18 +450,18 @@ func TestProxyPartition(t *testing.T) {
 	}
 	expectStalled(t, open, "the open connection")
 	// A new connection is accepted, but not connected upstream.
-	pending := dial(t, p.Addr())
+	pending := dialTCP(t, p.Addr())
 	if _, err := pending.Write([]byte("pending")); err != nil {
 		t.Fatalf("write on a new connection during the partition: %v", err)
 	}
-	waitFor(t, "the proxy to accept the connection dialed during the partition", func() bool { return p.Stats().Accepted == 2 })
+	proxyWaitFor(t, "the proxy to accept the connection dialed during the partition", func() bool { return p.Stats().Accepted == 2 })
 	expectStalled(t, pending, "a connection dialed during the partition")
 	if got := e.connections(); got != 1 {
 		t.Errorf("the upstream accepted %d connections during the partition, want 1 (the one from before)", got)
 	}
 	// More than every buffer on the way holds: the sender has to wait for Heal.
-	big := payload(1, size(4<<20, 16<<20))
-	sent := sendAll(open, big)
+	big := randomBytes(1, size(4<<20, 16<<20))
+	sent := sendAndCloseWrite(open, big)
 	time.Sleep(time.Duration(size(0, 10)) * time.Second) // the full run holds a long partition
 	if s := p.Stats(); s.Open != 2 {
 		t.Errorf("stats during the partition %+v, want 2 open", s)
@@ -469,7 +469,7 @@ func TestProxyPartition(t *testing.T) {
 
 	p.Heal()
 	want := append([]byte("held"), big...)
-	if err := setDeadline(open, pending); err != nil {
+	if err := extendDeadlines(open, pending); err != nil {
 		t.Fatal(err)
 	}
 	got, err := io.ReadAll(open)
@@ -477,7 +477,7 @@ func TestProxyPartition(t *testing.T) {
 		t.Fatalf("the open connection after Heal: read: %v", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("the open connection after Heal: got %d bytes, want the %d held (first difference at %d)", len(got), len(want), firstDiff(got, want))
+		t.Errorf("the open connection after Heal: got %d bytes, want the %d held (first difference at %d)", len(got), len(want), firstDifference(got, want))
 	}
 	if err := <-sent; err != nil {
 		t.Errorf("the open connection: sending during the partition: %v", err)
@@ -486,7 +486,7 @@ func TestProxyPartition(t *testing.T) {
 	if _, err := io.ReadFull(pending, reply); err != nil || string(reply) != "pending" {
 		t.Errorf("the connection dialed during the partition, after Heal: read %q, %v; want %q", reply, err, "pending")
 	}
-	if err := roundTrip(dial(t, p.Addr()), []byte("healed")); err != nil {
+	if err := echoRoundTrip(dialTCP(t, p.Addr()), []byte("healed")); err != nil {
 		t.Errorf("a new connection after Heal: %v", err)
 	}
 }
@@ -497,16 +497,16 @@ func expectStalled(t *testing.T, c net.Conn, what string) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	n, err := c.Read(make([]byte, 64))
-	if n != 0 || !isTimeout(err) {
+	if n != 0 || !isDeadlineExceeded(err) {
 		t.Errorf("%s during the partition: read %d bytes, error %v; want nothing until the deadline", what, n, err)
 	}
 	c.SetReadDeadline(time.Time{})
 }
 
-// setDeadline gives every connection patience from now.
-func setDeadline(conns ...net.Conn) error {
+// extendDeadlines gives every connection proxyPatience from now.
+func extendDeadlines(conns ...net.Conn) error {
 	for _, c := range conns {
-		if err := c.SetDeadline(time.Now().Add(patience)); err != nil {
+		if err := c.SetDeadline(time.Now().Add(proxyPatience)); err != nil {
 			return fmt.Errorf("set deadline: %w", err)
 		}
 	}
@@ -517,24 +517,24 @@ func setDeadline(conns ...net.Conn) error {
 func TestProxyCutWhilePartitioned(t *testing.T) {
 	e := startEcho(t)
 	p := StartProxy(t, e.addr())
-	open := dial(t, p.Addr())
-	if err := roundTrip(open, []byte("before")); err != nil {
+	open := dialTCP(t, p.Addr())
+	if err := echoRoundTrip(open, []byte("before")); err != nil {
 		t.Fatalf("round trip before the partition: %v", err)
 	}
 	p.Partition()
-	pending := dial(t, p.Addr())
-	waitFor(t, "the proxy to accept the connection dialed during the partition", func() bool { return p.Stats().Accepted == 2 })
+	pending := dialTCP(t, p.Addr())
+	proxyWaitFor(t, "the proxy to accept the connection dialed during the partition", func() bool { return p.Stats().Accepted == 2 })
 	if n := p.Cut(); n != 2 {
 		t.Fatalf("Cut() during the partition = %d, want 2 (one open, one waiting for Heal)", n)
 	}
 	for name, c := range map[string]net.Conn{"open": open, "pending": pending} {
 		n, err := c.Read(make([]byte, 1))
-		if n != 0 || !isReset(err) {
+		if n != 0 || !isConnReset(err) {
 			t.Errorf("the %s connection after the cut: read %d bytes, error %v; want a connection reset", name, n, err)
 		}
 	}
 	p.Heal()
-	if err := roundTrip(dial(t, p.Addr()), []byte("healed")); err != nil {
+	if err := echoRoundTrip(dialTCP(t, p.Addr()), []byte("healed")); err != nil {
 		t.Fatalf("a new connection after Heal: %v", err)
 	}
 	if s := p.Stats(); s != (ProxyStats{Accepted: 3, Cut: 2, Open: 1}) {
@@ -557,11 +557,11 @@ func TestProxyCloseLeavesNoGoroutines(t *testing.T) {
 	// proxy's cleanup did to it.
 	dialOut := func(t *testing.T, addr string) *net.TCPConn {
 		t.Helper()
-		c, err := net.DialTimeout("tcp", addr, patience)
+		c, err := net.DialTimeout("tcp", addr, proxyPatience)
 		if err != nil {
 			t.Fatalf("dial %s: %v", addr, err)
 		}
-		c.SetDeadline(time.Now().Add(patience))
+		c.SetDeadline(time.Now().Add(proxyPatience))
 		conns = append(conns, c)
 		return c.(*net.TCPConn)
 	}
@@ -569,11 +569,11 @@ func TestProxyCloseLeavesNoGoroutines(t *testing.T) {
 		e := startEcho(t)
 		p := StartProxy(t, e.addr())
 		flowing := dialOut(t, p.Addr())
-		if err := roundTrip(flowing, []byte("flowing")); err != nil {
+		if err := echoRoundTrip(flowing, []byte("flowing")); err != nil {
 			t.Fatal(err)
 		}
 		held := dialOut(t, p.Addr())
-		if err := roundTrip(held, []byte("before")); err != nil {
+		if err := echoRoundTrip(held, []byte("before")); err != nil {
 			t.Fatal(err)
 		}
 		p.SetLatency(time.Hour)
@@ -581,16 +581,16 @@ func TestProxyCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.Partition()
-		sendAll(held, payload(2, 4<<20)) // ends in an error once the proxy resets held
-		dialOut(t, p.Addr())             // waits for Heal
-		waitFor(t, "the proxy to accept every connection", func() bool { return p.Stats().Accepted == 3 })
+		sendAndCloseWrite(held, randomBytes(2, 4<<20)) // ends in an error once the proxy resets held
+		dialOut(t, p.Addr())                           // waits for Heal
+		proxyWaitFor(t, "the proxy to accept every connection", func() bool { return p.Stats().Accepted == 3 })
 	})
 	if t.Failed() {
 		return
 	}
 	for i, c := range conns {
 		n, err := c.Read(make([]byte, 1))
-		if n != 0 || !isReset(err) {
+		if n != 0 || !isConnReset(err) {
 			t.Errorf("connection %d after the proxy closed: read %d bytes, error %v; want a connection reset", i, n, err)
 		}
 	}
@@ -611,7 +611,7 @@ func TestProxyPostgres(t *testing.T) {
 	portN, _ := strconv.Atoi(port)
 	proxied := cfg.Copy()
 	proxied.Host, proxied.Port, proxied.Fallbacks = host, uint16(portN), nil
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	ctx, cancel := context.WithTimeout(context.Background(), proxyPatience)
 	defer cancel()
 
 	connect := func() *pgx.Conn {
@@ -652,7 +652,7 @@ func TestProxyPostgres(t *testing.T) {
 		_, err := cut.Exec(ctx, "SELECT pg_sleep(60)")
 		running <- err
 	}()
-	waitFor(t, "the statement to run on the server", func() bool {
+	proxyWaitFor(t, "the statement to run on the server", func() bool {
 		var active bool
 		err := direct.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%')", pid).Scan(&active)
 		if err != nil {
@@ -675,10 +675,10 @@ func TestProxyPostgres(t *testing.T) {
 	// the proxy too: let it end.
 	select {
 	case <-cut.PgConn().CleanupDone():
-	case <-time.After(patience):
-		t.Fatalf("pgx still cleaning up the cut connection after %v", patience)
+	case <-time.After(proxyPatience):
+		t.Fatalf("pgx still cleaning up the cut connection after %v", proxyPatience)
 	}
-	waitFor(t, "every connection through the proxy to close", func() bool { return p.Stats().Open == 0 })
+	proxyWaitFor(t, "every connection through the proxy to close", func() bool { return p.Stats().Open == 0 })
 	accepted := p.Stats().Accepted
 
 	if err := selectOne(connect()); err != nil {
