@@ -455,7 +455,7 @@ func TestProxyPartition(t *testing.T) {
 		t.Fatalf("write on a new connection during the partition: %v", err)
 	}
 	proxyWaitFor(t, "the proxy to accept the connection dialed during the partition", func() bool { return p.Stats().Accepted == 2 })
-	expectStalled(t, pending, "a connection dialed during the partition")
+	expectStalled(t, pending, "a new connection")
 	if got := e.connections(); got != 1 {
 		t.Errorf("the upstream accepted %d connections during the partition, want 1 (the one from before)", got)
 	}
