@@ -1,0 +1,199 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The disk-full scenario needs a file system it may fill. As root it mounts a small tmpfs
+// and fills it with a filler file; where mounting is not permitted (a loop-mounted ext4
+// would need the same privilege) the worker lowers its own RLIMIT_FSIZE instead, so its
+// writes past the file's size fail with EFBIG, and raises it again to free the space.
+
+// diskFullModeEnv set to "rlimit" forces the RLIMIT_FSIZE fallback even where mounting works.
+const diskFullModeEnv = "CHRONOFORGE_CHAOS_DISKFULL"
+
+// tmpfsSize is the size of the tmpfs the scenario fills.
+const tmpfsSize = "8m"
+
+func init() { workerCommand = rlimitCommand }
+
+// savedFSize is the soft RLIMIT_FSIZE the worker had before "fill" lowered it.
+var savedFSize uint64
+
+// rlimitCommand carries out the fallback's commands in the worker: "fill" lowers the soft
+// RLIMIT_FSIZE to the store file's size (SIGXFSZ ignored, so a write beyond it fails with
+// EFBIG rather than killing the process) and "free" restores it.
+func rlimitCommand(path, cmd string) string {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		return "chaos-bolt-worker: getrlimit: " + err.Error()
+	}
+	switch cmd {
+	case "fill":
+		signal.Ignore(syscall.SIGXFSZ)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "chaos-bolt-worker: fill: " + err.Error()
+		}
+		savedFSize = lim.Cur
+		lim.Cur = uint64(fi.Size())
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+			return "chaos-bolt-worker: fill: setrlimit: " + err.Error()
+		}
+		return fmt.Sprintf("chaos-bolt-worker: filled at %d bytes", fi.Size())
+	case "free":
+		lim.Cur = savedFSize
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+			return "chaos-bolt-worker: free: setrlimit: " + err.Error()
+		}
+		return "chaos-bolt-worker: freed"
+	}
+	return "chaos-bolt-worker: unknown command " + strconv.Quote(cmd)
+}
+
+// mountTmpfs mounts a tmpfs of tmpfsSize on a new directory, unmounted at the end of the
+// test, and returns the directory.
+func mountTmpfs(t *testing.T) (string, error) {
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+tmpfsSize); err != nil {
+		return "", fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v; detaching it", dir, err)
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	return dir, nil
+}
+
+// fill writes the file at path until the file system is full, and requires that the write
+// fails with ENOSPC.
+func fill(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatalf("filler: %v", err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	var n int64
+	for {
+		m, err := f.Write(chunk)
+		n += int64(m)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("filler: after %d bytes: %v, want ENOSPC", n, err)
+		}
+		return n
+	}
+}
+
+// isFailure reports whether a line of a worker's output is a logged error or warning (the
+// default slog handler writes "date time LEVEL message attrs").
+func isFailure(line string) bool {
+	return strings.Contains(line, " ERROR ") || strings.Contains(line, " WARN ")
+}
+
+// countLines returns the number of lines of the file at path (0 if it does not exist).
+func countLines(path string) int {
+	data, _ := os.ReadFile(path)
+	return strings.Count(string(data), "\n")
+}
+
+// TestBoltDiskFull fills the file system under a worker process that runs workflows, then
+// frees the space. The worker's writes must fail with an error naming the cause, nothing may
+// panic, the file must pass bbolt's consistency check, and once there is space again the
+// same worker must complete every workflow, exactly as after kills.
+func TestBoltDiskFull(t *testing.T) {
+	n := size(200, 1000)
+	mode := "tmpfs"
+	dir, err := "", error(nil)
+	if os.Getenv(diskFullModeEnv) == "rlimit" {
+		mode = "rlimit"
+	} else if dir, err = mountTmpfs(t); err != nil {
+		if !errors.Is(err, syscall.EPERM) {
+			t.Fatal(err)
+		}
+		t.Logf("%v: falling back to RLIMIT_FSIZE", err)
+		mode = "rlimit"
+	}
+	if mode == "rlimit" {
+		dir = t.TempDir() // the limit, not the disk, runs out: nothing is filled
+	}
+	path, execLog := filepath.Join(dir, "chaos.db"), filepath.Join(t.TempDir(), "executions.log")
+	createBoltWorkflows(t, path, n)
+
+	began := time.Now()
+	w := startWorker(t, path, execLog, boltFinishEnv+"=1")
+	w.waitReady()
+	// Let it get going: some steps executed, so the disk fills under running workflows.
+	for deadline := time.Now().Add(time.Minute); countLines(execLog) < boltSteps*boltConcurrency; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker executed %d steps in a minute, want %d\n%s", countLines(execLog), boltSteps*boltConcurrency, w.tail(30))
+		}
+	}
+
+	cause, how := "no space left on device", ""
+	from := len(w.output()) // failures count from the fill on
+	filler := filepath.Join(dir, "filler")
+	if mode == "tmpfs" {
+		how = fmt.Sprintf("tmpfs of %s filled by a %d KiB filler", tmpfsSize, fill(t, filler)>>10)
+	} else {
+		cause = "file too large"
+		w.send("fill")
+		how = "RLIMIT_FSIZE lowered to the file's size (" + strings.TrimPrefix(w.waitLine(from, time.Minute, "filled", func(l string) bool { return strings.Contains(l, "filled at") }), "chaos-bolt-worker: ") + ")"
+	}
+	first := w.waitLine(from, 2*time.Minute, "a failed write", isFailure)
+	t.Logf("first failure: %s", first)
+	if !strings.Contains(first, cause) {
+		t.Errorf("the worker's first failure does not name the cause %q: %s", cause, first)
+	}
+	done := countLines(execLog)
+
+	if mode == "tmpfs" {
+		if err := os.Remove(filler); err != nil {
+			t.Fatalf("remove the filler: %v", err)
+		}
+	} else {
+		w.send("free")
+	}
+	w.wait(10 * time.Minute)
+	for _, l := range w.output() {
+		if strings.Contains(l, "panic") || strings.Contains(l, "fatal error") {
+			t.Errorf("the worker panicked: %s", l)
+		}
+	}
+	failures := 0
+	for _, l := range w.output() {
+		if isFailure(l) {
+			failures++
+		}
+	}
+	if left := checkBoltFile(t, path); left != 0 {
+		t.Fatalf("%d workflows unfinished after the worker finished", left)
+	}
+	r := checkBoltOutcome(t, path, execLog, n)
+	broken := w.stat("runerrors") + w.stat("heartbeatslost")
+	report(t, Result{
+		Scenario: "disk-full", Backend: "bolt", Faults: 1, Workflows: r.workflows,
+		Executions: r.executions, Excess: r.excess, Bound: broken,
+		Lost: r.lost, Duplicated: r.duplicated, Elapsed: time.Since(began),
+		Note: fmt.Sprintf("%s after %d step executions; %d failures logged, naming %q; %d runs broken, each may repeat one step; bbolt Check clean; the same worker finished after the space came back",
+			how, done, failures, cause, broken),
+	})
+}
