@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -118,7 +119,9 @@ func TestBoltChaosWorker(t *testing.T) {
 		t.Fatalf("worker: %v", err)
 	}
 	defer s.Close()
-	eng, err := sdk.NewEngine(s, sdk.WithWorkflows(boltWorkflow(os.Getenv(boltExecLogEnv))))
+	// Debug, so that runs aborted by a failed write say so ("run aborted", logged at Debug).
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	eng, err := sdk.NewEngine(s, sdk.WithWorkflows(boltWorkflow(os.Getenv(boltExecLogEnv))), sdk.WithLogger(logger))
 	if err != nil {
 		t.Fatalf("worker: engine: %v", err)
 	}
