@@ -125,12 +125,6 @@ func indexOf(lines []string, line string, from int) int {
 	return -1
 }
 
-// countLines returns the number of lines of the file at path (0 if it does not exist).
-func countLines(path string) int {
-	data, _ := os.ReadFile(path)
-	return strings.Count(string(data), "\n")
-}
-
 // TestBoltDiskFull fills the file system under a worker process that runs workflows, then
 // frees the space. The worker's writes must fail with an error naming the cause, nothing may
 // panic, the file must pass bbolt's consistency check, and once there is space again the
