@@ -21,8 +21,10 @@ import (
 // diskFullModeEnv set to "rlimit" forces the RLIMIT_FSIZE fallback even where mounting works.
 const diskFullModeEnv = "CHRONOFORGE_CHAOS_DISKFULL"
 
-// tmpfsSize is the size of the tmpfs the scenario fills.
-const tmpfsSize = "8m"
+// tmpfsMiB is the size of the tmpfs the scenario fills, in MiB: room for the whole
+// workload's file once the filler is gone (the short workload's file takes about 2 MiB, the
+// full one's up to 8 MiB).
+func tmpfsMiB() int { return size(8, 32) }
 
 func init() { workerCommand = rlimitCommand }
 
@@ -67,7 +69,7 @@ func mountTmpfs(t *testing.T) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", err
 	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+tmpfsSize); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%dm", tmpfsMiB())); err != nil {
 		return "", fmt.Errorf("mount tmpfs on %s: %w", dir, err)
 	}
 	t.Cleanup(func() {
@@ -162,7 +164,7 @@ func TestBoltDiskFull(t *testing.T) {
 	from := len(w.output()) // failures count from the fill on
 	filler := filepath.Join(dir, "filler")
 	if mode == "tmpfs" {
-		how = fmt.Sprintf("tmpfs of %s filled by a %d KiB filler", tmpfsSize, fill(t, filler)>>10)
+		how = fmt.Sprintf("tmpfs of %d MiB filled by a %d KiB filler", tmpfsMiB(), fill(t, filler)>>10)
 	} else {
 		cause = "file too large"
 		w.send("fill")
@@ -203,6 +205,10 @@ func TestBoltDiskFull(t *testing.T) {
 		if isAbort(l) {
 			aborted++
 		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err == nil {
+		t.Logf("the store's file: %d KiB long, %d KiB on disk", st.Size>>10, st.Blocks*512>>10)
 	}
 	if left := checkBoltFile(t, path); left != 0 {
 		t.Fatalf("%d workflows unfinished after the worker finished", left)
