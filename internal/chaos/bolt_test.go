@@ -53,13 +53,13 @@ const (
 	boltPad = 1024
 	// boltName is the name of the workload's workflow.
 	boltName = "chaos.bolt.steps"
-	// readyLine is what a worker prints once it holds the store.
-	readyLine = "chaos-bolt-worker: ready"
+	// boltReadyLine is what a worker prints once it holds the store.
+	boltReadyLine = "chaos-bolt-worker: ready"
 )
 
-// stepResult is what a step of the workload returns: a number the workflow adds up and a
+// boltStepResult is what a step of the workload returns: a number the workflow adds up and a
 // padding that makes every step grow the file.
-type stepResult struct {
+type boltStepResult struct {
 	N   int    `json:"n"`
 	Pad string `json:"pad"`
 }
@@ -78,11 +78,11 @@ func boltWorkflow(execLog string) *sdk.Workflow[int, int] {
 		sum := 0
 		for s := range boltSteps {
 			name := fmt.Sprint("s", s)
-			v, err := sdk.Step(c, name, func(context.Context) (stepResult, error) {
-				if err := appendLine(execLog, c.Key()+" "+name+"\n"); err != nil {
-					return stepResult{}, err
+			v, err := sdk.Step(c, name, func(context.Context) (boltStepResult, error) {
+				if err := boltAppendLine(execLog, c.Key()+" "+name+"\n"); err != nil {
+					return boltStepResult{}, err
 				}
-				return stepResult{N: in + s, Pad: strings.Repeat("p", boltPad)}, nil
+				return boltStepResult{N: in + s, Pad: strings.Repeat("p", boltPad)}, nil
 			})
 			if err != nil {
 				return 0, err
@@ -93,8 +93,8 @@ func boltWorkflow(execLog string) *sdk.Workflow[int, int] {
 	})
 }
 
-// appendLine appends line to the file at path in one write.
-func appendLine(path, line string) error {
+// boltAppendLine appends line to the file at path in one write.
+func boltAppendLine(path, line string) error {
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -107,7 +107,7 @@ func appendLine(path, line string) error {
 }
 
 // TestBoltChaosWorker is the worker process of the bbolt scenarios; run directly it skips.
-// It opens the store, prints readyLine and runs a dispatch worker until its standard input
+// It opens the store, prints boltReadyLine and runs a dispatch worker until its standard input
 // closes, or, with boltFinishEnv, until every workflow is final.
 func TestBoltChaosWorker(t *testing.T) {
 	path := os.Getenv(boltWorkerEnv)
@@ -130,7 +130,7 @@ func TestBoltChaosWorker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("worker: dispatch: %v", err)
 	}
-	fmt.Println(readyLine)
+	fmt.Println(boltReadyLine)
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -138,13 +138,13 @@ func TestBoltChaosWorker(t *testing.T) {
 		// The parent's commands, one a line; the end of the input asks us to stop.
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
-			fmt.Println(workerCommand(path, sc.Text()))
+			fmt.Println(boltWorkerCommand(path, sc.Text()))
 		}
 		stop()
 	}()
 	if os.Getenv(boltFinishEnv) != "" {
 		go func() {
-			waitAllFinal(ctx, s)
+			boltWaitAllFinal(ctx, s)
 			stop()
 		}()
 	}
@@ -156,17 +156,17 @@ func TestBoltChaosWorker(t *testing.T) {
 		st.Claimed, st.Finished, st.RunErrors, st.ClaimErrors, st.HeartbeatsLost)
 }
 
-// workerCommand carries out a command line from the parent in a worker on the store at path
+// boltWorkerCommand carries out a command line from the parent in a worker on the store at path
 // and returns the line to answer with. diskfull_linux_test.go replaces it with one that knows
 // the commands of the disk-full fallback.
-var workerCommand = func(path, cmd string) string {
+var boltWorkerCommand = func(path, cmd string) string {
 	return "chaos-bolt-worker: unknown command " + strconv.Quote(cmd)
 }
 
-// waitAllFinal returns once no workflow in s is unfinished, or when ctx ends.
-func waitAllFinal(ctx context.Context, s storage.Storage) {
+// boltWaitAllFinal returns once no workflow in s is boltUnfinished, or when ctx ends.
+func boltWaitAllFinal(ctx context.Context, s storage.Storage) {
 	for ctx.Err() == nil {
-		n, err := unfinished(ctx, s)
+		n, err := boltUnfinished(ctx, s)
 		if err == nil && n == 0 {
 			return
 		}
@@ -177,8 +177,8 @@ func waitAllFinal(ctx context.Context, s storage.Storage) {
 	}
 }
 
-// unfinished counts the workflows of s that are not final.
-func unfinished(ctx context.Context, s storage.Storage) (int, error) {
+// boltUnfinished counts the workflows of s that are not final.
+func boltUnfinished(ctx context.Context, s storage.Storage) (int, error) {
 	n := 0
 	for after := int64(0); ; {
 		page, err := s.ListWorkflows(ctx, storage.ListFilter{States: []storage.State{storage.StateIdle, storage.StateRunning}, AfterID: after, Limit: storage.MaxListLimit})
@@ -193,8 +193,8 @@ func unfinished(ctx context.Context, s storage.Storage) (int, error) {
 	}
 }
 
-// worker is a running worker process and what it printed.
-type worker struct {
+// boltProc is a running worker process and what it printed.
+type boltProc struct {
 	t     *testing.T
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
@@ -203,13 +203,13 @@ type worker struct {
 
 	mu    sync.Mutex
 	lines []string
-	ready chan struct{} // closed at readyLine
+	ready chan struct{} // closed at boltReadyLine
 	news  chan struct{} // signalled at every line
 }
 
-// startWorker starts this test binary as a worker on the store at path, with the extra
+// boltStartWorker starts this test binary as a worker on the store at path, with the extra
 // environment env, and stops it (SIGKILL if it must) at the end of the test.
-func startWorker(t *testing.T, path, execLog string, env ...string) *worker {
+func boltStartWorker(t *testing.T, path, execLog string, env ...string) *boltProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBoltChaosWorker$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), boltWorkerEnv+"="+path, boltExecLogEnv+"="+execLog)
@@ -223,7 +223,7 @@ func startWorker(t *testing.T, path, execLog string, env ...string) *worker {
 		t.Fatalf("worker stdout: %v", err)
 	}
 	cmd.Stderr = cmd.Stdout
-	w := &worker{t: t, cmd: cmd, stdin: stdin, done: make(chan struct{}), ready: make(chan struct{}), news: make(chan struct{}, 1)}
+	w := &boltProc{t: t, cmd: cmd, stdin: stdin, done: make(chan struct{}), ready: make(chan struct{}), news: make(chan struct{}, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start worker: %v", err)
 	}
@@ -236,14 +236,14 @@ func startWorker(t *testing.T, path, execLog string, env ...string) *worker {
 }
 
 // read collects the worker's output lines until it ends, then waits for the process.
-func (w *worker) read(out io.Reader) {
+func (w *boltProc) read(out io.Reader) {
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		w.mu.Lock()
 		w.lines = append(w.lines, line)
-		if line == readyLine {
+		if line == boltReadyLine {
 			close(w.ready)
 		}
 		w.mu.Unlock()
@@ -258,21 +258,21 @@ func (w *worker) read(out io.Reader) {
 }
 
 // output returns what the worker printed so far.
-func (w *worker) output() []string {
+func (w *boltProc) output() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.lines...)
 }
 
 // tail returns the worker's last n lines, for failure messages.
-func (w *worker) tail(n int) string {
+func (w *boltProc) tail(n int) string {
 	lines := w.output()
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // waitReady waits until the worker holds the store; it fails the test if the worker exits
 // first or takes longer than a minute.
-func (w *worker) waitReady() {
+func (w *boltProc) waitReady() {
 	w.t.Helper()
 	select {
 	case <-w.ready:
@@ -285,7 +285,7 @@ func (w *worker) waitReady() {
 
 // waitLine waits up to d for a line of the worker's output, from line from on, that match
 // accepts and returns it; it fails the test if none comes.
-func (w *worker) waitLine(from int, d time.Duration, what string, match func(string) bool) string {
+func (w *boltProc) waitLine(from int, d time.Duration, what string, match func(string) bool) string {
 	w.t.Helper()
 	deadline := time.After(d)
 	for seen := from; ; {
@@ -307,7 +307,7 @@ func (w *worker) waitLine(from int, d time.Duration, what string, match func(str
 }
 
 // send writes a command line to the worker.
-func (w *worker) send(cmd string) {
+func (w *boltProc) send(cmd string) {
 	w.t.Helper()
 	if _, err := io.WriteString(w.stdin, cmd+"\n"); err != nil {
 		w.t.Fatalf("worker command %q: %v", cmd, err)
@@ -315,7 +315,7 @@ func (w *worker) send(cmd string) {
 }
 
 // kill sends SIGKILL to the worker and waits until it is gone.
-func (w *worker) kill() {
+func (w *boltProc) kill() {
 	w.t.Helper()
 	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		w.t.Fatalf("kill worker: %v", err)
@@ -324,7 +324,7 @@ func (w *worker) kill() {
 }
 
 // wait waits up to d for the worker to exit on its own, which it must do with status 0.
-func (w *worker) wait(d time.Duration) {
+func (w *boltProc) wait(d time.Duration) {
 	w.t.Helper()
 	select {
 	case <-w.done:
@@ -337,7 +337,7 @@ func (w *worker) wait(d time.Duration) {
 }
 
 // stat returns the value of the worker's final statistic name (0 if it printed none).
-func (w *worker) stat(name string) int {
+func (w *boltProc) stat(name string) int {
 	for _, l := range w.output() {
 		rest, ok := strings.CutPrefix(l, "chaos-bolt-worker: stats ")
 		if !ok {
@@ -405,32 +405,32 @@ func checkBoltFile(t *testing.T, path string) int {
 		t.Fatalf("storage/bolt open after the fault: %v", err)
 	}
 	defer s.Close()
-	n, err := unfinished(t.Context(), s)
+	n, err := boltUnfinished(t.Context(), s)
 	if err != nil {
-		t.Fatalf("count unfinished workflows: %v", err)
+		t.Fatalf("count boltUnfinished workflows: %v", err)
 	}
 	return n
 }
 
-// tally is what the final check found.
-type tally struct {
+// boltTally is what the final check found.
+type boltTally struct {
 	workflows, executions, excess, lost, duplicated int
 }
 
 // checkBoltOutcome checks the store at path and the executions log once every workflow
 // should have completed: workflows 0..n-1 completed once each with the right output, every
 // step completed and executed at least once. It reports each problem with t.Errorf and
-// counts it in the tally.
-func checkBoltOutcome(t *testing.T, path, execLog string, n int) tally {
+// counts it in the boltTally.
+func checkBoltOutcome(t *testing.T, path, execLog string, n int) boltTally {
 	t.Helper()
-	execs := readExecLog(t, execLog)
+	execs := boltReadExecLog(t, execLog)
 	s, err := bolt.Open(path, bolt.WithTimeout(30*time.Second))
 	if err != nil {
 		t.Fatalf("open the store for the final check: %v", err)
 	}
 	defer s.Close()
 	ctx := t.Context()
-	var r tally
+	var r boltTally
 	for _, v := range execs {
 		r.executions += v
 		r.excess += max(v-1, 0)
@@ -452,7 +452,7 @@ func checkBoltOutcome(t *testing.T, path, execLog string, n int) tally {
 			r.lost++
 		}
 	}
-	all := listAll(t, s)
+	all := boltListAll(t, s)
 	keys := map[string]int{}
 	for _, wf := range all {
 		keys[wf.Key]++
@@ -492,8 +492,8 @@ func checkBoltWorkflow(wf storage.Workflow, steps []storage.Step, i int, execs m
 	return ""
 }
 
-// listAll returns every workflow of s.
-func listAll(t *testing.T, s storage.Storage) []storage.Workflow {
+// boltListAll returns every workflow of s.
+func boltListAll(t *testing.T, s storage.Storage) []storage.Workflow {
 	t.Helper()
 	var all []storage.Workflow
 	for after := int64(0); ; {
@@ -509,14 +509,14 @@ func listAll(t *testing.T, s storage.Storage) []storage.Workflow {
 	}
 }
 
-// countLines returns the number of lines of the file at path (0 if it does not exist).
-func countLines(path string) int {
+// boltCountLines returns the number of lines of the file at path (0 if it does not exist).
+func boltCountLines(path string) int {
 	data, _ := os.ReadFile(path)
 	return strings.Count(string(data), "\n")
 }
 
-// readExecLog counts the executions per "key step" in the log at path.
-func readExecLog(t *testing.T, path string) map[string]int {
+// boltReadExecLog counts the executions per "key step" in the log at path.
+func boltReadExecLog(t *testing.T, path string) map[string]int {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -546,33 +546,33 @@ func TestBoltKillDuringWrite(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 
 	began := time.Now()
-	busy, left := 0, n // kills of a worker that was executing steps; workflows unfinished
+	busy, left := 0, n // kills of a worker that was executing steps; workflows boltUnfinished
 	for k := range kills {
-		before := countLines(execLog)
-		w := startWorker(t, path, execLog)
+		before := boltCountLines(execLog)
+		w := boltStartWorker(t, path, execLog)
 		w.waitReady()
 		after := time.Duration(20+rng.IntN(381)) * time.Millisecond
 		time.Sleep(after)
 		w.kill()
-		ran := countLines(execLog) - before
+		ran := boltCountLines(execLog) - before
 		if ran > 0 {
 			busy++
 		}
 		now := checkBoltFile(t, path)
-		t.Logf("kill %d, %v after the worker opened the file: %d step executions in its life, %d workflows unfinished", k+1, after, ran, now)
+		t.Logf("kill %d, %v after the worker opened the file: %d step executions in its life, %d workflows boltUnfinished", k+1, after, ran, now)
 		// A completed workflow was acknowledged: no kill may undo it.
 		if now > left {
-			t.Fatalf("kill %d: %d workflows unfinished, %d before it: a completed workflow was lost", k+1, now, left)
+			t.Fatalf("kill %d: %d workflows boltUnfinished, %d before it: a completed workflow was lost", k+1, now, left)
 		}
 		left = now
 	}
 	finishing := time.Now()
-	w := startWorker(t, path, execLog, boltFinishEnv+"=1")
+	w := boltStartWorker(t, path, execLog, boltFinishEnv+"=1")
 	w.waitReady()
 	w.wait(10 * time.Minute)
 	t.Logf("the last worker finished %d workflows in %v", left, time.Since(finishing).Round(time.Millisecond))
 	if left := checkBoltFile(t, path); left != 0 {
-		t.Fatalf("%d workflows unfinished after the last worker finished", left)
+		t.Fatalf("%d workflows boltUnfinished after the last worker finished", left)
 	}
 	r := checkBoltOutcome(t, path, execLog, n)
 	report(t, Result{

@@ -13,47 +13,47 @@ import (
 	"time"
 )
 
-// The disk-full scenario needs a file system it may fill. As root it mounts a small tmpfs
+// The disk-full scenario needs a file system it may boltFill. As root it mounts a small tmpfs
 // and fills it with a filler file; where mounting is not permitted (a loop-mounted ext4
 // would need the same privilege) the worker lowers its own RLIMIT_FSIZE instead, so its
 // writes past the file's size fail with EFBIG, and raises it again to free the space.
 
-// diskFullModeEnv set to "rlimit" forces the RLIMIT_FSIZE fallback even where mounting works.
-const diskFullModeEnv = "CHRONOFORGE_CHAOS_DISKFULL"
+// boltDiskFullEnv set to "rlimit" forces the RLIMIT_FSIZE fallback even where mounting works.
+const boltDiskFullEnv = "CHRONOFORGE_CHAOS_DISKFULL"
 
-// tmpfsMiB is the size of the tmpfs the scenario fills, in MiB: room for the whole
+// boltTmpfsMiB is the size of the tmpfs the scenario fills, in MiB: room for the whole
 // workload's file once the filler is gone (the short workload's file takes about 2 MiB, the
 // full one's up to 8 MiB).
-func tmpfsMiB() int { return size(8, 32) }
+func boltTmpfsMiB() int { return size(8, 32) }
 
-func init() { workerCommand = rlimitCommand }
+func init() { boltWorkerCommand = boltRlimitCommand }
 
-// savedFSize is the soft RLIMIT_FSIZE the worker had before "fill" lowered it.
-var savedFSize uint64
+// boltSavedFSize is the soft RLIMIT_FSIZE the worker had before "boltFill" lowered it.
+var boltSavedFSize uint64
 
-// rlimitCommand carries out the fallback's commands in the worker: "fill" lowers the soft
+// boltRlimitCommand carries out the fallback's commands in the worker: "boltFill" lowers the soft
 // RLIMIT_FSIZE to the store file's size (SIGXFSZ ignored, so a write beyond it fails with
 // EFBIG rather than killing the process) and "free" restores it.
-func rlimitCommand(path, cmd string) string {
+func boltRlimitCommand(path, cmd string) string {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 		return "chaos-bolt-worker: getrlimit: " + err.Error()
 	}
 	switch cmd {
-	case "fill":
+	case "boltFill":
 		signal.Ignore(syscall.SIGXFSZ)
 		fi, err := os.Stat(path)
 		if err != nil {
-			return "chaos-bolt-worker: fill: " + err.Error()
+			return "chaos-bolt-worker: boltFill: " + err.Error()
 		}
-		savedFSize = lim.Cur
+		boltSavedFSize = lim.Cur
 		lim.Cur = uint64(fi.Size())
 		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-			return "chaos-bolt-worker: fill: setrlimit: " + err.Error()
+			return "chaos-bolt-worker: boltFill: setrlimit: " + err.Error()
 		}
 		return fmt.Sprintf("chaos-bolt-worker: filled at %d bytes", fi.Size())
 	case "free":
-		lim.Cur = savedFSize
+		lim.Cur = boltSavedFSize
 		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 			return "chaos-bolt-worker: free: setrlimit: " + err.Error()
 		}
@@ -62,14 +62,14 @@ func rlimitCommand(path, cmd string) string {
 	return "chaos-bolt-worker: unknown command " + strconv.Quote(cmd)
 }
 
-// mountTmpfs mounts a tmpfs of tmpfsSize on a new directory, unmounted at the end of the
+// boltMountTmpfs mounts a tmpfs of tmpfsSize on a new directory, unmounted at the end of the
 // test, and returns the directory.
-func mountTmpfs(t *testing.T) (string, error) {
+func boltMountTmpfs(t *testing.T) (string, error) {
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", err
 	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%dm", tmpfsMiB())); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%dm", boltTmpfsMiB())); err != nil {
 		return "", fmt.Errorf("mount tmpfs on %s: %w", dir, err)
 	}
 	t.Cleanup(func() {
@@ -81,9 +81,9 @@ func mountTmpfs(t *testing.T) (string, error) {
 	return dir, nil
 }
 
-// fill writes the file at path until the file system is full, and requires that the write
+// boltFill writes the file at path until the file system is full, and requires that the write
 // fails with ENOSPC.
-func fill(t *testing.T, path string) int64 {
+func boltFill(t *testing.T, path string) int64 {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -105,20 +105,20 @@ func fill(t *testing.T, path string) int64 {
 	}
 }
 
-// isFailure reports whether a line of a worker's output is a logged error or warning, or a
+// boltIsFailure reports whether a line of a worker's output is a logged error or warning, or a
 // run aborted (by a write that failed: the engine logs that at Debug).
-func isFailure(line string) bool {
-	return strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") || isAbort(line)
+func boltIsFailure(line string) bool {
+	return strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") || boltIsAbort(line)
 }
 
-// isAbort reports whether a line of a worker's output is a run aborted.
-func isAbort(line string) bool { return strings.Contains(line, `msg="run aborted"`) }
+// boltIsAbort reports whether a line of a worker's output is a run aborted.
+func boltIsAbort(line string) bool { return strings.Contains(line, `msg="run aborted"`) }
 
-// fullFailures is how many failures the worker must log before the space comes back.
-const fullFailures = 5
+// boltFullFailures is how many failures the worker must log before the space comes back.
+const boltFullFailures = 5
 
-// indexOf returns the index of line in lines, looking from from on (-1 if it is not there).
-func indexOf(lines []string, line string, from int) int {
+// boltIndexOf returns the index of line in lines, looking from from on (-1 if it is not there).
+func boltIndexOf(lines []string, line string, from int) int {
 	for i := from; i < len(lines); i++ {
 		if lines[i] == line {
 			return i
@@ -135,9 +135,9 @@ func TestBoltDiskFull(t *testing.T) {
 	n := size(200, 1000)
 	mode := "tmpfs"
 	dir, err := "", error(nil)
-	if os.Getenv(diskFullModeEnv) == "rlimit" {
+	if os.Getenv(boltDiskFullEnv) == "rlimit" {
 		mode = "rlimit"
-	} else if dir, err = mountTmpfs(t); err != nil {
+	} else if dir, err = boltMountTmpfs(t); err != nil {
 		if !errors.Is(err, syscall.EPERM) {
 			t.Fatal(err)
 		}
@@ -151,38 +151,38 @@ func TestBoltDiskFull(t *testing.T) {
 	createBoltWorkflows(t, path, n)
 
 	began := time.Now()
-	w := startWorker(t, path, execLog, boltFinishEnv+"=1")
+	w := boltStartWorker(t, path, execLog, boltFinishEnv+"=1")
 	w.waitReady()
 	// Let it get going: some steps executed, so the disk fills under running workflows.
-	for deadline := time.Now().Add(time.Minute); countLines(execLog) < boltSteps*boltConcurrency; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); boltCountLines(execLog) < boltSteps*boltConcurrency; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the worker executed %d steps in a minute, want %d\n%s", countLines(execLog), boltSteps*boltConcurrency, w.tail(30))
+			t.Fatalf("the worker executed %d steps in a minute, want %d\n%s", boltCountLines(execLog), boltSteps*boltConcurrency, w.tail(30))
 		}
 	}
 
 	cause, how := "no space left on device", ""
-	from := len(w.output()) // failures count from the fill on
+	from := len(w.output()) // failures count from the boltFill on
 	filler := filepath.Join(dir, "filler")
 	if mode == "tmpfs" {
-		how = fmt.Sprintf("tmpfs of %d MiB filled by a %d KiB filler", tmpfsMiB(), fill(t, filler)>>10)
+		how = fmt.Sprintf("tmpfs of %d MiB filled by a %d KiB filler", boltTmpfsMiB(), boltFill(t, filler)>>10)
 	} else {
 		cause = "file too large"
-		w.send("fill")
+		w.send("boltFill")
 		how = "RLIMIT_FSIZE lowered to the file's size (" + strings.TrimPrefix(w.waitLine(from, time.Minute, "filled", func(l string) bool { return strings.Contains(l, "filled at") }), "chaos-bolt-worker: ") + ")"
 	}
-	// The disk stays full until the worker has logged fullFailures failures (runs and claims
+	// The disk stays full until the worker has logged boltFullFailures failures (runs and claims
 	// that could not write), each of which must name the cause.
 	var failed []string
-	for len(failed) < fullFailures {
-		l := w.waitLine(from, 2*time.Minute, "a failed write", isFailure)
-		from = indexOf(w.output(), l, from) + 1
+	for len(failed) < boltFullFailures {
+		l := w.waitLine(from, 2*time.Minute, "a failed write", boltIsFailure)
+		from = boltIndexOf(w.output(), l, from) + 1
 		failed = append(failed, l)
 		t.Logf("failure while full: %s", l)
 		if !strings.Contains(l, cause) {
 			t.Errorf("a failure while the disk is full does not name the cause %q: %s", cause, l)
 		}
 	}
-	done := countLines(execLog)
+	done := boltCountLines(execLog)
 
 	if mode == "tmpfs" {
 		if err := os.Remove(filler); err != nil {
@@ -199,10 +199,10 @@ func TestBoltDiskFull(t *testing.T) {
 	}
 	failures, aborted := 0, 0
 	for _, l := range w.output() {
-		if isFailure(l) {
+		if boltIsFailure(l) {
 			failures++
 		}
-		if isAbort(l) {
+		if boltIsAbort(l) {
 			aborted++
 		}
 	}
@@ -211,7 +211,7 @@ func TestBoltDiskFull(t *testing.T) {
 		t.Logf("the store's file: %d KiB long, %d KiB on disk", st.Size>>10, st.Blocks*512>>10)
 	}
 	if left := checkBoltFile(t, path); left != 0 {
-		t.Fatalf("%d workflows unfinished after the worker finished", left)
+		t.Fatalf("%d workflows boltUnfinished after the worker finished", left)
 	}
 	r := checkBoltOutcome(t, path, execLog, n)
 	// A run broken by the full disk (aborted, failed or stopped by a lost lease) leaves at
