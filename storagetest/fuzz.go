@@ -328,6 +328,11 @@ func FuzzClaim(f *testing.F, s storage.Storage) {
 			if after.State != storage.StateIdle || after.LeaseToken != w.LeaseToken {
 				t.Fatalf("a refused Claim(owner %q) took workflow %d: state %s, token %d", owner, w.ID, after.State, after.LeaseToken)
 			}
+			// Out of the runnable queue: a claim examines a bounded number of other names'
+			// due workflows.
+			if err := s.Cancel(ctx, w.ID, fuzzNow); err != nil {
+				t.Fatalf("cancel workflow %d: %v", w.ID, err)
+			}
 			return
 		}
 		text := utf8.ValidString(owner) && !strings.ContainsRune(owner, 0)
