@@ -56,6 +56,8 @@ func FuzzValidateList(f *testing.F) {
 	})
 }
 
+// FuzzValidateMessage: the checks of SendMessage, ConsumeMessage and Claim on their outside
+// data (topic, message key, payload, step name, lease owner).
 func FuzzValidateMessage(f *testing.F) {
 	f.Add(int64(1), "orders", "", []byte(`{"n":1}`), "receive$a")
 	f.Add(int64(0), "", "k", []byte(nil), "")
@@ -70,6 +72,8 @@ func FuzzValidateMessage(f *testing.F) {
 	})
 }
 
+// FuzzValidateFlow: PutFlow's checks of a flow key and its limits, and FlowCapacity of an
+// accepted flow, which never goes below zero or above the claim's limit.
 func FuzzValidateFlow(f *testing.F) {
 	f.Add("orders", 0, 0, 0, int64(0), 10, 0, 0)
 	f.Add("orders", -3, 2, 5, int64(time.Second), 1, 1, 4)
@@ -90,6 +94,8 @@ func FuzzValidateFlow(f *testing.F) {
 	})
 }
 
+// FuzzValidateFinish: the checks of the step records, durable values, error records, output
+// and wait that SaveSteps, FinishRun and Retry write.
 func FuzzValidateFinish(f *testing.F) {
 	f.Add("a", "completed", []byte(`1`), []byte(`{}`), "merge", "branch$b", []byte(`{"ids":[1]}`), "idle", 1)
 	f.Add("", "bogus", []byte(nil), []byte(nil), "", "", []byte(nil), "running", 0)
