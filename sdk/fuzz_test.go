@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chronoforge/chronoforge/sdk"
 	"github.com/chronoforge/chronoforge/sdktest"
@@ -363,4 +364,99 @@ func FuzzFlowLimits(f *testing.F) {
 		}
 		t.Fatalf("WithFlowGroup(%q, %+v): no stored flow after SyncFlows (flows %+v)", group, l, flows)
 	})
+}
+
+// FuzzRetryPolicy runs a step that fails its first attempts under a retry policy of any
+// name, attempts, delays and jitter: an invalid policy fails the workflow with an error
+// naming it (ErrInvalid); a valid one completes the workflow when the step fails fewer times
+// than MaxAttempts and stalls it otherwise. Delay(n) stays within 0..Cap (when set) and never
+// shrinks as n grows.
+func FuzzRetryPolicy(f *testing.F) {
+	f.Add("", 3, int64(time.Second), int64(time.Minute), false, uint8(2))
+	f.Add("net", 1, int64(0), int64(0), true, uint8(1))
+	f.Add("p", 0, int64(1), int64(1), false, uint8(0))
+	f.Add("p", 2, int64(-1), int64(0), false, uint8(1))
+	f.Add("p\x00\xff", 4, int64(time.Hour), int64(-5), true, uint8(3))
+	f.Add("\xff", 2, int64(time.Millisecond), int64(0), false, uint8(3))
+	f.Add(strings.Repeat("n", storage.MaxMeta), 3, int64(time.Millisecond), int64(0), false, uint8(2))
+	f.Fuzz(func(t *testing.T, name string, attempts int, base, capacity int64, jitter bool, fails uint8) {
+		// Delays up to a day and a few attempts: the run fits the Env's virtual horizon.
+		attempts, n := attempts%8, int(fails%5)
+		p := sdk.Policy{Name: name, MaxAttempts: attempts, Base: time.Duration(base % int64(24*time.Hour)),
+			Cap: time.Duration(capacity % int64(24*time.Hour)), Jitter: jitter}
+		if p.Base >= 0 && p.Cap >= 0 {
+			checkDelays(t, p)
+		}
+		wf := sdk.New("fuzz-retry", func(c *sdk.Context, _ struct{}) (int, error) {
+			return sdk.Step(c, "s", func(context.Context) (int, error) {
+				if n > 0 {
+					n--
+					return 0, errors.New("not yet")
+				}
+				return 7, nil
+			}, sdk.WithRetry(p))
+		})
+		env := sdktest.New(t, wf)
+		failures := n
+		h, err := wf.Start(t.Context(), env.Engine(), "k", struct{}{})
+		if err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		env.Drain()
+		d := env.Describe(h)
+		valid := p.MaxAttempts >= 1 && p.Base >= 0 && p.Cap >= 0 && len(p.Name) <= sdk.MaxUserName && utf8.ValidString(p.Name)
+		switch {
+		case !valid:
+			if d.State != sdk.StateFailed || !strings.Contains(d.LastError, "invalid input") {
+				t.Fatalf("policy %+v is invalid, but the workflow is %s: %q", p, d.State, d.LastError)
+			}
+		case failures < p.MaxAttempts:
+			if d.State != sdk.StateCompleted {
+				t.Fatalf("policy %+v, %d failures: the workflow is %s, not completed: %q", p, failures, d.State, d.LastError)
+			}
+		default:
+			if d.State != sdk.StateStalled {
+				t.Fatalf("policy %+v, %d failures: the workflow is %s, not stalled: %q", p, failures, d.State, d.LastError)
+			}
+		}
+	})
+}
+
+// checkDelays fails t unless p's delays are within 0..Cap and never shrink.
+func checkDelays(t *testing.T, p sdk.Policy) {
+	t.Helper()
+	last := time.Duration(0)
+	for n := 1; n <= 70; n++ {
+		d := p.Delay(n)
+		if d < last || d < 0 || (p.Cap > 0 && d > p.Cap) {
+			t.Fatalf("%+v: Delay(%d) = %v after %v", p, n, d, last)
+		}
+		last = d
+	}
+}
+
+// TestRetryPolicyNames: a retry policy whose name would not survive the step record (invalid
+// UTF-8, which JSON stores as another key so the budget never ran out and the step was
+// retried forever; or a name that made the record too large to write, so every run failed)
+// is refused, failing the workflow with ErrInvalid (found by FuzzRetryPolicy).
+func TestRetryPolicyNames(t *testing.T) {
+	for _, name := range []string{"\xff", strings.Repeat("n", sdk.MaxUserName+1)} {
+		wf := sdk.New("names", func(c *sdk.Context, _ struct{}) (int, error) {
+			return sdk.Step(c, "s", func(context.Context) (int, error) { return 0, errors.New("always") },
+				sdk.WithRetry(sdk.Policy{Name: name, MaxAttempts: 2, Base: time.Millisecond}))
+		})
+		env := sdktest.New(t, wf)
+		h, err := wf.Start(t.Context(), env.Engine(), "k", struct{}{})
+		if err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		env.Drain()
+		if d := env.Describe(h); d.State != sdk.StateFailed || !strings.Contains(d.LastError, "retry policy name") {
+			t.Fatalf("policy name %.20q: workflow %s: %q; want failed naming the policy", name, d.State, d.LastError)
+		}
+	}
+	_, err := sdk.NewEngine(memory.New(), sdk.WithStepRetry(sdk.Policy{Name: "\xff", MaxAttempts: 1}))
+	if !errors.Is(err, sdk.ErrInvalid) {
+		t.Fatalf("NewEngine(WithStepRetry(a policy named \\xff)) = %v, want ErrInvalid", err)
+	}
 }
