@@ -3,6 +3,7 @@ package dispatch
 import (
 	"encoding/hex"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -48,7 +49,8 @@ func invalid(option string, format string, args ...any) error {
 	return fmt.Errorf("%w: dispatch: option %s: %s", storage.ErrInvalid, option, fmt.Sprintf(format, args...))
 }
 
-// Concurrency sets the most workflows the worker runs at once (default 8, at least 1).
+// Concurrency sets the most workflows the worker runs at once (default 8, at least 1; plus
+// Prefetch, at most math.MaxInt).
 func Concurrency(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
@@ -212,6 +214,10 @@ func defaults() config {
 
 // resolve derives the unset dependent values and checks the options against each other.
 func (c *config) resolve() error {
+	// A worker holds up to Concurrency + Prefetch workflows and sizes a channel by the sum.
+	if c.concurrency > math.MaxInt-c.prefetch {
+		return invalid("Concurrency", "%d plus Prefetch %d is more workflows than a worker can hold", c.concurrency, c.prefetch)
+	}
 	if c.batch == 0 {
 		c.batch = min(c.concurrency, storage.MaxClaim)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+	"unicode/utf8"
 )
 
 // RetryPolicy decides whether and when a failed step (or workflow run) is tried again.
@@ -19,7 +20,8 @@ type RetryPolicy interface {
 // Policy is a retry policy: up to MaxAttempts executions in all (the first one included),
 // with delay min(Cap, Base·2^(n−1)) before retry n, and with Jitter the delay d becomes
 // d/2 + rand(0..d/2). RetryOn, when set, limits the policy to errors it accepts; an error it
-// rejects is not retried. Name keys the attempt budget; it is required inside a Composite.
+// rejects is not retried. Name keys the attempt budget, which is stored with the step: it is
+// required inside a Composite, and at most MaxUserName bytes of valid UTF-8.
 type Policy struct {
 	Name        string
 	MaxAttempts int
@@ -90,6 +92,12 @@ func (p Policy) decide(err error, used map[string]int) (string, time.Duration, b
 }
 
 func (p Policy) validate() error {
+	// The name is a key of the budgets stored as JSON in the step record: invalid UTF-8 would
+	// come back as another key (a budget that never runs out), and a long one would outgrow
+	// the record.
+	if len(p.Name) > MaxUserName || !utf8.ValidString(p.Name) {
+		return fmt.Errorf("%w: retry policy name %.32q... must be at most %d bytes of UTF-8", ErrInvalid, p.Name, MaxUserName)
+	}
 	if p.MaxAttempts < 1 {
 		return fmt.Errorf("%w: retry policy %q: MaxAttempts %d must be at least 1", ErrInvalid, p.key(), p.MaxAttempts)
 	}
