@@ -2,8 +2,8 @@ package chaos
 
 import (
 	"context"
-	"os"
 	"math/rand/v2"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -45,6 +45,10 @@ type run struct {
 	// store is the parent's own connection to the store while the workers run (nil for
 	// bbolt, whose file the workers hold).
 	store storage.Storage
+	// server is the private database server of a restart scenario; proxies the proxy of each
+	// worker in a network scenario.
+	server  *Server
+	proxies []*Proxy
 }
 
 // Sizes and settings of every scenario.
@@ -89,6 +93,13 @@ func pause(r *run) int {
 		return 0
 	}
 	defer r.c.signal(i, syscall.SIGCONT)
+	waitSuperseded(r, owner)
+	return r.conc
+}
+
+// waitSuperseded waits for longer than a lease and then, where the parent can watch the
+// store, until no workflow is running under owner's leases any more (two minutes at most).
+func waitSuperseded(r *run, owner string) {
 	time.Sleep(r.ttl*2 + r.ttl/2)
 	for deadline := time.Now().Add(2 * time.Minute); r.store != nil && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		n, err := runningUnder(r.t.Context(), r.store, owner)
@@ -96,10 +107,9 @@ func pause(r *run) int {
 			break
 		}
 		if os.Getenv("CHRONOFORGE_CHAOS_VERBOSE") != "" {
-			r.t.Logf("pause: %d running under %s (%v)", n, owner, err)
+			r.t.Logf("%d running under %s (%v)", n, owner, err)
 		}
 	}
-	return r.conc
 }
 
 // runningUnder counts the running workflows whose lease owner is owner.
@@ -123,8 +133,8 @@ func runningUnder(ctx context.Context, s storage.Storage, owner string) (int, er
 	}
 }
 
-// scenarios are the faults that need no server or proxy of their own; the others are added
-// by the files that build them.
+// scenarios are every fault of the suite (the ones that need a server or proxies of their
+// own are built in faults_test.go).
 var scenarios = []scenario{
 	{name: "kill-seq", backends: all, every: [2]time.Duration{150 * time.Millisecond, 600 * time.Millisecond}, max: [2]int{5, 40}, hit: kill},
 	{name: "kill-fanout", backends: all, fan: true, every: [2]time.Duration{150 * time.Millisecond, 600 * time.Millisecond}, max: [2]int{5, 40}, hit: kill},
@@ -152,6 +162,14 @@ var scenarios = []scenario{
 			return n, n
 		},
 	},
+	{name: "restart-fast", backends: sqlBackends, every: [2]time.Duration{time.Second, 2 * time.Second}, max: [2]int{1, 3}, hit: restart(Fast)},
+	{name: "restart-immediate", backends: sqlBackends, every: [2]time.Duration{time.Second, 2 * time.Second}, max: [2]int{1, 3}, hit: restart(Immediate)},
+	{
+		name: "net-latency", backends: sqlBackends, setup: slowLinks,
+		faults: func(r *run) (int, int) { return len(r.proxies), len(r.proxies) * r.conc },
+	},
+	{name: "net-cut", backends: sqlBackends, setup: proxied, every: [2]time.Duration{200 * time.Millisecond, 800 * time.Millisecond}, max: [2]int{5, 40}, hit: cut},
+	{name: "net-partition", backends: sqlBackends, setup: proxied, every: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond}, max: [2]int{1, 3}, hit: partition},
 }
 
 // TestChaos runs every scenario on every backend it applies to.
@@ -191,16 +209,24 @@ func dsnOf(t *testing.T, backend string) string {
 	return ""
 }
 
+// A private scenario runs on a database server of its own.
+func (sc scenario) private() bool { return sc.name == "restart-fast" || sc.name == "restart-immediate" }
+
 // runScenario starts the workload, starts the workers, injects the scenario's faults until
 // its budget is spent or the workers are done, waits for them to finish the workload, then
 // checks the invariants and reports the figures.
 func runScenario(t *testing.T, sc scenario, backend string) {
-	r := &run{t: t, backend: backend, dsn: dsnOf(t, backend), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), conc: concurrency, ttl: leaseTTL}
-	runOn(t, sc, r)
-}
-
-// runOn runs sc with r's backend at r.dsn.
-func runOn(t *testing.T, sc scenario, r *run) {
+	r := &run{t: t, backend: backend, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), conc: concurrency, ttl: leaseTTL}
+	switch {
+	case sc.private() && backend == "postgres":
+		r.server = StartPostgres(t)
+		r.dsn = r.server.DSN()
+	case sc.private() && backend == "mysql":
+		r.server = StartMariaDB(t)
+		r.dsn = r.server.DSN()
+	default:
+		r.dsn = dsnOf(t, backend)
+	}
 	tg := newTarget(t, r.backend, r.dsn)
 	w := workload{seq: size(1500, 5000)}
 	if sc.fan {
@@ -227,6 +253,7 @@ func runOn(t *testing.T, sc scenario, r *run) {
 	if full() {
 		limit = sc.max[1]
 	}
+
 	for faults < limit && !r.c.allExited() {
 		lo, hi := sc.every[0], sc.every[1]
 		time.Sleep(lo + time.Duration(r.rng.Int64N(int64(hi-lo)+1)))
