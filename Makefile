@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: test lint bench fmt fuzz
+.PHONY: test lint bench fmt fuzz chaos
 
 test:
 	@$(GO) run ./internal/dbtest/report
@@ -27,3 +27,14 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
+
+# The fault-injection suite at its full sizes (kills, database restarts, network faults, clock
+# skew, frozen workers, failing storage, bbolt crashes and a full disk; see RELIABILITY.md),
+# whose figures replace the table of RELIABILITY.md, then every fuzz target for FUZZTIME.
+# `make test` runs the same suite at its short sizes.
+chaos:
+	rm -f chaos-results.jsonl
+	CHRONOFORGE_CHAOS=full CHRONOFORGE_CHAOS_RESULTS=$(CURDIR)/chaos-results.jsonl \
+		$(GO) test -count=1 -timeout 120m -v -run '^(TestChaos|TestBoltKillDuringWrite|TestBoltDiskFull|TestBrokenFencingIsCaught)$$' ./internal/chaos
+	$(GO) run ./internal/chaos/reliability -results chaos-results.jsonl -doc RELIABILITY.md
+	$(MAKE) fuzz

@@ -27,6 +27,8 @@ func TestBrokenFencingIsCaught(t *testing.T) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// The full size (5,000 workflows): the frozen worker is surely busy when it freezes.
+	cmd.Env = append(cmd.Env, "CHRONOFORGE_CHAOS=full")
 	out, err := cmd.CombinedOutput()
 	text := string(out)
 	if err == nil {

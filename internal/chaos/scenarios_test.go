@@ -228,9 +228,9 @@ func runScenario(t *testing.T, sc scenario, backend string) {
 		r.dsn = dsnOf(t, backend)
 	}
 	tg := newTarget(t, r.backend, r.dsn)
-	w := workload{seq: size(1500, 5000)}
+	w := workload{seq: size(700, 5000)}
 	if sc.fan {
-		w = workload{fan: size(1000, 20000)}
+		w = workload{fan: size(800, 20000)}
 	}
 	startWorkload(t, tg, w)
 
