@@ -16,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/chronoforge/chronoforge/internal/chaos"
 )
 
 const (
@@ -23,20 +25,8 @@ const (
 	end   = "<!-- chaos:end -->"
 )
 
-// row is one scenario on one backend, as internal/chaos writes it.
-type row struct {
-	Scenario   string        `json:"scenario"`
-	Backend    string        `json:"backend"`
-	Faults     int           `json:"faults"`
-	Workflows  int           `json:"workflows"`
-	Executions int           `json:"executions"`
-	Excess     int           `json:"excess"`
-	Bound      int           `json:"bound"`
-	Lost       int           `json:"lost"`
-	Duplicated int           `json:"duplicated"`
-	Elapsed    time.Duration `json:"elapsed_ns"`
-	Note       string        `json:"note"`
-}
+// row is one scenario on one backend, as the suite writes it.
+type row = chaos.Result
 
 func main() {
 	results := flag.String("results", "chaos-results.jsonl", "the result rows of the run")
