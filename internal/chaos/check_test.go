@@ -39,20 +39,20 @@ func (w workload) total() int {
 	return w.seq
 }
 
-// listAll lists every workflow named name, a page of MaxListLimit at a time.
-func listAll(ctx context.Context, s storage.Storage, name string) ([]storage.Workflow, error) {
+// listAll lists every workflow f matches, a page of MaxListLimit at a time.
+func listAll(ctx context.Context, s storage.Storage, f storage.ListFilter) ([]storage.Workflow, error) {
 	var all []storage.Workflow
-	after := int64(0)
+	f.Limit = storage.MaxListLimit
 	for {
-		page, err := s.ListWorkflows(ctx, storage.ListFilter{Name: name, AfterID: after, Limit: storage.MaxListLimit})
+		page, err := s.ListWorkflows(ctx, f)
 		if err != nil {
-			return nil, fmt.Errorf("list %s after %d: %w", name, after, err)
+			return nil, fmt.Errorf("list %s %v after %d: %w", f.Name, f.States, f.AfterID, err)
 		}
 		all = append(all, page...)
-		if len(page) < storage.MaxListLimit {
+		if len(page) < f.Limit {
 			return all, nil
 		}
-		after = page[len(page)-1].ID
+		f.AfterID = page[len(page)-1].ID
 	}
 }
 
@@ -133,7 +133,7 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 	}
 
 	if w.seq > 0 {
-		ws, err := listAll(ctx, s, seqName)
+		ws, err := listAll(ctx, s, storage.ListFilter{Name: seqName})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 	}
 
 	if w.fan > 0 {
-		parents, err := listAll(ctx, s, fanName)
+		parents, err := listAll(ctx, s, storage.ListFilter{Name: fanName})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +177,7 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 				fail("lost", "fan-out %s merged %s, want %d", wf.Key, wf.Output, fanResult(w.fan))
 			}
 		}
-		kids, err := listAll(ctx, s, itemName)
+		kids, err := listAll(ctx, s, storage.ListFilter{Name: itemName})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,9 +30,41 @@ import (
 type proc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   *bytes.Buffer
+	out   *output
 	done  chan struct{}
 	err   error
+}
+
+// output is what a worker process printed, safe to read while it prints.
+type output struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	news chan struct{} // signalled at every write
+}
+
+func newOutput() *output { return &output{news: make(chan struct{}, 1)} }
+
+func (o *output) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	select {
+	case o.news <- struct{}{}:
+	default:
+	}
+	return o.buf.Write(b)
+}
+
+// String returns everything printed so far.
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// lines returns the complete lines printed so far.
+func (o *output) lines() []string {
+	lines := strings.Split(o.String(), "\n")
+	return lines[:len(lines)-1] // a line not ended yet is not complete
 }
 
 // exited reports whether the process has ended.
@@ -92,7 +124,7 @@ func (c *cluster) start(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stdin: stdin, out: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stdin: stdin, out: newOutput(), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start worker %d: %v", i, err)
@@ -177,20 +209,56 @@ func (c *cluster) allOutputs() []string {
 	return outs
 }
 
-// injected sums the failures the workers' failing stores injected, from the counts they
-// print when they stop.
-func (c *cluster) injected() int {
+// stat sums a count every worker process printed when it stopped ("injected", "run_errors",
+// "heartbeats_lost"...).
+func (c *cluster) stat(name string) int {
 	total := 0
 	for _, out := range c.allOutputs() {
 		for line := range strings.Lines(out) {
-			if i := strings.Index(line, "injected="); i >= 0 && strings.HasPrefix(line, "chaos-worker ") {
+			if i := strings.Index(line, " "+name+"="); i >= 0 && strings.HasPrefix(line, "chaos-worker ") {
 				var n int
-				fmt.Sscan(line[i+len("injected="):], &n)
+				fmt.Sscan(line[i+len(name)+2:], &n)
 				total += n
 			}
 		}
 	}
 	return total
+}
+
+// send writes a command line to worker i.
+func (c *cluster) send(i int, cmd string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.proc(i).stdin, cmd+"\n"); err != nil {
+		c.t.Fatalf("worker %d, command %q: %v", i, cmd, err)
+	}
+}
+
+// waitLine waits up to d for a line that match accepts among the lines worker i printed from
+// line from on, and returns it with its index; it fails t if none comes, or if the worker
+// exits first.
+func (c *cluster) waitLine(i, from int, d time.Duration, what string, match func(string) bool) (string, int) {
+	c.t.Helper()
+	p := c.proc(i)
+	deadline := time.After(d)
+	for {
+		exited := p.exited() // then its output is complete
+		lines := p.out.lines()
+		for k := from; k < len(lines); k++ {
+			if match(lines[k]) {
+				return lines[k], k
+			}
+		}
+		from = max(from, len(lines))
+		if exited {
+			c.t.Fatalf("worker %d exited (%v) before printing %s\n%s", i, p.err, what, lastLines(p.out.String(), 30))
+		}
+		select {
+		case <-p.out.news:
+		case <-p.done:
+		case <-deadline:
+			c.t.Fatalf("worker %d did not print %s within %v\n%s", i, what, d, lastLines(p.out.String(), 30))
+		}
+	}
 }
 
 func lastLines(s string, n int) string {
@@ -204,8 +272,18 @@ func lastLines(s string, n int) string {
 // A target is a store for a scenario: a fresh schema (PostgreSQL), database (MySQL) or file
 // (bbolt), its workers' configuration and the parent's own connection to it.
 type target struct {
-	cfg  workerConfig
-	open func(t *testing.T) storage.Storage // the parent's store, closed by t.Cleanup
+	cfg workerConfig
+}
+
+// open opens the parent's own connection to the store, closed by t.Cleanup.
+func (tg target) open(t *testing.T) storage.Storage {
+	t.Helper()
+	s, closeStore, err := openStore(t.Context(), tg.cfg)
+	if err != nil {
+		t.Fatalf("open the %s store: %v", tg.cfg.Backend, err)
+	}
+	t.Cleanup(closeStore)
+	return s
 }
 
 // requireDB skips t when the DSN of a database is not set, unless CHRONOFORGE_REQUIRE_DB is.
@@ -232,15 +310,6 @@ func newTarget(t *testing.T, backend, dsn string) target {
 		cfg.Schema = fmt.Sprintf("chaos_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	}
 	tg := target{cfg: cfg}
-	tg.open = func(t *testing.T) storage.Storage {
-		t.Helper()
-		s, closeStore, err := openStore(t.Context(), tg.cfg)
-		if err != nil {
-			t.Fatalf("open the %s store: %v", backend, err)
-		}
-		t.Cleanup(closeStore)
-		return s
-	}
 	s, closeStore, err := openStore(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("open the %s store: %v", backend, err)

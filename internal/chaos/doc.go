@@ -7,9 +7,9 @@
 // right, no step executed again but the ones in flight at a fault, and no workflow left
 // running without a live lease.
 //
-// Every step of the workloads records its executions outside the store (in a table of the
-// test's own, or a file under bbolt, which one process holds at a time), so re-executions
-// are counted, not guessed.
+// Every step of the workloads records each execution outside the store, in a log file of its
+// worker process (one write per execution, which no database fault can fail or roll back),
+// so re-executions are counted, not guessed.
 //
 // `go test ./internal/chaos` (part of `make test`) runs the short variant. With
 // CHRONOFORGE_CHAOS=full (`make chaos`) it runs the full sizes and writes each scenario's

@@ -223,7 +223,7 @@ func (p *Proxy) serve(l *proxyLink) {
 	if err != nil {
 		if l.ctx.Err() == nil {
 			p.t.Logf("chaos proxy: dial upstream %s: %v", p.upstream, err)
-			p.abort(l)
+			p.end(l, true)
 		}
 		return
 	}
@@ -242,11 +242,11 @@ func (p *Proxy) serve(l *proxyLink) {
 	go p.forward(l, up, l.client, errs)
 	for range 2 {
 		if err := <-errs; err != nil {
-			p.abort(l)
+			p.end(l, true)
 			return
 		}
 	}
-	p.finish(l)
+	p.end(l, false)
 }
 
 // forward copies src to dst for l, through a reader goroutine that stamps each chunk with
@@ -335,8 +335,9 @@ func (p *Proxy) currentLatency() time.Duration {
 	return p.latency
 }
 
-// abort closes l abruptly on both sides, unless it is closed already.
-func (p *Proxy) abort(l *proxyLink) {
+// end closes l, abruptly on both sides (resets) or, after both directions ended cleanly,
+// normally, unless it is closed already.
+func (p *Proxy) end(l *proxyLink, abrupt bool) {
 	p.mu.Lock()
 	if l.done {
 		p.mu.Unlock()
@@ -344,18 +345,10 @@ func (p *Proxy) abort(l *proxyLink) {
 	}
 	up := p.detach(l)
 	p.mu.Unlock()
-	resetConns(l.client, up)
-}
-
-// finish closes l normally after both directions ended cleanly, unless it is closed already.
-func (p *Proxy) finish(l *proxyLink) {
-	p.mu.Lock()
-	if l.done {
-		p.mu.Unlock()
+	if abrupt {
+		resetConns(l.client, up)
 		return
 	}
-	up := p.detach(l)
-	p.mu.Unlock()
 	l.client.Close()
 	up.Close()
 }

@@ -19,40 +19,33 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver of database/sql
 )
 
-// TestServerPostgres starts a private PostgreSQL server on a port taken first (it must try
-// another), restarts it both ways and checks that it keeps every committed row and no
-// uncommitted one.
-func TestServerPostgres(t *testing.T) {
-	taken, ports := takenFirst(t)
-	begun := time.Now()
-	s := startPostgres(t, ports)
-	t.Logf("StartPostgres took %s", time.Since(begun).Round(time.Millisecond))
-	checkMovedOn(t, s, taken)
-	if s.Kind() != "postgres" {
-		t.Errorf("Kind() = %q, want postgres", s.Kind())
+// TestServer starts a private PostgreSQL and a private MariaDB server, each on a port taken
+// first (it must try another), restarts each both ways and checks that it keeps every
+// committed row and no uncommitted one.
+func TestServer(t *testing.T) {
+	for _, tc := range []struct {
+		name, kind, driver string
+		start              func(testing.TB, func() (int, error)) *Server
+		dsn                func(addr string) string
+	}{
+		{"postgres", "postgres", "pgx", startPostgres, func(addr string) string { return "postgres://postgres@" + addr + "/test?sslmode=disable" }},
+		{"mariadb", "mysql", "mysql", startMariaDB, func(addr string) string { return "root@tcp(" + addr + ")/test?parseTime=true&multiStatements=false" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			taken, ports := takenFirst(t)
+			begun := time.Now()
+			s := tc.start(t, ports)
+			t.Logf("starting took %s", time.Since(begun).Round(time.Millisecond))
+			checkMovedOn(t, s, taken)
+			if s.Kind() != tc.kind {
+				t.Errorf("Kind() = %q, want %s", s.Kind(), tc.kind)
+			}
+			if want := tc.dsn(s.Addr()); s.DSN() != want {
+				t.Errorf("DSN() = %q, want %q", s.DSN(), want)
+			}
+			exerciseServer(t, s, tc.driver)
+		})
 	}
-	if want := "postgres://postgres@" + s.Addr() + "/test?sslmode=disable"; s.DSN() != want {
-		t.Errorf("DSN() = %q, want %q", s.DSN(), want)
-	}
-	exerciseServer(t, s, "pgx")
-}
-
-// TestServerMariaDB starts a private MariaDB server on a port taken first (it must try
-// another), restarts it both ways and checks that it keeps every committed row and no
-// uncommitted one.
-func TestServerMariaDB(t *testing.T) {
-	taken, ports := takenFirst(t)
-	begun := time.Now()
-	s := startMariaDB(t, ports)
-	t.Logf("StartMariaDB took %s", time.Since(begun).Round(time.Millisecond))
-	checkMovedOn(t, s, taken)
-	if s.Kind() != "mysql" {
-		t.Errorf("Kind() = %q, want mysql", s.Kind())
-	}
-	if want := "root@tcp(" + s.Addr() + ")/test?parseTime=true&multiStatements=false"; s.DSN() != want {
-		t.Errorf("DSN() = %q, want %q", s.DSN(), want)
-	}
-	exerciseServer(t, s, "mysql")
 }
 
 // TestServerMissingBinaries checks that missing binaries skip a test, unless

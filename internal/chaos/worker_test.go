@@ -1,12 +1,14 @@
 package chaos
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -42,6 +44,11 @@ type workerConfig struct {
 	// FailRate wraps the store in a storagetest.FailingStore failing that share of calls.
 	FailRate float64 `json:"fail_rate,omitempty"`
 	Seed     uint64  `json:"seed,omitempty"`
+	// Pad is the padding, in bytes, of every step result, so that the store keeps growing.
+	Pad int `json:"pad,omitempty"`
+	// Debug makes the engine log at Debug level, where it reports runs aborted by a failed
+	// write.
+	Debug bool `json:"debug,omitempty"`
 	// Owner names the worker's leases (dispatch.Owner); the cluster sets it per process.
 	Owner string `json:"owner,omitempty"`
 	// ExitWhenIdle makes the worker shut down once none of the store's workflows is left to
@@ -115,13 +122,16 @@ func (c skewedClock) After(d time.Duration) <-chan time.Time { return time.After
 // give up within minutes.
 var retry = sdk.Policy{Name: "chaos", MaxAttempts: 100000, Base: 20 * time.Millisecond, Cap: 500 * time.Millisecond}
 
-// engineFor builds the engine of a worker (or of the parent, which starts workflows only),
-// and returns it with the definitions of the two workloads.
-func engineFor(store storage.Storage, log *execLog, skew time.Duration) (eng *sdk.Engine, seq *sdk.Workflow[int, runOut], fan *sdk.Workflow[int, int], err error) {
-	seq, item, fan := workflows(log)
+// engineFor builds the engine of a worker configured by cfg (or of the parent, which starts
+// workflows only), and returns it with the definitions of the two workloads.
+func engineFor(store storage.Storage, log *execLog, cfg workerConfig) (eng *sdk.Engine, seq *sdk.Workflow[int, runOut], fan *sdk.Workflow[int, int], err error) {
+	seq, item, fan := workflows(log, cfg.Pad)
 	opts := []sdk.Option{sdk.WithWorkflows(seq, item, fan), sdk.WithStepRetry(retry), sdk.WithWorkflowRetry(retry)}
-	if skew != 0 {
-		opts = append(opts, sdk.WithClock(skewedClock{skew}))
+	if cfg.Skew != 0 {
+		opts = append(opts, sdk.WithClock(skewedClock{cfg.Skew}))
+	}
+	if cfg.Debug {
+		opts = append(opts, sdk.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
 	eng, err = sdk.NewEngine(store, opts...)
 	return eng, seq, fan, err
@@ -156,7 +166,7 @@ func TestChaosWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, _, _, err := engineFor(store, log, cfg.Skew)
+	eng, _, _, err := engineFor(store, log, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +176,12 @@ func TestChaosWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin) // the parent closes it to stop us
+		// The parent's commands, one a line, each answered with a line; it closes our input
+		// to stop us.
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			fmt.Println(workerCommand(cfg, sc.Text()))
+		}
 		stop()
 	}()
 	if cfg.ExitWhenIdle {
@@ -187,7 +202,15 @@ func TestChaosWorker(t *testing.T) {
 	if failing != nil {
 		injected = failing.Injected()
 	}
-	fmt.Printf("chaos-worker pid=%d claimed=%d finished=%d run_errors=%d injected=%d\n", os.Getpid(), st.Claimed, st.Finished, st.RunErrors, injected)
+	fmt.Printf("chaos-worker pid=%d claimed=%d finished=%d run_errors=%d heartbeats_lost=%d injected=%d\n",
+		os.Getpid(), st.Claimed, st.Finished, st.RunErrors, st.HeartbeatsLost, injected)
+}
+
+// workerCommand carries out a command line from the parent in a worker configured by cfg and
+// returns the line to answer with. diskfull_linux_test.go replaces it with one that knows the
+// commands of the disk-full scenario.
+var workerCommand = func(cfg workerConfig, cmd string) string {
+	return "chaos-worker: unknown command " + strconv.Quote(cmd)
 }
 
 // unfinished counts (up to a page) the workflows of the store that are idle or running.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,10 +30,12 @@ var (
 	itemSteps = []string{"s0", "s1"}
 )
 
-// stepOut is a step's result: its value and the ID of the execution that computed it.
+// stepOut is a step's result: its value, the ID of the execution that computed it, and a
+// padding that makes every step grow the store (the disk-full scenario's workers pad).
 type stepOut struct {
 	V    int    `json:"v"`
 	Exec string `json:"e"`
+	Pad  string `json:"p,omitempty"`
 }
 
 // runOut is the result of a sequential workflow or a child: the sum of its steps' values and
@@ -86,8 +89,9 @@ func (l *execLog) record(key, step string) (string, error) {
 // stepDelay widens the window in which a fault finds a step in flight.
 const stepDelay = 20 * time.Millisecond
 
-// workflows returns the three workflow definitions, recording executions in log.
-func workflows(log *execLog) (seq, item *sdk.Workflow[int, runOut], fan *sdk.Workflow[int, int]) {
+// workflows returns the three workflow definitions, recording executions in log; every
+// step's result carries pad bytes of padding.
+func workflows(log *execLog, pad int) (seq, item *sdk.Workflow[int, runOut], fan *sdk.Workflow[int, int]) {
 	steps := func(c *sdk.Context, in int, names []string) (runOut, error) {
 		var out runOut
 		for k, name := range names {
@@ -101,7 +105,7 @@ func workflows(log *execLog) (seq, item *sdk.Workflow[int, runOut], fan *sdk.Wor
 				case <-ctx.Done():
 					return stepOut{}, ctx.Err()
 				}
-				return stepOut{V: in + k, Exec: id}, nil
+				return stepOut{V: in + k, Exec: id, Pad: strings.Repeat("p", pad)}, nil
 			})
 			if err != nil {
 				return runOut{}, err
