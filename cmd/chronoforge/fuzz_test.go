@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,4 +122,76 @@ func snapshot(t *testing.T, path string) string {
 		fmt.Fprintf(&b, "flow %+v; ", fl.Flow)
 	}
 	return b.String()
+}
+
+// FuzzStoreSpec parses any --store value, with any --schema and --prefix, without opening
+// anything. It never panics, and every error is a usage error (exit 2) that names the flag.
+func FuzzStoreSpec(f *testing.F) {
+	f.Add("bolt:/tmp/cf.db", "", "")
+	f.Add("bolt:x", "app", "")
+	f.Add("bolt:", "", "")
+	f.Add("postgres://u:pw@127.0.0.1:5432/test?sslmode=disable", "app", "cf_")
+	f.Add("postgres://u:pw@h:99999/db", "", "")
+	f.Add("postgres:host=h password=pw port=x", "", "")
+	f.Add("postgresql:host=h sslmode=bogus", "", "")
+	f.Add("postgres:%zz", "", "")
+	f.Add("mysql:root:pw@tcp(127.0.0.1:3306)/test", "", "")
+	f.Add("mysql:root@tcp(h)/db?parseTime=maybe", "", "")
+	f.Add("mysql:u@unix(/x)/d?timeout=-", "", "")
+	f.Add("sqlite:x.db", "", "")
+	f.Add("", "", "")
+	f.Add("postgres", "", "")
+	f.Fuzz(func(t *testing.T, spec, schema, prefix string) {
+		got, err := parseStore(spec, schema, prefix)
+		if err == nil {
+			if got.kind != "bolt" && got.kind != "postgres" && got.kind != "mysql" {
+				t.Fatalf("parseStore(%q) = kind %q", spec, got.kind)
+			}
+			return
+		}
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Fatalf("parseStore(%q, %q, %q): %v is not a usage error", spec, schema, prefix, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "--store") && !strings.Contains(msg, "--schema") && !strings.Contains(msg, "no store") {
+			t.Fatalf("parseStore(%q, %q, %q): %q names neither --store nor --schema", spec, schema, prefix, msg)
+		}
+	})
+}
+
+// FuzzStorePassword builds a --store value whose password stands where each form of DSN
+// puts it (a postgres URL, postgres key=value, a mysql DSN) around any other text, and parses
+// it: an error never shows the password. The password is letters and digits, at least 8,
+// the user and the rest have no character that could move where the password ends, and the
+// password stands nowhere else in the value.
+func FuzzStorePassword(f *testing.F) {
+	f.Add(uint8(0), "u", "s3cretPassw0rd", "127.0.0.1:5432/test?sslmode=bogus")
+	f.Add(uint8(0), "u", "s3cretPassw0rd", "h:port/db")
+	f.Add(uint8(0), "u", "s3cretPassw0rd", "h/db?x=%zz")
+	f.Add(uint8(1), "u", "s3cretPassw0rd", "host=h port=x")
+	f.Add(uint8(1), "u", "s3cretPassw0rd", "sslmode=bogus")
+	f.Add(uint8(2), "root", "s3cretPassw0rd", "tcp(h:3306)")
+	f.Add(uint8(2), "root", "s3cretPassw0rd", "tcp(h)/db?parseTime=maybe")
+	f.Fuzz(func(t *testing.T, form uint8, user, password, rest string) {
+		if len(password) < 8 || strings.ContainsAny(user, ":@/?# %=") || strings.Contains(rest, "@") || strings.Contains(user+rest, password) {
+			return
+		}
+		for _, r := range password {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return
+			}
+		}
+		var spec string
+		switch form % 3 {
+		case 0:
+			spec = "postgres://" + user + ":" + password + "@" + rest
+		case 1:
+			spec = "postgres:user=" + user + " password=" + password + " " + rest
+		case 2:
+			spec = "mysql:" + user + ":" + password + "@" + rest
+		}
+		if _, err := parseStore(spec, "", ""); err != nil && strings.Contains(err.Error(), password) {
+			t.Fatalf("parseStore(%q): the error shows the password: %q", spec, err)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	sqldriver "database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,50 +48,87 @@ func (c *cli) close() {
 	c.closers = nil
 }
 
+// storeSpec is a parsed --store: its kind and where the store is.
+type storeSpec struct {
+	kind  string // bolt, postgres or mysql
+	path  string // bolt
+	pg    *pgxpool.Config
+	mysql sqldriver.Connector
+}
+
+// parseStore parses the value of --store (and checks --schema and --prefix against it)
+// without opening anything; every error is a usage error that names the flag, and shows no
+// part of the value but its scheme (the text before the first colon), so no password.
+func parseStore(spec, schema, prefix string) (storeSpec, error) {
+	if spec == "" {
+		return storeSpec{}, usagef("no store: give --store bolt:PATH, postgres:DSN or mysql:DSN, or set CHRONOFORGE_STORE")
+	}
+	kind, addr, ok := strings.Cut(spec, ":")
+	if !ok || addr == "" {
+		// Not the value itself: a DSN without its scheme may hold a password.
+		return storeSpec{}, usagef("--store has no scheme or no address: want bolt:PATH, postgres:DSN or mysql:DSN")
+	}
+	switch kind {
+	case "bolt":
+		if schema != "" || prefix != "" {
+			return storeSpec{}, usagef("--schema and --prefix apply to postgres and mysql, not bolt")
+		}
+		return storeSpec{kind: kind, path: addr}, nil
+	case "postgres", "postgresql":
+		dsn := addr
+		if strings.HasPrefix(addr, "//") {
+			dsn = spec // postgres://... is itself a URL
+		}
+		cfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			return storeSpec{}, usagef("--store: bad postgres DSN: %v", redactErr(err))
+		}
+		return storeSpec{kind: "postgres", pg: cfg}, nil
+	case "mysql":
+		cfg, err := driver.ParseDSN(addr)
+		if err != nil {
+			return storeSpec{}, usagef("--store: bad mysql DSN: %v", err)
+		}
+		cfg.ParseTime = true
+		cfg.InterpolateParams = true
+		connector, err := driver.NewConnector(cfg)
+		if err != nil {
+			return storeSpec{}, usagef("--store: bad mysql DSN: %v", err)
+		}
+		return storeSpec{kind: kind, mysql: connector}, nil
+	}
+	return storeSpec{}, usagef("--store: unknown scheme %q (want bolt, postgres or mysql)", kind)
+}
+
 // open opens the store named by --store. create allows a bbolt file that does not exist yet
 // (migrate); every other command wants an existing file, so a mistyped path is an error
 // rather than a new empty store.
 func (c *cli) open(ctx context.Context, create bool) error {
-	spec := c.globals.store
-	if spec == "" {
-		return usagef("no store: give --store bolt:PATH, postgres:DSN or mysql:DSN, or set CHRONOFORGE_STORE")
+	spec, err := parseStore(c.globals.store, c.globals.schema, c.globals.prefix)
+	if err != nil {
+		return err
 	}
-	kind, addr, ok := strings.Cut(spec, ":")
-	if !ok || addr == "" {
-		return usagef("--store %q: want bolt:PATH, postgres:DSN or mysql:DSN", spec)
-	}
-	c.kind = kind
+	c.kind = spec.kind
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	switch kind {
+	switch spec.kind {
 	case "bolt":
-		if c.globals.schema != "" || c.globals.prefix != "" {
-			return usagef("--schema and --prefix apply to postgres and mysql, not bolt")
-		}
 		if !create {
-			if _, err := os.Stat(addr); err != nil {
+			if _, err := os.Stat(spec.path); err != nil {
 				if errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("bolt file %s does not exist (run 'chronoforge migrate' to create it)", addr)
+					return fmt.Errorf("bolt file %s does not exist (run 'chronoforge migrate' to create it)", spec.path)
 				}
-				return fmt.Errorf("bolt file %s: %w", addr, err)
+				return fmt.Errorf("bolt file %s: %w", spec.path, err)
 			}
 		}
-		s, err := bolt.Open(addr, bolt.WithTimeout(2*time.Second))
+		s, err := bolt.Open(spec.path, bolt.WithTimeout(2*time.Second))
 		if err != nil {
 			return err
 		}
 		c.store = s
 		c.closers = append(c.closers, func() { _ = s.Close() })
-	case "postgres", "postgresql":
-		c.kind = "postgres"
-		cfg, err := pgxpool.ParseConfig(spec[len(kind)+1:])
-		if strings.HasPrefix(addr, "//") {
-			cfg, err = pgxpool.ParseConfig(spec) // postgres://... is itself a URL
-		}
-		if err != nil {
-			return usagef("--store: bad postgres DSN: %v", redactErr(err))
-		}
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	case "postgres":
+		pool, err := pgxpool.NewWithConfig(ctx, spec.pg)
 		if err != nil {
 			return fmt.Errorf("postgres: %v", redactErr(err))
 		}
@@ -113,17 +151,7 @@ func (c *cli) open(ctx context.Context, create bool) error {
 		c.store = s
 		c.closers = append(c.closers, func() { _ = s.Close() })
 	case "mysql":
-		cfg, err := driver.ParseDSN(addr)
-		if err != nil {
-			return usagef("--store: bad mysql DSN: %v", err)
-		}
-		cfg.ParseTime = true
-		cfg.InterpolateParams = true
-		connector, err := driver.NewConnector(cfg)
-		if err != nil {
-			return usagef("--store: bad mysql DSN: %v", err)
-		}
-		db := sql.OpenDB(connector)
+		db := sql.OpenDB(spec.mysql)
 		c.closers = append(c.closers, func() { _ = db.Close() })
 		if err := db.PingContext(ctx); err != nil {
 			return fmt.Errorf("mysql: cannot reach the server: %v", err)
@@ -142,8 +170,6 @@ func (c *cli) open(ctx context.Context, create bool) error {
 		c.sqlDB = db
 		c.store = s
 		c.closers = append(c.closers, func() { _ = s.Close() })
-	default:
-		return usagef("--store: unknown scheme %q (want bolt, postgres or mysql)", kind)
 	}
 	return nil
 }
