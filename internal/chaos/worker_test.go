@@ -90,6 +90,9 @@ func openStore(ctx context.Context, cfg workerConfig) (s storage.Storage, close 
 			}
 			mcfg.Params["idle_transaction_timeout"] = fmt.Sprint(int(max(cfg.LeaseTTL.Seconds(), 1)))
 		}
+		// As the README asks of every deployment: one round trip per statement, not a
+		// prepare, an execution and a close.
+		mcfg.InterpolateParams = true
 		conn, err := driver.NewConnector(mcfg)
 		if err != nil {
 			return nil, nil, err
