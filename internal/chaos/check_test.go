@@ -231,7 +231,7 @@ func check(t *testing.T, s storage.Storage, logDir string, w workload) checked {
 
 	// No workflow left running without a live lease (by this machine's clock, which is the
 	// store's: every server here runs on it).
-	running, err := s.ListWorkflows(ctx, storage.ListFilter{States: []storage.State{storage.StateRunning}, Limit: storage.MaxListLimit})
+	running, err := listAll(ctx, s, storage.ListFilter{States: []storage.State{storage.StateRunning}})
 	if err != nil {
 		t.Fatal(err)
 	}
